@@ -1,0 +1,40 @@
+"""weightgen: weight files from jax.nn.initializers, byte-identical to JAX, streamed.
+
+The public API (importing it does not import JAX; generating does)::
+
+    import weightgen
+    weightgen.generate("he-normal", (3, 3, 64, 128), "k.safetensors")
+    tensors = weightgen.load("k.safetensors")
+"""
+
+__version__ = "0.1.0"
+
+from .api import WriteResult, generate, load, write
+from .errors import (
+    FileFormatError,
+    GenerationError,
+    InsufficientSpaceError,
+    OutputExistsError,
+    UsageError,
+    WeightgenError,
+)
+from .plan import Plan, TensorSpec, make_tensor
+from .stats import inspect_file
+
+__all__ = [
+    "FileFormatError",
+    "GenerationError",
+    "InsufficientSpaceError",
+    "OutputExistsError",
+    "Plan",
+    "TensorSpec",
+    "UsageError",
+    "WeightgenError",
+    "WriteResult",
+    "__version__",
+    "generate",
+    "inspect_file",
+    "load",
+    "make_tensor",
+    "write",
+]

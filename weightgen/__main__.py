@@ -1,0 +1,6 @@
+"""``python -m weightgen``."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Atomic output: a temporary file beside the destination, fsync, rename, fsync the folder.
+
+The destination holds either its old content or the complete new file, never a torn one.
+Temporary files are named ``.<name>.<random>.<pid>.weightgen-tmp`` so a later run can tell
+them apart from user files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import InsufficientSpaceError, OutputExistsError, UsageError, WeightgenError
+
+TMP_SUFFIX = ".weightgen-tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError
+
+
+def check_destination(dest: str | os.PathLike, *, force: bool, nbytes: int) -> Path:
+    """Refuse, before any work, a destination that cannot or must not be written."""
+    path = Path(dest)
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"output folder {str(parent)!r} does not exist; create it first")
+    if path.is_dir():
+        raise UsageError(f"output {str(path)!r} is a folder; give a file name")
+    if (path.exists() or path.is_symlink()) and not force:
+        raise OutputExistsError(f"{path} exists; pass --force to replace it")
+    free = shutil.disk_usage(parent).free
+    if nbytes > free:
+        raise InsufficientSpaceError(
+            f"{path} needs {human_bytes(nbytes)} but {parent} has {human_bytes(free)} free; "
+            "choose another folder or free some space"
+        )
+    return path
+
+
+class AtomicFile:
+    """A temporary file that becomes ``dest`` on ``commit()`` or disappears on ``abort()``."""
+
+    def __init__(self, dest: str | os.PathLike):
+        self.dest = Path(dest)
+        try:
+            fd, name = tempfile.mkstemp(  # mode 0600 until commit
+                prefix=f".{self.dest.name}.",
+                suffix=f".{os.getpid()}{TMP_SUFFIX}",
+                dir=self.dest.parent,
+            )
+        except OSError as exc:
+            raise WeightgenError(
+                f"cannot create a file in {self.dest.parent}: {exc.strerror}"
+            ) from None
+        self.path = Path(name)
+        self.file = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        if self.file.closed:  # a writer (h5py) that opened the path itself
+            with open(self.path, "rb+") as f:
+                os.fsync(f.fileno())
+        else:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        os.chmod(self.path, 0o666 & ~_umask())
+        os.replace(self.path, self.dest)
+        fsync_dir(self.dest.parent)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()

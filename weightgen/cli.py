@@ -1,0 +1,381 @@
+"""The command line: Click only. Each command parses, calls one library function, prints.
+
+One command per initializer is generated from the registry (initializers.REGISTRY); aliases
+and underscore spellings resolve to it. Errors become one line on stderr and an exit code in
+one place, ``main``. Nothing here imports JAX: ``--help``, ``list`` and ``inspect`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from . import __version__
+from .atomic import human_bytes
+from .dtypes import DTYPE_NAMES
+from .errors import WeightgenError
+from .initializers import REGISTRY, Initializer, Param, lookup
+
+EPILOG_FORMATS = "Formats: .safetensors, .npz, .h5/.hdf5 (from the suffix, or --format)."
+
+
+class WeightgenGroup(click.Group):
+    """Resolves aliases and underscore spellings; suggests the nearest name for a typo."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        try:
+            return super().get_command(ctx, lookup(cmd_name).name)
+        except WeightgenError:
+            return None
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if self.get_command(ctx, name) is None and not name.startswith("-"):
+            try:
+                lookup(name)
+            except WeightgenError as exc:
+                raise click.UsageError(str(exc), ctx) from None
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx, formatter):
+        inits = [(n, c) for n, c in self.commands.items() if n in REGISTRY]
+        others = [(n, c) for n, c in self.commands.items() if n not in REGISTRY]
+        for title, rows in (("Initializers", inits), ("Commands", others)):
+            with formatter.section(title):
+                formatter.write_dl([(n, c.get_short_help_str(70)) for n, c in rows])
+
+
+@click.group(
+    cls=WeightgenGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Example:\n\n\b\n  weightgen he-normal --shape 3,3,64,128 -o k.safetensors\n"
+    "  weightgen inspect k.safetensors\n  weightgen list",
+)
+@click.version_option(__version__, prog_name="weightgen")
+def cli() -> None:
+    """Write weight files made by jax.nn.initializers: byte-identical to JAX, streamed in
+    bounded memory, to safetensors, npz or HDF5."""
+
+
+# --- initializer commands -----------------------------------------------------------------
+
+
+def _param_option(param: Param) -> click.Option:
+    help_text = param.help
+    if param.kind == "choice":
+        help_text += f" [{'|'.join(param.choices)}]"
+    if param.required:
+        help_text += " [required]"
+    else:
+        help_text += f" [default: {param.format(param.default)}]"
+    # Values stay strings here; the library validates them (one source of truth).
+    return click.Option([param.flag, param.name], default=None, help=help_text)
+
+
+def _common_options() -> list[click.Option]:
+    return [
+        click.Option(["--shape"], required=True, help="comma-separated sizes, e.g. 3,3,64,128"),
+        click.Option(["-o", "--output"], required=True, help="file to write, or - for stdout"),
+        click.Option(["--dtype"], default="float32", show_default=True, help="|".join(DTYPE_NAMES)),
+        click.Option(
+            ["--sample-dtype"],
+            default=None,
+            help="dtype to draw in before rounding to --dtype [default: --dtype, except "
+            "float32 for float8 and for half-precision orthogonal]",
+        ),
+        click.Option(
+            ["--seed"],
+            type=int,
+            default=0,
+            show_default=True,
+            help="key = jax.random.key(seed), 0 to 2**32-1",
+        ),
+        click.Option(
+            ["--format", "fmt"],
+            type=click.Choice(["safetensors", "npz", "hdf5"]),
+            default=None,
+            help="output format [default: from the suffix]",
+        ),
+        click.Option(
+            ["--name"], default="weight", show_default=True, help="the tensor's name in the file"
+        ),
+        click.Option(["--force"], is_flag=True, help="replace an existing output file"),
+        click.Option(
+            ["--devices"],
+            default=None,
+            help="cpu, gpu, tpu, all, or e.g. gpu:0,1 [default: JAX's default backend]",
+        ),
+        click.Option(
+            ["--chunk-size"],
+            type=int,
+            default=None,
+            help="elements per kernel call (never changes the bytes)",
+        ),
+        click.Option(
+            ["--no-compile-cache"],
+            is_flag=True,
+            help="do not use JAX's persistent compilation cache",
+        ),
+        click.Option(["-q", "--quiet"], is_flag=True, help="no progress bar, hints or summary"),
+        click.Option(["--json", "as_json"], is_flag=True, help="print a JSON summary on stdout"),
+    ]
+
+
+def _init_help(entry: Initializer) -> str:
+    call = f"jax.nn.initializers.{entry.jax_name}"
+    call += "(...)(key, shape, dtype)" if entry.jax_builder else "(key, shape, dtype)"
+    names = ", ".join(entry.aliases)
+    example_params = " ".join(
+        f"{p.flag} {p.choices[0] if p.choices else 1.0}" for p in entry.params if p.required
+    )
+    lines = [
+        f"{entry.summary[0].upper()}{entry.summary[1:]}.",
+        "",
+        f"Bytes equal {call} with key = jax.random.key(--seed)."
+        + (f" Aliases: {names}." if names else ""),
+        "",
+        "Example:",
+        "",
+        "\b",
+        f"  weightgen {entry.name} --shape 256,512 {example_params} -o w.safetensors".replace(
+            "  -o", " -o"
+        ),
+        f"  weightgen {entry.name} --shape 256,512 {example_params} --dtype bfloat16 "
+        "-o w.npz".replace("  --", " --"),
+    ]
+    return "\n".join(lines)
+
+
+def _make_init_command(entry: Initializer) -> click.Command:
+    def callback(**kwargs: Any) -> None:
+        _generate(entry, kwargs)
+
+    params = [_param_option(p) for p in entry.params] + _common_options()
+    return click.Command(
+        entry.name,
+        callback=callback,
+        params=params,
+        help=_init_help(entry),
+        short_help=entry.summary,
+        epilog=EPILOG_FORMATS,
+    )
+
+
+def _generate(entry: Initializer, options: dict[str, Any]) -> None:
+    from . import api
+    from .plan import Plan, make_tensor
+
+    init_params = {p.name: options.pop(p.name) for p in entry.params}
+    spec = make_tensor(
+        entry,
+        options["shape"],
+        params={k: v for k, v in init_params.items() if v is not None},
+        dtype=options["dtype"],
+        sample_dtype=options["sample_dtype"],
+        seed=options["seed"],
+        name=options["name"],
+    )
+    quiet = options["quiet"]
+    hint = api.half_precision_hint(spec)
+    if hint and not quiet:
+        click.echo(hint, err=True)
+    plan = Plan.of([spec])
+    with _progress(plan.nbytes, quiet) as bar:
+        result = api.write(
+            plan,
+            options["output"],
+            format=options["fmt"],
+            force=options["force"],
+            devices=options["devices"],
+            chunk_size=options["chunk_size"],
+            compile_cache=not options["no_compile_cache"],
+            on_bytes=bar.update if bar is not None else None,
+        )
+    _report(result, quiet=quiet, as_json=options["as_json"])
+
+
+class _progress:
+    """A tqdm bar on stderr for runs that last, only when stderr is a terminal."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.quiet, self.bar = total, quiet, None
+
+    def __enter__(self):
+        if self.quiet or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=self.total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            delay=0.5,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        return self.bar
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _report(result, *, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        summary = {
+            "path": result.path,
+            "format": result.format,
+            "bytes": result.nbytes,
+            "seconds": round(result.seconds, 4),
+            "tensors": [
+                {"name": t.name, "bytes": t.nbytes, "sha256": t.sha256} for t in result.tensors
+            ],
+        }
+        click.echo(json.dumps(summary, indent=2))
+    if not quiet:
+        where = "stdout" if result.path == "-" else result.path
+        count = len(result.tensors)
+        click.echo(
+            f"wrote {where}: {count} tensor{'s' if count != 1 else ''}, "
+            f"{human_bytes(result.nbytes)} ({result.format}) in {result.seconds:.2f} s",
+            err=True,
+        )
+
+
+for _entry in REGISTRY.values():
+    cli.add_command(_make_init_command(_entry))
+
+
+# --- list, inspect -----------------------------------------------------------------------
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def list_command(as_json: bool) -> None:
+    """Every initializer, its aliases, parameters and defaults.
+
+    Example:
+
+    \b
+      weightgen list
+      weightgen list --json | jq '.[].name'
+    """
+    rows = [
+        {
+            "name": e.name,
+            "jax": f"jax.nn.initializers.{e.jax_name}",
+            "aliases": list(e.aliases),
+            "parameters": {
+                p.name: ("required" if p.required else p.format(p.default)) for p in e.params
+            },
+            "fixed": dict(e.fixed),
+            "streams": "chunked" if e.elementwise else "whole (QR), then streamed",
+            "complex": e.complex_ok,
+            "summary": e.summary,
+        }
+        for e in REGISTRY.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        aliases = f"  (aliases: {', '.join(row['aliases'])})" if row["aliases"] else ""
+        click.echo(f"{row['name']}{aliases}")
+        click.echo(f"    {row['summary']}")
+        params = ", ".join(f"{k}={v}" for k, v in row["parameters"].items()) or "none"
+        click.echo(f"    parameters: {params}")
+
+
+@cli.command("inspect")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def inspect_command(path: str, as_json: bool) -> None:
+    """Each tensor's name, shape, dtype, bytes, and mean, std, min, max (one streaming pass).
+
+    Reads safetensors, npz and HDF5; restores bfloat16 and float8 stored by weightgen.
+
+    Example:
+
+    \b
+      weightgen inspect k.safetensors
+      weightgen inspect k.safetensors --json
+    """
+    from .stats import inspect_file
+
+    fmt, reports, metadata = inspect_file(path)
+    if as_json:
+        payload = {
+            "path": path,
+            "format": fmt,
+            "metadata": metadata,
+            "tensors": [r.as_dict() for r in reports],
+        }
+        click.echo(json.dumps(payload, indent=2))
+        return
+    total = sum(r.bytes for r in reports)
+    click.echo(f"{path}: {fmt}, {len(reports)} tensors, {human_bytes(total)}")
+    header = ("name", "shape", "dtype", "bytes", "mean", "std", "min", "max")
+    table = [header] + [
+        (
+            r.name,
+            "(" + ", ".join(map(str, r.shape)) + ")",
+            r.dtype,
+            str(r.bytes),
+            *(_fmt_stat(getattr(r, k)) for k in ("mean", "std", "min", "max")),
+        )
+        for r in reports
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _fmt_stat(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return f"{value:.6g}"
+
+
+# --- the one exit path ---------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"weightgen: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: every error is one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="weightgen", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare "weightgen"
+        click.echo(exc.ctx.get_help(), err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx is not None else "weightgen"
+        _fail(f"{exc.format_message()} (see '{command} --help')", exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except WeightgenError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; no output was written", 130)
+    except BrokenPipeError:
+        sys.exit(1)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}", 1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,240 @@
+"""The engine: jit-compiled chunks on the selected devices, streamed to a sink.
+
+Data flow for one tensor: flat ranges of ``chunk_elems`` elements -> one jit kernel call each
+(sharded over the devices; the key data carries the range's start, so the kernel compiles
+once per family, dtype and size) -> asynchronous device-to-host copies, a few in flight ->
+a bounded queue -> a writer thread that feeds the sink (file writes release the GIL).
+Host memory is a few chunks whatever the tensor's size. Chunk size and device count never
+change a byte: every element is a function of the key and its flat index only.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
+
+from . import prng, samplers
+from .errors import GenerationError, UsageError
+from .plan import Plan, TensorSpec
+
+# Elements per kernel call and device. On CPU the threefry kernel is fastest when a chunk's
+# working set stays in cache (2**20: 158 M elements/s; 2**22: 37 M/s, see DESIGN.md);
+# accelerators want large launches.
+CPU_CHUNK_PER_DEVICE = 2**20
+ACCELERATOR_CHUNK_PER_DEVICE = 2**24
+IN_FLIGHT = 3  # device chunks dispatched ahead of the host
+QUEUE_DEPTH = 4  # host chunks waiting for the writer
+
+COMPILE_CACHE_ENV = "WEIGHTGEN_COMPILE_CACHE"  # "0" turns the persistent cache off
+
+
+def compile_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "weightgen" / "jax"
+
+
+def configure_jax(*, x64: bool, compile_cache: bool = True) -> None:
+    """Process-wide JAX settings for a run: x64 when a tensor needs it; the compile cache."""
+    jax.config.update("jax_enable_x64", x64)
+    if compile_cache and os.environ.get(COMPILE_CACHE_ENV, "1") != "0":
+        try:
+            cache = compile_cache_dir()
+            cache.mkdir(parents=True, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", str(cache))
+            # Our kernels compile in well under JAX's default 1 s threshold; cache them all.
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        except OSError:
+            pass  # an unwritable cache folder only costs compile time
+    prng.check_config()
+
+
+def select_devices(spec: str | None) -> list[jax.Device]:
+    """``None`` (JAX's default backend, all its local devices), ``cpu``, ``gpu``, ``tpu``,
+    ``all``, or a platform with indices such as ``gpu:0,1``."""
+    if spec is None or spec.strip().lower() in ("", "default", "all"):
+        return jax.local_devices()
+    text = spec.strip().lower()
+    platform, _, ids = text.partition(":")
+    if platform == "cuda":
+        platform = "gpu"
+    try:
+        available = jax.local_devices(backend=platform)
+    except RuntimeError:
+        have = ", ".join(sorted({d.platform for d in jax.devices()}))
+        raise UsageError(
+            f"--devices {spec}: no {platform} devices here (JAX sees: {have}); "
+            "install a jax build for that platform or choose another"
+        ) from None
+    if not ids:
+        return available
+    try:
+        wanted = [int(i) for i in ids.split(",")]
+    except ValueError:
+        raise UsageError(f"--devices {spec}: expected indices such as {platform}:0,1") from None
+    bad = [i for i in wanted if not 0 <= i < len(available)]
+    if bad or len(set(wanted)) != len(wanted):
+        raise UsageError(
+            f"--devices {spec}: {platform} has devices 0..{len(available) - 1}, each once"
+        )
+    return [available[i] for i in wanted]
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+class Engine:
+    """Generates tensors chunk by chunk on ``devices``; ``chunk_elems`` never changes bytes."""
+
+    def __init__(self, devices: Sequence[jax.Device] | None = None, chunk_elems: int | None = None):
+        self.devices = list(devices) if devices else jax.local_devices()
+        ndev = len(self.devices)
+        if chunk_elems is None:
+            per_device = (
+                CPU_CHUNK_PER_DEVICE
+                if self.devices[0].platform == "cpu"
+                else ACCELERATOR_CHUNK_PER_DEVICE
+            )
+            chunk_elems = per_device * ndev
+        if chunk_elems < 1:
+            raise UsageError(f"--chunk-size {chunk_elems}: must be a positive number of elements")
+        self.chunk_elems = -(-chunk_elems // ndev) * ndev  # a multiple of the device count
+        if ndev == 1:
+            self._sharding = SingleDeviceSharding(self.devices[0])
+        else:
+            mesh = Mesh(np.array(self.devices), ("devices",))
+            self._sharding = NamedSharding(mesh, PartitionSpec("devices"))
+        self._kernels: dict[tuple, Callable] = {}
+        self._slicers: dict[int, Callable] = {}
+
+    def kernel_elems(self, numel: int) -> int:
+        """Kernel size for a tensor: the chunk size, or the next power of two for a small
+        tensor (so small tensors don't pay for a full chunk, and sizes share compiles)."""
+        ndev = len(self.devices)
+        small = -(-_next_pow2(numel) // ndev) * ndev
+        return min(self.chunk_elems, small)
+
+    def _kernel(self, spec: TensorSpec, draw, size: int) -> Callable:
+        signature = (samplers.kernel_signature(spec), size)
+        kernel = self._kernels.get(signature)
+        if kernel is None:
+
+            def run(key_data, coefficient):
+                return draw(prng.wrap(key_data), coefficient, size)
+
+            kernel = jax.jit(run, out_shardings=self._sharding)
+            self._kernels[signature] = kernel
+        return kernel
+
+    def chunks(self, spec: TensorSpec) -> Iterator[np.ndarray]:
+        """The flattened tensor as host arrays in ``spec.dtype``, in order."""
+        numel = spec.numel
+        if numel == 0:
+            return
+        key = prng.base_key(spec.seed, spec.fold_in)
+        size = self.kernel_elems(numel)
+        if spec.init.elementwise:
+            coefficient, draw = samplers.elementwise(spec)
+            kernel = self._kernel(spec, draw, size)
+            words = prng.key_words(key)
+            launch = lambda start: kernel(prng.offset_key_data(words, start), coefficient)  # noqa: E731
+        else:
+            with jax.default_device(self.devices[0]):
+                flat = samplers.whole(spec, key).reshape(-1)
+                if numel % size:  # pad once, so every slice has the one compiled size
+                    flat = jax.numpy.pad(flat, (0, size - numel % size))
+            launch = lambda start: self._slice(flat, start, size)  # noqa: E731
+        in_flight: collections.deque = collections.deque()
+        for start in range(0, numel, size):
+            chunk = launch(start)
+            chunk.copy_to_host_async()
+            in_flight.append((chunk, min(size, numel - start)))
+            if len(in_flight) > IN_FLIGHT:
+                yield _to_host(*in_flight.popleft())
+        while in_flight:
+            yield _to_host(*in_flight.popleft())
+
+    def _slice(self, flat: jax.Array, start: int, size: int) -> jax.Array:
+        """``size`` elements of a device array from ``start``."""
+        slicer = self._slicers.get(size)
+        if slicer is None:
+            slicer = jax.jit(lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, size))
+            self._slicers[size] = slicer
+        return slicer(flat, np.int32(start) if start < 2**31 else np.int64(start))
+
+
+def _to_host(chunk: jax.Array, valid: int) -> np.ndarray:
+    host = np.asarray(chunk)
+    return host[:valid] if valid < host.size else host
+
+
+@dataclass
+class TensorResult:
+    name: str
+    nbytes: int
+    sha256: str
+
+
+def run(
+    engine: Engine,
+    plan: Plan,
+    sink,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    hashes: bool = True,
+) -> list[TensorResult]:
+    """Generate every tensor of ``plan`` into ``sink``: generation and writing overlap."""
+    import hashlib
+
+    pending: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
+    failure: list[BaseException] = []
+    digests = [hashlib.sha256() for _ in plan.tensors]
+
+    def writer() -> None:
+        while (item := pending.get()) is not None:
+            if failure:
+                continue  # drain so the producer never blocks
+            index, chunk = item
+            try:
+                sink.write(index, chunk)
+                if hashes:
+                    digests[index].update(chunk.reshape(-1).view(np.uint8))
+                if on_bytes is not None:
+                    on_bytes(chunk.nbytes)
+            except BaseException as exc:
+                failure.append(exc)
+
+    thread = threading.Thread(target=writer, name="weightgen-writer", daemon=True)
+    thread.start()
+    try:
+        for index, spec in enumerate(plan.tensors):
+            try:
+                for chunk in engine.chunks(spec):
+                    if failure:
+                        break
+                    pending.put((index, chunk))
+            except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+                if isinstance(exc, UsageError):
+                    raise
+                raise GenerationError(f"while generating {spec.describe()}: {exc}") from exc
+            if failure:
+                break
+    finally:
+        pending.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
+    return [
+        TensorResult(spec.name, spec.nbytes, digest.hexdigest())
+        for spec, digest in zip(plan.tensors, digests)
+    ]

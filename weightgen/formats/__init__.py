@@ -1,0 +1,67 @@
+"""The file formats: one module each, the same verbs (a streaming Sink, a Reader)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FileFormatError, UsageError
+from . import hdf5, npz, safetensors
+from .base import TensorEntry
+
+FORMATS = ("safetensors", "npz", "hdf5")
+SUFFIXES = {".safetensors": "safetensors", ".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5"}
+MODULES = {"safetensors": safetensors, "npz": npz, "hdf5": hdf5}
+STREAMABLE = ("safetensors", "npz")  # can be written to a pipe (HDF5 needs to seek)
+
+_MAGIC = {b"PK\x03\x04": "npz", b"PK\x05\x06": "npz", b"\x89HDF\r\n\x1a\n": "hdf5"}
+
+
+def format_for(path: str, explicit: str | None) -> str:
+    """The output format: ``explicit`` if given, else from the suffix."""
+    if explicit is not None:
+        if explicit not in FORMATS:
+            raise UsageError(f"--format {explicit}: choose one of {', '.join(FORMATS)}")
+        return explicit
+    if path == "-":
+        raise UsageError("writing to stdout needs --format (safetensors or npz)")
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise UsageError(
+            f"cannot tell the format of {path!r} from its suffix; "
+            "use .safetensors, .npz, .h5 or .hdf5, or pass --format"
+        )
+    return SUFFIXES[suffix]
+
+
+def sniff(path: str | os.PathLike) -> str:
+    """The format of an existing file, from its first bytes (then its suffix)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except IsADirectoryError:
+        raise FileFormatError(f"{path} is a folder, not a weight file") from None
+    except OSError as exc:
+        raise FileFormatError(f"cannot read {path}: {exc.strerror}") from None
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return name
+    return "safetensors"
+
+
+def open_reader(path: str | os.PathLike):
+    return MODULES[sniff(path)].Reader(path)
+
+
+def read_tensor(reader, entry: TensorEntry) -> np.ndarray:
+    """One whole tensor, in its logical dtype and shape."""
+    flat = np.concatenate([*reader.iter_chunks(entry), np.empty(0, entry.dtype.numpy)])
+    order = reader.order(entry) if hasattr(reader, "order") else "C"
+    return flat.reshape(entry.shape, order=order)
+
+
+def entries_of(tensors: Sequence) -> list[TensorEntry]:
+    return [TensorEntry(t.name, t.shape, t.dtype) for t in tensors]

@@ -1,0 +1,92 @@
+"""``inspect``: each tensor's layout and summary statistics, in one streaming pass.
+
+Pure numpy (no JAX): statistics are accumulated in float64 chunk by chunk and merged with
+Chan et al.'s parallel formula, so a file of any size is read in bounded memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from . import formats
+
+
+@dataclass
+class TensorReport:
+    name: str
+    shape: list[int]
+    dtype: str
+    bytes: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class RunningStats:
+    """Count, mean, M2, min and max of a stream of chunks (complex: mean/std of the modulus
+    deviation, min/max of the real part are not defined, so they stay None)."""
+
+    def __init__(self, is_complex: bool):
+        self.is_complex = is_complex
+        self.count = 0
+        self.mean: complex | float = 0.0
+        self.m2 = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def update(self, chunk: np.ndarray) -> None:
+        if chunk.size == 0:
+            return
+        values = chunk.astype(np.complex128 if self.is_complex else np.float64)
+        n = values.size
+        mean = values.mean()
+        m2 = float(np.sum(np.abs(values - mean) ** 2))
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.m2 += m2 + abs(delta) ** 2 * self.count * n / total
+        self.count = total
+        if not self.is_complex:
+            self.min = min(self.min, float(values.min()))
+            self.max = max(self.max, float(values.max()))
+
+    def report(self) -> dict:
+        if self.count == 0:
+            return {"mean": None, "std": None, "min": None, "max": None}
+        mean = complex(self.mean) if self.is_complex else float(self.mean)
+        if self.is_complex:
+            mean = str(mean)
+        return {
+            "mean": mean,
+            "std": math.sqrt(self.m2 / self.count),
+            "min": None if self.is_complex else self.min,
+            "max": None if self.is_complex else self.max,
+        }
+
+
+def inspect_file(path: str | os.PathLike) -> tuple[str, list[TensorReport], dict]:
+    """(format, one report per tensor, the file's metadata)."""
+    fmt = formats.sniff(path)
+    reader = formats.MODULES[fmt].Reader(path)
+    try:
+        reports = []
+        for entry in reader.entries:
+            stats = RunningStats(entry.dtype.is_complex)
+            for chunk in reader.iter_chunks(entry):
+                stats.update(chunk)
+            reports.append(
+                TensorReport(
+                    entry.name, list(entry.shape), entry.dtype.name, entry.nbytes, **stats.report()
+                )
+            )
+        return fmt, reports, dict(reader.metadata)
+    finally:
+        reader.close()

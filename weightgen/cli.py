@@ -7,6 +7,7 @@ one place, ``main``. Nothing here imports JAX: ``--help``, ``list`` and ``inspec
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from typing import Any
@@ -17,7 +18,7 @@ from . import __version__
 from .atomic import human_bytes
 from .dtypes import DTYPE_NAMES
 from .errors import WeightgenError
-from .initializers import REGISTRY, Initializer, Param, lookup
+from .initializers import REGISTRY, Initializer, Param, all_names, lookup
 
 EPILOG_FORMATS = "Formats: .safetensors, .npz, .h5/.hdf5 (from the suffix, or --format)."
 
@@ -37,10 +38,14 @@ class WeightgenGroup(click.Group):
     def resolve_command(self, ctx, args):
         name = args[0] if args else ""
         if self.get_command(ctx, name) is None and not name.startswith("-"):
-            try:
-                lookup(name)
-            except WeightgenError as exc:
-                raise click.UsageError(str(exc), ctx) from None
+            known = [*self.commands, *all_names()]
+            close = difflib.get_close_matches(name.lower().replace("_", "-"), known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise click.UsageError(
+                f"unknown initializer or command {name!r}; {hint}'weightgen list' shows "
+                "every initializer",
+                ctx,
+            )
         return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx, formatter):

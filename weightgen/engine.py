@@ -129,8 +129,8 @@ class Engine:
         kernel = self._kernels.get(signature)
         if kernel is None:
 
-            def run(key_data, coefficient):
-                return draw(prng.wrap(key_data), coefficient, size)
+            def run(key_data, coefficients):
+                return draw(prng.wrap(key_data), coefficients, size)
 
             kernel = jax.jit(run, out_shardings=self._sharding)
             self._kernels[signature] = kernel
@@ -144,10 +144,10 @@ class Engine:
         key = prng.base_key(spec.seed, spec.fold_in)
         size = self.kernel_elems(numel)
         if spec.init.elementwise:
-            coefficient, draw = samplers.elementwise(spec)
+            coefficients, draw = samplers.elementwise(spec)
             kernel = self._kernel(spec, draw, size)
             words = prng.key_words(key)
-            launch = lambda start: kernel(prng.offset_key_data(words, start), coefficient)  # noqa: E731
+            launch = lambda start: kernel(prng.offset_key_data(words, start), coefficients)  # noqa: E731
         else:
             with jax.default_device(self.devices[0]):
                 flat = samplers.whole(spec, key).reshape(-1)

@@ -26,83 +26,119 @@ _TRUNC_STD_REAL = 0.87962566103423978
 _TRUNC_STD_COMPLEX = 0.95311164380491208
 
 
-# Verbatim from jax/_src/nn/initializers.py (private there), so that complex variance scaling
-# runs the same operations in the same order.
-def _complex_uniform(key, shape, dtype):
+def _materialize(values):
+    """An eager-op boundary inside a jit: what JAX rounds and stores, we round and store."""
+    return jax.lax.optimization_barrier(values)
+
+
+def _arg(value) -> np.ndarray:
+    """A Python scalar as JAX passes it into a jitted sampler: a runtime argument of the
+    canonical dtype (float32/int32, or 64-bit under x64), never a foldable constant."""
+    return np.asarray(jnp.asarray(value))
+
+
+# The same operations, in the same order, as jax/_src/nn/initializers.py's private complex
+# samplers. JAX runs them eagerly, each op rounded and stored on its own: ``_materialize``
+# reproduces those boundaries inside our jit, and the scalar head (``1 - exp(-upper**2)``) is
+# computed eagerly, like the coefficients, and passed in.
+def _complex_uniform(key, bounds, shape, dtype):
+    m = _materialize
     key_r, key_theta = jax.random.split(key)
     real_dtype = np.array(0, dtype).real.dtype
     dtype = np.result_type(real_dtype, np.complex64)  # dtypes.to_complex_dtype
-    r = jnp.sqrt(2 * jax.random.uniform(key_r, shape, real_dtype)).astype(dtype)
-    theta = 2 * np.pi * jax.random.uniform(key_theta, shape, real_dtype).astype(dtype)
-    return r * jnp.exp(1j * theta)
+    u_r = m(jax.random.uniform(key_r, shape, real_dtype, *bounds))
+    r = m(m(jnp.sqrt(m(2 * u_r))).astype(dtype))
+    u_theta = m(jax.random.uniform(key_theta, shape, real_dtype, *bounds))
+    theta = m(2 * np.pi * m(u_theta.astype(dtype)))
+    return m(r * m(jnp.exp(m(1j * theta))))
 
 
-def _complex_truncated_normal(key, upper, shape, dtype):
+def _complex_truncated_normal(key, head, bounds, shape, dtype):
+    m = _materialize
     key_r, key_theta = jax.random.split(key)
     real_dtype = np.array(0, dtype).real.dtype
     dtype = np.result_type(real_dtype, np.complex64)  # dtypes.to_complex_dtype
-    t = (1 - jnp.exp(jnp.array(-(upper**2), dtype))) * jax.random.uniform(
-        key_r, shape, real_dtype
-    ).astype(dtype)
-    r = jnp.sqrt(-jnp.log(1 - t))
-    theta = 2 * np.pi * jax.random.uniform(key_theta, shape, real_dtype).astype(dtype)
-    return r * jnp.exp(1j * theta)
+    t = m(head * m(m(jax.random.uniform(key_r, shape, real_dtype, *bounds)).astype(dtype)))
+    r = m(jnp.sqrt(m(-m(jnp.log(m(1 - t))))))
+    u_theta = m(jax.random.uniform(key_theta, shape, real_dtype, *bounds))
+    theta = m(2 * np.pi * m(u_theta.astype(dtype)))
+    return m(r * m(jnp.exp(m(1j * theta))))
 
 
-def _variance_scaling(args, shape, dtype):
+Draw = Callable[[Any, tuple, int], jax.Array]
+
+
+def _variance_scaling(args, shape, dtype) -> tuple[tuple, Draw]:
+    """jax.nn.initializers.variance_scaling's init, split into eager scalars and a draw."""
     variance = jnp.array(initializers.variance(args, shape), dtype=dtype)
     distribution, real = args["distribution"], not jnp.issubdtype(dtype, jnp.complexfloating)
+    unit = (_arg(0.0), _arg(1.0))  # jax.random.uniform's default bounds
+    if distribution == "truncated_normal" and real:
+        stddev = jnp.sqrt(variance) / jnp.array(_TRUNC_STD_REAL, dtype)
+        return (stddev, _arg(-2), _arg(2)), lambda key, c, n: _scaled(
+            jax.random.truncated_normal(key, c[1], c[2], (n,), dtype), c[0]
+        )
     if distribution == "truncated_normal":
-        if real:
-            stddev = jnp.sqrt(variance) / jnp.array(_TRUNC_STD_REAL, dtype)
-            return stddev, lambda key, n: jax.random.truncated_normal(key, -2, 2, (n,), dtype)
         stddev = jnp.sqrt(variance) / jnp.array(_TRUNC_STD_COMPLEX, dtype)
-        return stddev, lambda key, n: _complex_truncated_normal(key, 2, (n,), dtype)
+        head = 1 - jnp.exp(jnp.array(-(2**2), dtype))
+        return (stddev, head, *unit), lambda key, c, n: _scaled(
+            _complex_truncated_normal(key, c[1], c[2:], (n,), dtype), c[0]
+        )
     if distribution == "normal":
-        return jnp.sqrt(variance), lambda key, n: jax.random.normal(key, (n,), dtype)
+        return (jnp.sqrt(variance),), lambda key, c, n: _scaled(
+            jax.random.normal(key, (n,), dtype), c[0]
+        )
     if real:
-        return jnp.sqrt(3 * variance), lambda key, n: jax.random.uniform(key, (n,), dtype, -1)
-    return jnp.sqrt(variance), lambda key, n: _complex_uniform(key, (n,), dtype)
+        return (jnp.sqrt(3 * variance), _arg(-1), _arg(1.0)), lambda key, c, n: _scaled(
+            jax.random.uniform(key, (n,), dtype, c[1], c[2]), c[0]
+        )
+    return (jnp.sqrt(variance), *unit), lambda key, c, n: _scaled(
+        _complex_uniform(key, c[1:], (n,), dtype), c[0]
+    )
 
 
-def _constant(args, shape, dtype):
-    return jnp.full((), args["value"], dtype), lambda coef, n: jnp.broadcast_to(coef, (n,))
+def _scaled(values, coefficient):
+    # JAX multiplies eagerly, outside the sampler's jit: the barrier keeps XLA from fusing
+    # the two into one expression with different rounding.
+    return _materialize(values) * coefficient
 
 
-def elementwise(spec: TensorSpec) -> tuple[np.ndarray, Callable[[Any, Any, int], jax.Array]]:
-    """``(coefficient, draw)`` with ``draw(key, coefficient, n)`` -> n values in ``spec.dtype``.
+def elementwise(spec: TensorSpec) -> tuple[tuple[np.ndarray, ...], Draw]:
+    """``(coefficients, draw)``; ``draw(key, coefficients, n)`` -> n values in ``spec.dtype``.
 
-    ``coefficient`` is a host scalar in the sample dtype (so the kernel takes it as an argument
-    and is compiled once per family and dtype, not per tensor).
+    ``coefficients`` are host scalars: what JAX computes eagerly from the parameters and the
+    full shape, and the scalars it passes into its jitted samplers as runtime arguments. The
+    kernel takes them as arguments, so it compiles once per family and dtype, not per tensor,
+    and XLA cannot constant-fold them into a differently rounded result.
     """
     args = spec.init.family_args(spec.params)
     dtype, out = spec.sample_dtype.numpy, spec.dtype.numpy
     family = spec.init.family
+    draw: Draw
     if family == "constant":
-        coef, fill = _constant(args, spec.shape, dtype)
-        draw = lambda key, c, n: fill(c, n)  # noqa: E731
+        coefficients = (jnp.full((), args["value"], dtype),)
+        draw = lambda key, c, n: jnp.broadcast_to(c[0], (n,))  # noqa: E731
+    elif family == "uniform":
+        coefficients = (jnp.array(args["scale"], dtype), _arg(0.0), _arg(1.0))
+        draw = lambda key, c, n: _scaled(  # noqa: E731
+            jax.random.uniform(key, (n,), dtype, c[1], c[2]), c[0]
+        )
+    elif family == "normal":
+        coefficients = (jnp.array(args["stddev"], dtype),)
+        draw = lambda key, c, n: _scaled(jax.random.normal(key, (n,), dtype), c[0])  # noqa: E731
+    elif family == "truncated_normal":
+        coefficients = (jnp.array(args["stddev"], dtype), _arg(args["lower"]), _arg(args["upper"]))
+        draw = lambda key, c, n: _scaled(  # noqa: E731
+            jax.random.truncated_normal(key, c[1], c[2], (n,), dtype), c[0]
+        )
+    elif family == "variance_scaling":
+        coefficients, draw = _variance_scaling(args, spec.shape, dtype)
     else:
-        if family == "uniform":
-            coef = jnp.array(args["scale"], dtype)
-            sample = lambda key, n: jax.random.uniform(key, (n,), dtype)  # noqa: E731
-        elif family == "normal":
-            coef = jnp.array(args["stddev"], dtype)
-            sample = lambda key, n: jax.random.normal(key, (n,), dtype)  # noqa: E731
-        elif family == "truncated_normal":
-            coef = jnp.array(args["stddev"], dtype)
-            lower, upper = args["lower"], args["upper"]
-            sample = lambda key, n: jax.random.truncated_normal(  # noqa: E731
-                key, lower, upper, (n,), dtype
-            )
-        elif family == "variance_scaling":
-            coef, sample = _variance_scaling(args, spec.shape, dtype)
-        else:
-            raise AssertionError(family)
-        draw = lambda key, c, n: sample(key, n) * c  # noqa: E731
+        raise AssertionError(family)
     if out != dtype:
         inner = draw
-        draw = lambda key, c, n: inner(key, c, n).astype(out)  # noqa: E731
-    return np.asarray(coef), draw
+        draw = lambda key, c, n: _materialize(inner(key, c, n)).astype(out)  # noqa: E731
+    return tuple(np.asarray(c) for c in coefficients), draw
 
 
 def kernel_signature(spec: TensorSpec) -> tuple:

@@ -35,8 +35,10 @@ format: $(STAMP)
 	$(BIN)/ruff format weightgen tests scripts
 	$(BIN)/ruff check --fix weightgen tests scripts
 
+# The benchmark needs matplotlib for its plot; torch is used as an anchor when installed.
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

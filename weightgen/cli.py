@@ -200,6 +200,7 @@ def _generate(entry: Initializer, options: dict[str, Any]) -> None:
             devices=options["devices"],
             chunk_size=options["chunk_size"],
             compile_cache=not options["no_compile_cache"],
+            hashes=options["as_json"],
             on_bytes=bar.update if bar is not None else None,
         )
     _report(result, quiet=quiet, as_json=options["as_json"])
@@ -326,7 +327,8 @@ def inspect_command(path: str, as_json: bool) -> None:
         click.echo(json.dumps(payload, indent=2))
         return
     total = sum(r.bytes for r in reports)
-    click.echo(f"{path}: {fmt}, {len(reports)} tensors, {human_bytes(total)}")
+    count = len(reports)
+    click.echo(f"{path}: {fmt}, {count} tensor{'' if count == 1 else 's'}, {human_bytes(total)}")
     header = ("name", "shape", "dtype", "bytes", "mean", "std", "min", "max")
     table = [header] + [
         (

@@ -182,7 +182,7 @@ def _to_host(chunk: jax.Array, valid: int) -> np.ndarray:
 class TensorResult:
     name: str
     nbytes: int
-    sha256: str
+    sha256: str | None  # None when run(hashes=False)
 
 
 def run(
@@ -235,6 +235,6 @@ def run(
     if failure:
         raise failure[0]
     return [
-        TensorResult(spec.name, spec.nbytes, digest.hexdigest())
+        TensorResult(spec.name, spec.nbytes, digest.hexdigest() if hashes else None)
         for spec, digest in zip(plan.tensors, digests)
     ]

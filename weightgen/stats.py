@@ -75,7 +75,7 @@ class RunningStats:
 def inspect_file(path: str | os.PathLike) -> tuple[str, list[TensorReport], dict]:
     """(format, one report per tensor, the file's metadata)."""
     fmt = formats.sniff(path)
-    reader = formats.MODULES[fmt].Reader(path)
+    reader = formats.module(fmt).Reader(path)
     try:
         reports = []
         for entry in reader.entries:

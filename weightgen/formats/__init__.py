@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from ..errors import FileFormatError, UsageError
-from . import hdf5, npz, safetensors
+from . import safetensors as safetensors  # always needed: its layout sizes the output
 from .base import TensorEntry
 
 FORMATS = ("safetensors", "npz", "hdf5")
 SUFFIXES = {".safetensors": "safetensors", ".npz": "npz", ".h5": "hdf5", ".hdf5": "hdf5"}
-MODULES = {"safetensors": safetensors, "npz": npz, "hdf5": hdf5}
+
+
+def module(fmt: str) -> ModuleType:
+    """The format's module (imported on first use: h5py costs startup time)."""
+    return importlib.import_module(f"{__name__}.{fmt}")
+
+
 STREAMABLE = ("safetensors", "npz")  # can be written to a pipe (HDF5 needs to seek)
 
 _MAGIC = {b"PK\x03\x04": "npz", b"PK\x05\x06": "npz", b"\x89HDF\r\n\x1a\n": "hdf5"}
@@ -53,7 +61,7 @@ def sniff(path: str | os.PathLike) -> str:
 
 
 def open_reader(path: str | os.PathLike):
-    return MODULES[sniff(path)].Reader(path)
+    return module(sniff(path)).Reader(path)
 
 
 def read_tensor(reader, entry: TensorEntry) -> np.ndarray:

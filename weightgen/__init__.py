@@ -13,6 +13,7 @@ from .api import WriteResult, generate, load, write
 from .errors import (
     FileFormatError,
     GenerationError,
+    HashMismatchError,
     InsufficientSpaceError,
     OutputExistsError,
     UsageError,
@@ -24,6 +25,7 @@ from .stats import inspect_file
 __all__ = [
     "FileFormatError",
     "GenerationError",
+    "HashMismatchError",
     "InsufficientSpaceError",
     "OutputExistsError",
     "Plan",
@@ -36,5 +38,7 @@ __all__ = [
     "inspect_file",
     "load",
     "make_tensor",
+    "run_spec",
+    "verify",
     "write",
 ]

@@ -1,23 +1,25 @@
-"""The library API: ``generate`` one tensor, ``write`` a plan, ``load`` a file.
+"""The library API: ``generate`` one tensor, ``write`` a plan, ``run_spec`` a spec or manifest,
+``verify`` a file, ``load`` a file.
 
-Validation (names, shapes, dtypes, the destination, free space) happens here, before JAX is
+Validation (names, shapes, dtypes, destinations, free space) happens here, before JAX is
 imported; JAX is imported only once there is something to generate.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import __version__, formats
-from .atomic import AtomicFile, check_destination
-from .errors import UsageError
+from .atomic import AtomicDir, AtomicFile, check_destination, sha256_file
+from .errors import HashMismatchError, UsageError
 from .plan import DEFAULT_NAME, Plan, TensorSpec, make_tensor
 
 # Bytes a format adds around the data, per tensor and per file (zip and npy headers, HDF5
@@ -27,13 +29,15 @@ _OVERHEAD = {"npz": (1024, 4096), "hdf5": (4096, 65536)}
 
 @dataclass
 class WriteResult:
-    """What ``write`` and ``generate`` produced."""
+    """What ``write``, ``generate`` and ``run_spec`` produced."""
 
     path: str
-    format: str
+    format: str  # "safetensors", "npz", "hdf5", or "safetensors-sharded"
     nbytes: int  # tensor data bytes
     seconds: float
     tensors: list = field(default_factory=list)  # engine.TensorResult, in file order
+    files: list = field(default_factory=list)  # [{"name", "bytes", "sha256"}] of the output
+    manifest: str | None = None  # where the manifest was written
 
 
 def file_metadata() -> dict[str, str]:
@@ -49,6 +53,25 @@ def expected_file_size(fmt: str, plan: Plan) -> int:
     return plan.nbytes + per_tensor * len(entries) + per_file
 
 
+class _HashingStream:
+    """stdout, hashed as it goes (a pipe cannot be re-read for the manifest)."""
+
+    def __init__(self, stream):
+        self._stream, self.digest, self.size = stream, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self._stream.write(data)
+        self.digest.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+
 def write(
     plan: Plan,
     output: str | os.PathLike,
@@ -59,59 +82,153 @@ def write(
     chunk_size: int | None = None,
     compile_cache: bool = True,
     hashes: bool = True,
+    max_shard_size: int | None = None,
+    manifest: str | os.PathLike | None = None,
+    root_seed: int | None = None,
+    own_seed: Iterable[str] | None = None,
+    expected: Mapping[str, str] | None = None,
+    expected_keys: Mapping[str, str] | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> WriteResult:
     """Generate every tensor of ``plan`` into one file (``"-"``: stdout), atomically.
 
-    ``hashes=False`` skips each tensor's sha256 (``WriteResult.tensors[i].sha256`` is then
-    None): about 0.7 s of CPU per GiB that a plain single-tensor run has no use for.
+    ``max_shard_size`` (bytes) writes a Hugging Face sharded safetensors folder instead.
+    ``manifest`` writes a manifest there (``root_seed``/``own_seed`` say how keys were made;
+    by default every tensor counts as having its own seed). ``expected`` and
+    ``expected_keys`` (from a manifest) are checked before and during generation; on a
+    difference nothing is left at ``output``. ``hashes=False`` skips the per-tensor sha256
+    when neither a manifest nor a caller needs it (about 0.7 s of CPU per GiB).
     """
     output = os.fspath(output)
-    fmt = formats.format_for(output, format)
-    if output == "-" and fmt not in formats.STREAMABLE:
+    sharded = max_shard_size is not None
+    fmt = "safetensors" if sharded and format is None else formats.format_for(output, format)
+    if sharded and fmt != "safetensors":
+        raise UsageError("--max-shard-size writes sharded safetensors; drop --format or use it")
+    if output == "-" and (sharded or fmt not in formats.STREAMABLE):
+        what = "a sharded checkpoint" if sharded else fmt
         raise UsageError(
-            f"{fmt} cannot be written to stdout (it needs a seekable file); "
-            "use --format safetensors or npz, or give a file name"
+            f"{what} cannot be written to stdout (it needs a seekable file or a folder); "
+            "give an output path" + ("" if sharded else " or use --format safetensors or npz")
         )
     entries = formats.entries_of(plan.tensors)
     if fmt == "safetensors":
         formats.safetensors.check_layout(entries)
     if output != "-":
-        check_destination(output, force=force, nbytes=expected_file_size(fmt, plan))
+        check_destination(output, force=force, nbytes=expected_file_size(fmt, plan), folder=sharded)
+    if manifest is not None:
+        check_destination(manifest, force=force, nbytes=0)
 
     from .memory import tune_allocator
 
     tune_allocator()  # before JAX starts its threads
     from . import engine as engine_mod  # imports JAX: only now that the request is valid
+    from . import prng
 
     engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
     engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
+    keys = {t.name: prng.key_hex(t.seed, t.fold_in) for t in plan.tensors}
+    for name, want in (expected_keys or {}).items():
+        if keys.get(name) != want:
+            raise HashMismatchError(
+                f"tensor {name!r}: this JAX derives key {keys.get(name)}, the manifest "
+                f"recorded {want}; its bytes would differ"
+            )
 
     started = time.perf_counter()
     module = formats.module(fmt)
-    target = None if output == "-" else AtomicFile(output)
+    target: AtomicFile | AtomicDir | None = None
+    stream = None
     sink = None
     try:
-        if target is None:
-            sink = module.Sink(sys.stdout.buffer, entries, file_metadata())
+        if sharded:
+            from .formats import sharded as sharded_mod
+
+            target = AtomicDir(output)
+            sink = sharded_mod.Sink(target.path, entries, file_metadata(), max_shard_size)
+        elif output == "-":
+            stream = _HashingStream(sys.stdout.buffer)
+            sink = module.Sink(stream, entries, file_metadata())
         elif fmt == "hdf5":
+            target = AtomicFile(output)
             target.file.close()  # h5py opens the path itself
             sink = module.Sink(target.path, entries, file_metadata())
         else:
+            target = AtomicFile(output)
             sink = module.Sink(target.file, entries, file_metadata())
-        results = engine_mod.run(engine, plan, sink, on_bytes=on_bytes, hashes=hashes)
+        want_hashes = hashes or manifest is not None
+        results = engine_mod.run(
+            engine, plan, sink, on_bytes=on_bytes, hashes=want_hashes, expected=expected
+        )
         sink.close()
+        if stream is not None:
+            stream.flush()
         if target is not None:
             target.commit()
-        else:
-            sys.stdout.buffer.flush()
     except BaseException:
         if sink is not None:
             sink.abort()
         if target is not None:
             target.abort()
         raise
-    return WriteResult(output, fmt, plan.nbytes, time.perf_counter() - started, results)
+    seconds = time.perf_counter() - started
+
+    files: list[dict] = []
+    if manifest is not None:
+        files = _output_files(output, sharded, stream)
+    result = WriteResult(
+        output, "safetensors-sharded" if sharded else fmt, plan.nbytes, seconds, results, files
+    )
+    if manifest is not None:
+        from . import manifest as manifest_mod
+
+        document = manifest_mod.build(
+            plan,
+            root_seed=root_seed if root_seed is not None else 0,
+            own_seed=own_seed if own_seed is not None else [t.name for t in plan.tensors],
+            keys=keys,
+            hashes={r.name: r.sha256 for r in results},
+            output={
+                "format": result.format,
+                "bytes": sum(f["bytes"] for f in files),
+                **({"sha256": files[0]["sha256"]} if len(files) == 1 and not sharded else {}),
+                "files": files,
+            },
+        )
+        _write_bytes_atomically(manifest, manifest_mod.dumps(document))
+        result.manifest = os.fspath(manifest)
+    return result
+
+
+def _output_files(output: str, sharded: bool, stream) -> list[dict]:
+    if stream is not None:
+        return [{"name": "-", "bytes": stream.size, "sha256": stream.digest.hexdigest()}]
+    if not sharded:
+        return [
+            {
+                "name": os.path.basename(output),
+                "bytes": os.path.getsize(output),
+                "sha256": sha256_file(output),
+            }
+        ]
+    names = sorted(os.listdir(output))
+    return [
+        {
+            "name": n,
+            "bytes": os.path.getsize(os.path.join(output, n)),
+            "sha256": sha256_file(os.path.join(output, n)),
+        }
+        for n in names
+    ]
+
+
+def _write_bytes_atomically(path, data: bytes) -> None:
+    target = AtomicFile(path)
+    try:
+        target.file.write(data)
+        target.commit()
+    except BaseException:
+        target.abort()
+        raise
 
 
 def generate(
@@ -134,7 +251,53 @@ def generate(
     spec = make_tensor(
         init, shape, params=params, dtype=dtype, sample_dtype=sample_dtype, seed=seed, name=name
     )
-    return write(Plan.of([spec]), output, **write_options)
+    return write(Plan.of([spec]), output, root_seed=seed, own_seed=[name], **write_options)
+
+
+def run_spec(source: str, output: str | os.PathLike, **write_options: Any) -> WriteResult:
+    """Write every tensor of a spec or manifest (a path, or ``-`` for stdin).
+
+    Given a manifest, the output is checked against it tensor by tensor: the first tensor
+    whose bytes differ stops the run and nothing is left at ``output``.
+    """
+    from .specfile import load_spec
+
+    return write_parsed(load_spec(source), output, **write_options)
+
+
+def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> WriteResult:
+    """``run_spec`` for a spec already parsed (specfile.ParsedSpec)."""
+    from . import manifest as manifest_mod
+
+    try:
+        return write(
+            parsed.plan,
+            output,
+            root_seed=parsed.root_seed,
+            own_seed=parsed.own_seed,
+            expected=parsed.expected_sha256 or None,
+            expected_keys=parsed.expected_key or None,
+            **write_options,
+        )
+    except HashMismatchError as exc:
+        if parsed.manifest is not None:
+            import jax
+
+            raise HashMismatchError(
+                f"{exc}; the manifest was made with {manifest_mod.provenance(parsed.manifest)}, "
+                f"this is weightgen {__version__}, jax {jax.__version__} on "
+                f"{jax.default_backend()}; nothing was written"
+            ) from None
+        raise
+
+
+def verify(manifest: str, target: str | os.PathLike) -> list:
+    """Problems found comparing ``target`` (a file or sharded folder) with ``manifest``;
+    an empty list when every tensor matches. Streams the file; never loads it whole."""
+    from . import manifest as manifest_mod
+    from .specfile import load_spec
+
+    return manifest_mod.verify(load_spec(manifest), target)
 
 
 def load(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import io
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 from .errors import InsufficientSpaceError, OutputExistsError, UsageError, WeightgenError
 
 TMP_SUFFIX = ".weightgen-tmp"
+INDEX_NAME = "model.safetensors.index.json"  # marks a folder weightgen may replace
 
 
 def _umask() -> int:
@@ -43,14 +45,32 @@ def human_bytes(n: int) -> str:
     raise AssertionError
 
 
-def check_destination(dest: str | os.PathLike, *, force: bool, nbytes: int) -> Path:
-    """Refuse, before any work, a destination that cannot or must not be written."""
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_destination(
+    dest: str | os.PathLike, *, force: bool, nbytes: int, folder: bool = False
+) -> Path:
+    """Refuse, before any work, a destination that cannot or must not be written.
+
+    ``folder``: the output is a sharded checkpoint folder; an existing folder is replaced
+    (with ``force``) only when it is one, never an arbitrary folder.
+    """
     path = Path(dest)
     parent = path.parent
     if not parent.is_dir():
         raise UsageError(f"output folder {str(parent)!r} does not exist; create it first")
-    if path.is_dir():
+    if path.is_dir() and not folder:
         raise UsageError(f"output {str(path)!r} is a folder; give a file name")
+    if folder and path.exists() and not (path.is_dir() and (path / INDEX_NAME).is_file()):
+        raise UsageError(
+            f"{path} exists and is not a sharded checkpoint; weightgen will not replace it"
+        )
     if (path.exists() or path.is_symlink()) and not force:
         raise OutputExistsError(f"{path} exists; pass --force to replace it")
     free = shutil.disk_usage(parent).free
@@ -131,3 +151,68 @@ class AtomicFile:
             self.file.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = (
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    )
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
+
+
+class AtomicDir:
+    """A temporary folder that becomes ``dest`` on ``commit()`` (sharded checkpoints).
+
+    An existing ``dest`` is moved aside only once the new folder is complete, and removed
+    after the rename, so a failure at any point leaves the old checkpoint whole.
+    """
+
+    def __init__(self, dest: str | os.PathLike):
+        self.dest = Path(dest)
+        try:
+            self.path = Path(
+                tempfile.mkdtemp(
+                    prefix=f".{self.dest.name}.",
+                    suffix=f".{os.getpid()}{TMP_SUFFIX}",
+                    dir=self.dest.parent,
+                )
+            )
+        except OSError as exc:
+            raise WeightgenError(
+                f"cannot create a folder in {self.dest.parent}: {exc.strerror}"
+            ) from None
+
+    def commit(self) -> None:
+        fsync_dir(self.path)
+        os.chmod(self.path, 0o777 & ~_umask())
+        old = None
+        if self.dest.exists():
+            old = Path(
+                tempfile.mkdtemp(
+                    prefix=f".{self.dest.name}.old.",
+                    suffix=f".{os.getpid()}{TMP_SUFFIX}",
+                    dir=self.dest.parent,
+                )
+            )
+            os.replace(self.dest, old / "old")
+        os.replace(self.path, self.dest)
+        fsync_dir(self.dest.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -83,10 +83,10 @@ def _param_option(param: Param) -> click.Option:
     return click.Option([param.flag, param.name], default=None, help=help_text)
 
 
-def _common_options() -> list[click.Option]:
+def _tensor_options() -> list[click.Option]:
+    """What a single-tensor command needs beyond the initializer's own parameters."""
     return [
         click.Option(["--shape"], required=True, help="comma-separated sizes, e.g. 3,3,64,128"),
-        click.Option(["-o", "--output"], required=True, help="file to write, or - for stdout"),
         click.Option(["--dtype"], default="float32", show_default=True, help="|".join(DTYPE_NAMES)),
         click.Option(
             ["--sample-dtype"],
@@ -102,15 +102,22 @@ def _common_options() -> list[click.Option]:
             help="key = jax.random.key(seed), 0 to 2**32-1",
         ),
         click.Option(
+            ["--name"], default="weight", show_default=True, help="the tensor's name in the file"
+        ),
+    ]
+
+
+def _output_options() -> list[click.Option]:
+    """Where and how the file is written, and how the engine runs: shared by every writer."""
+    return [
+        click.Option(["-o", "--output"], required=True, help="file to write, or - for stdout"),
+        click.Option(
             ["--format", "fmt"],
             type=click.Choice(["safetensors", "npz", "hdf5"]),
             default=None,
             help="output format [default: from the suffix]",
         ),
-        click.Option(
-            ["--name"], default="weight", show_default=True, help="the tensor's name in the file"
-        ),
-        click.Option(["--force"], is_flag=True, help="replace an existing output file"),
+        click.Option(["--force"], is_flag=True, help="replace an existing output (and manifest)"),
         click.Option(
             ["--devices"],
             default=None,
@@ -128,7 +135,11 @@ def _common_options() -> list[click.Option]:
             help="do not use JAX's persistent compilation cache",
         ),
         click.Option(["-q", "--quiet"], is_flag=True, help="no progress bar, hints or summary"),
-        click.Option(["--json", "as_json"], is_flag=True, help="print a JSON summary on stdout"),
+        click.Option(
+            ["--json", "as_json"],
+            is_flag=True,
+            help="print a JSON summary (paths, tensors, bytes, sha256, seconds) on stdout",
+        ),
     ]
 
 
@@ -136,9 +147,11 @@ def _init_help(entry: Initializer) -> str:
     call = f"jax.nn.initializers.{entry.jax_name}"
     call += "(...)(key, shape, dtype)" if entry.jax_builder else "(key, shape, dtype)"
     names = ", ".join(entry.aliases)
-    example_params = " ".join(
+    shape = "3,3,64,64" if entry.family == "delta_orthogonal" else "256,512"
+    required = [
         f"{p.flag} {p.choices[0] if p.choices else 1.0}" for p in entry.params if p.required
-    )
+    ]
+    base = " ".join(["weightgen", entry.name, "--shape", shape, *required])
     lines = [
         f"{entry.summary[0].upper()}{entry.summary[1:]}.",
         "",
@@ -148,11 +161,9 @@ def _init_help(entry: Initializer) -> str:
         "Example:",
         "",
         "\b",
-        f"  weightgen {entry.name} --shape 256,512 {example_params} -o w.safetensors".replace(
-            "  -o", " -o"
-        ),
-        f"  weightgen {entry.name} --shape 256,512 {example_params} --dtype bfloat16 "
-        "-o w.npz".replace("  --", " --"),
+        f"  {base} -o w.safetensors",
+        f"  {base} --dtype bfloat16 --sample-dtype float32 -o w.npz",
+        f"  {base} --manifest w.manifest.json -o w.h5",
     ]
     return "\n".join(lines)
 
@@ -161,20 +172,36 @@ def _make_init_command(entry: Initializer) -> click.Command:
     def callback(**kwargs: Any) -> None:
         _generate(entry, kwargs)
 
-    params = [_param_option(p) for p in entry.params] + _common_options()
+    manifest = click.Option(
+        ["--manifest"], default=None, help="also write a manifest (how it was made, its sha256)"
+    )
+    params = [_param_option(p) for p in entry.params] + _tensor_options() + _output_options()
     return click.Command(
         entry.name,
         callback=callback,
-        params=params,
+        params=[*params, manifest],
         help=_init_help(entry),
         short_help=entry.summary,
         epilog=EPILOG_FORMATS,
     )
 
 
+def _write_options(options: dict[str, Any], bar) -> dict[str, Any]:
+    """The library's write() options from the shared CLI options."""
+    return {
+        "format": options["fmt"],
+        "force": options["force"],
+        "devices": options["devices"],
+        "chunk_size": options["chunk_size"],
+        "compile_cache": not options["no_compile_cache"],
+        "hashes": options["as_json"],
+        "on_bytes": bar.update if bar is not None else None,
+    }
+
+
 def _generate(entry: Initializer, options: dict[str, Any]) -> None:
     from . import api
-    from .plan import Plan, make_tensor
+    from .plan import make_tensor
 
     init_params = {p.name: options.pop(p.name) for p in entry.params}
     spec = make_tensor(
@@ -190,18 +217,13 @@ def _generate(entry: Initializer, options: dict[str, Any]) -> None:
     hint = api.half_precision_hint(spec)
     if hint and not quiet:
         click.echo(hint, err=True)
-    plan = Plan.of([spec])
-    with _progress(plan.nbytes, quiet) as bar:
+    with _progress(spec.nbytes, quiet) as bar:
         result = api.write(
-            plan,
+            api.Plan.of([spec]),
             options["output"],
-            format=options["fmt"],
-            force=options["force"],
-            devices=options["devices"],
-            chunk_size=options["chunk_size"],
-            compile_cache=not options["no_compile_cache"],
-            hashes=options["as_json"],
-            on_bytes=bar.update if bar is not None else None,
+            manifest=options["manifest"],
+            root_seed=spec.seed,
+            **_write_options(options, bar),
         )
     _report(result, quiet=quiet, as_json=options["as_json"])
 
@@ -241,6 +263,8 @@ def _report(result, *, quiet: bool, as_json: bool) -> None:
             "format": result.format,
             "bytes": result.nbytes,
             "seconds": round(result.seconds, 4),
+            "manifest": result.manifest,
+            "files": result.files,
             "tensors": [
                 {"name": t.name, "bytes": t.nbytes, "sha256": t.sha256} for t in result.tensors
             ],
@@ -249,15 +273,125 @@ def _report(result, *, quiet: bool, as_json: bool) -> None:
     if not quiet:
         where = "stdout" if result.path == "-" else result.path
         count = len(result.tensors)
+        manifest = f"; manifest {result.manifest}" if result.manifest else ""
         click.echo(
             f"wrote {where}: {count} tensor{'s' if count != 1 else ''}, "
-            f"{human_bytes(result.nbytes)} ({result.format}) in {result.seconds:.2f} s",
+            f"{human_bytes(result.nbytes)} ({result.format}) in {result.seconds:.2f} s{manifest}",
             err=True,
         )
 
 
 for _entry in REGISTRY.values():
     cli.add_command(_make_init_command(_entry))
+
+
+# --- run, verify ---------------------------------------------------------------------------
+
+
+def _run_callback(spec: str, **options: Any) -> None:
+    from . import api
+    from .formats.sharded import parse_size
+    from .manifest import manifest_path_for
+    from .specfile import load_spec
+
+    if options["manifest"] is not None and options["no_manifest"]:
+        raise click.UsageError("--manifest and --no-manifest contradict each other")
+    output = options["output"]
+    manifest = options["manifest"]
+    if manifest is None and not options["no_manifest"] and output != "-":
+        manifest = manifest_path_for(output)
+    shard = options["max_shard_size"]
+    parsed = load_spec(spec)
+    quiet = options["quiet"]
+    hinted = [t.name for t in parsed.plan.tensors if api.half_precision_hint(t)]
+    if hinted and not quiet:
+        more = f" and {len(hinted) - 3} more" if len(hinted) > 3 else ""
+        click.echo(
+            f"hint: {', '.join(hinted[:3])}{more} draw half-precision values in their own "
+            'dtype, as JAX does; set sample_dtype = "float32" to draw in float32 and round',
+            err=True,
+        )
+    with _progress(parsed.plan.nbytes, quiet) as bar:
+        result = api.write_parsed(
+            parsed,
+            output,
+            manifest=manifest,
+            max_shard_size=parse_size(shard) if shard is not None else None,
+            **_write_options(options, bar),
+        )
+    _report(result, quiet=quiet, as_json=options["as_json"])
+
+
+run_command = click.Command(
+    "run",
+    callback=_run_callback,
+    params=[
+        click.Argument(["spec"]),
+        *_output_options(),
+        click.Option(
+            ["--manifest"],
+            default=None,
+            help="where to write the manifest [default: OUTPUT.manifest.json]",
+        ),
+        click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
+        click.Option(
+            ["--max-shard-size"],
+            default=None,
+            help="write a sharded safetensors folder, shards up to this size "
+            "(e.g. 5GB, 500MB, 2GiB)",
+        ),
+    ],
+    short_help="Write every tensor of a spec or manifest file.",
+    help="""Write every tensor of a spec (JSON or TOML) or manifest into one file.
+
+SPEC is a path, or - for stdin. A manifest is written beside the output
+(OUTPUT.manifest.json) unless --no-manifest. Given a manifest, run regenerates the same
+bytes and checks every tensor's sha256 as it goes: the first tensor that differs stops it,
+and nothing is left at OUTPUT.
+
+Example:
+
+\b
+  weightgen run model.json -o model.safetensors
+  weightgen run model.safetensors.manifest.json -o again.safetensors
+  weightgen run model.toml -o ckpt/ --max-shard-size 5GB
+  cat model.json | weightgen run - -o - --format safetensors --no-manifest | other-tool""",
+    epilog=EPILOG_FORMATS,
+)
+cli.add_command(run_command)
+
+
+@cli.command("verify")
+@click.argument("manifest")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def verify_command(manifest: str, path: str, as_json: bool) -> None:
+    """Check every tensor of PATH against MANIFEST: exit 0 when all match, 1 otherwise.
+
+    PATH is a file (any format), a sharded checkpoint folder or its index file. The file is
+    streamed; it is never loaded whole. Reports tensors that differ, are missing or extra,
+    and any change of shape or dtype.
+
+    Example:
+
+    \b
+      weightgen verify model.safetensors.manifest.json model.safetensors
+      weightgen verify ckpt.manifest.json ckpt/
+    """
+    from . import api
+
+    problems = api.verify(manifest, path)
+    if as_json:
+        click.echo(
+            json.dumps({"ok": not problems, "problems": [vars(p) for p in problems]}, indent=2)
+        )
+    elif problems:
+        for problem in problems:
+            click.echo(f"FAIL {problem}", err=True)
+    else:
+        click.echo(f"ok: {path} matches {manifest}", err=True)
+    if problems:
+        sys.exit(1)
 
 
 # --- list, inspect -----------------------------------------------------------------------

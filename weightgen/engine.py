@@ -14,7 +14,7 @@ import collections
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from . import prng, samplers
-from .errors import GenerationError, UsageError
+from .errors import GenerationError, HashMismatchError, UsageError
 from .plan import Plan, TensorSpec
 
 # Elements per kernel call and device. On CPU the threefry kernel is fastest when a chunk's
@@ -192,13 +192,29 @@ def run(
     *,
     on_bytes: Callable[[int], None] | None = None,
     hashes: bool = True,
+    expected: Mapping[str, str] | None = None,
 ) -> list[TensorResult]:
-    """Generate every tensor of ``plan`` into ``sink``: generation and writing overlap."""
+    """Generate every tensor of ``plan`` into ``sink``: generation and writing overlap.
+
+    ``expected`` (tensor name -> sha256, from a manifest) is checked as each tensor
+    completes; the first difference stops the run with HashMismatchError.
+    """
     import hashlib
 
+    hashes = hashes or bool(expected)
     pending: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     failure: list[BaseException] = []
     digests = [hashlib.sha256() for _ in plan.tensors]
+    written = [0] * len(plan.tensors)
+
+    def check(index: int) -> None:
+        name = plan.tensors[index].name
+        want = (expected or {}).get(name)
+        if want is not None and digests[index].hexdigest() != want:
+            raise HashMismatchError(
+                f"tensor {name!r} differs from the manifest (sha256 "
+                f"{digests[index].hexdigest()[:16]}..., recorded {want[:16]}...)"
+            )
 
     def writer() -> None:
         while (item := pending.get()) is not None:
@@ -209,6 +225,9 @@ def run(
                 sink.write(index, chunk)
                 if hashes:
                     digests[index].update(chunk.reshape(-1).view(np.uint8))
+                written[index] += chunk.nbytes
+                if written[index] == plan.tensors[index].nbytes:
+                    check(index)
                 if on_bytes is not None:
                     on_bytes(chunk.nbytes)
             except BaseException as exc:
@@ -234,6 +253,9 @@ def run(
         thread.join()
     if failure:
         raise failure[0]
+    for index, spec in enumerate(plan.tensors):
+        if spec.nbytes == 0:
+            check(index)
     return [
         TensorResult(spec.name, spec.nbytes, digest.hexdigest() if hashes else None)
         for spec, digest in zip(plan.tensors, digests)

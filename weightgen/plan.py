@@ -6,7 +6,10 @@ axes, dtypes, sizes) before JAX is imported or a byte is written.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,33 +20,69 @@ from .errors import UsageError
 from .initializers import Initializer, format_shape
 
 MAX_DIM = 2**48  # a dimension this large is a typo, not a tensor
+MAX_NDIM = 32  # HDF5's limit, and far beyond any weight
 MAX_SEED = 2**32  # jax.random.key(seed) only agrees across x64 settings below this
+MAX_NAME = 1024
 DEFAULT_NAME = "weight"
+RESERVED_NAMES = ("__metadata__",)  # the safetensors header's own key
+
+
+def check_name(name: object, *, label: str = "--name") -> str:
+    """A tensor name that every format stores as given and no path trick can abuse."""
+    if not isinstance(name, str) or not name:
+        raise UsageError(f"{label}: a tensor name must be a non-empty string, got {name!r}")
+    if len(name) > MAX_NAME:
+        raise UsageError(f"{label}: tensor name longer than {MAX_NAME} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        raise UsageError(f"{label} {name!r}: control characters are not allowed in a name")
+    if name.startswith("/") or name.endswith("/"):
+        raise UsageError(f"{label} {name!r}: a name may not start or end with '/'")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise UsageError(f"{label} {name!r}: empty, '.' and '..' path segments are not allowed")
+    if name in RESERVED_NAMES:
+        raise UsageError(f"{label} {name!r}: the name is reserved by safetensors")
+    return name
+
+
+def name_fold_in(name: str) -> int:
+    """The key rule's fold-in value: the first 4 bytes of sha256(name), little-endian."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "little")
 
 
 def parse_shape(value: Any, *, label: str = "--shape") -> tuple[int, ...]:
     """``"3,3,64,128"`` or ``[3, 3, 64, 128]`` -> (3, 3, 64, 128); ``""`` or ``[]`` -> ()."""
     if isinstance(value, str):
         text = value.strip().strip("()[]").strip()
-        parts = [p.strip() for p in text.split(",")] if text else []
+        parts = [p.strip() for p in text.split(",", MAX_NDIM + 1)] if text else []
         if parts and parts[-1] == "":  # allow a trailing comma, as in "(5,)"
             parts.pop()
-        if not all(p.isdigit() and p.isascii() for p in parts):
-            raise UsageError(
-                f"{label}: expected comma-separated non-negative integers such as 3,3,64,128; "
-                f"got {value!r}"
-            )
-        dims = [int(p) for p in parts]
     elif isinstance(value, (list, tuple)):
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
-            raise UsageError(f"{label}: expected a list of non-negative integers, got {value!r}")
-        dims = list(value)
+        parts = list(value[: MAX_NDIM + 1])
     else:
         raise UsageError(f"{label}: expected a list of non-negative integers, got {value!r}")
-    for d in dims:
-        if d >= MAX_DIM:
-            raise UsageError(f"{label}: dimension {d} is too large (the limit is 2**48)")
+    if len(parts) > MAX_NDIM:
+        raise UsageError(f"{label}: more than {MAX_NDIM} dimensions are not supported")
+    dims = []
+    for part in parts:
+        if isinstance(part, str) and part.isascii() and part.isdigit():
+            if len(part) > 20:
+                raise UsageError(f"{label}: dimension {part[:20]}... is too large")
+            dims.append(int(part))
+        elif isinstance(part, int) and not isinstance(part, bool) and part >= 0:
+            dims.append(part)
+        else:
+            raise UsageError(
+                f"{label}: expected comma-separated non-negative integers such as 3,3,64,128; "
+                f"got {_short(value)}"
+            )
+        if dims[-1] >= MAX_DIM:
+            raise UsageError(f"{label}: dimension {dims[-1]} is too large (the limit is 2**48)")
     return tuple(dims)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_seed(value: Any, *, label: str = "--seed") -> int:
@@ -131,7 +170,7 @@ def make_tensor(
     resolved = entry.resolve_params(params or {}, where=where)
     initializers.check_shape(entry, resolved, dims)
     return TensorSpec(
-        name=name,
+        name=check_name(name, label=f"{where}name" if where else "--name"),
         init=entry,
         params=resolved,
         shape=dims,
@@ -150,11 +189,20 @@ class Plan:
 
     @classmethod
     def of(cls, tensors: Sequence[TensorSpec]) -> Plan:
-        names = [t.name for t in tensors]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise UsageError(f"tensor name {dupes[0]!r} is used twice")
-        return cls(tuple(sorted(tensors, key=lambda t: t.name)))
+        ordered = tuple(sorted(tensors, key=lambda t: t.name))
+        names = {t.name for t in ordered}
+        for before, after in itertools.pairwise(ordered):
+            if before.name == after.name:
+                raise UsageError(f"tensor name {before.name!r} is used twice")
+        for name in names:  # 'a' and 'a/b' cannot both exist as HDF5 dataset and group
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                if "/".join(parts[:i]) in names:
+                    raise UsageError(
+                        f"tensor names {'/'.join(parts[:i])!r} and {name!r} clash: one would "
+                        "be a group holding the other; rename one"
+                    )
+        return cls(ordered)
 
     @property
     def nbytes(self) -> int:

@@ -102,6 +102,12 @@ def key_words(key: jax.Array) -> tuple[int, int]:
     return int(words[0]), int(words[1])
 
 
+def key_hex(seed: int, fold_in: int | None = None) -> str:
+    """The key data of ``base_key(seed, fold_in)`` as 16 hex digits (recorded in manifests)."""
+    words = key_words(base_key(seed, fold_in))
+    return f"{words[0]:08x}{words[1]:08x}"
+
+
 def offset_key_data(words: tuple[int, int], flat_start: int) -> np.ndarray:
     """Key data for OFFSET_THREEFRY: the key words and the 64-bit start of a flat range."""
     return np.array([words[0], words[1], flat_start >> 32, flat_start & 0xFFFFFFFF], _U32)

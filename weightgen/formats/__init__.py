@@ -46,12 +46,19 @@ def format_for(path: str, explicit: str | None) -> str:
 
 
 def sniff(path: str | os.PathLike) -> str:
-    """The format of an existing file, from its first bytes (then its suffix)."""
+    """The format of an existing file, from its first bytes; "sharded" for a checkpoint
+    folder or its index file."""
+    from .sharded import find_index
+
+    if find_index(path) is not None:
+        return "sharded"
     try:
         with open(path, "rb") as f:
             head = f.read(8)
     except IsADirectoryError:
-        raise FileFormatError(f"{path} is a folder, not a weight file") from None
+        raise FileFormatError(
+            f"{path} is a folder without a model.safetensors.index.json, not a weight file"
+        ) from None
     except OSError as exc:
         raise FileFormatError(f"cannot read {path}: {exc.strerror}") from None
     for magic, name in _MAGIC.items():

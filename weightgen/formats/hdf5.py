@@ -31,7 +31,10 @@ class Sink:
         for key, value in metadata.items():
             self._file.attrs[key] = value
         for e in self._entries:
-            ds = self._file.create_dataset(e.name, shape=e.shape, dtype=e.dtype.storage)
+            # No timestamps: the same tensors give the same file, byte for byte.
+            ds = self._file.create_dataset(
+                e.name, shape=e.shape, dtype=e.dtype.storage, track_times=False
+            )
             if not e.dtype.numpy_native:
                 ds.attrs[DTYPE_ATTR] = e.dtype.name
             self._datasets.append(ds)

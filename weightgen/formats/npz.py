@@ -23,10 +23,19 @@ from ..errors import FileFormatError
 from .base import READ_CHUNK_BYTES, TensorEntry, as_bytes
 
 META_MEMBER = "__weightgen__.json"
+# A fixed timestamp: the same tensors give the same file, byte for byte (replays compare).
+_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def _member(name: str) -> str:
     return name + ".npy"
+
+
+def _info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_EPOCH)
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    return info
 
 
 class Sink:
@@ -44,7 +53,7 @@ class Sink:
             self._close_member()
             self._index += 1
             entry = self._entries[self._index]
-            self._member = self._zip.open(_member(entry.name), "w", force_zip64=True)
+            self._member = self._zip.open(_info(_member(entry.name)), "w", force_zip64=True)
             header = {
                 "descr": npy.dtype_to_descr(entry.dtype.storage),
                 "fortran_order": False,
@@ -73,7 +82,7 @@ class Sink:
         self._close_member()
         logical = {e.name: e.dtype.name for e in self._entries if not e.dtype.numpy_native}
         meta = {**self._metadata, "dtypes": logical}
-        self._zip.writestr(META_MEMBER, json.dumps(meta, sort_keys=True))
+        self._zip.writestr(_info(META_MEMBER), json.dumps(meta, sort_keys=True))
         self._zip.close()
 
     def abort(self) -> None:

@@ -9,7 +9,7 @@ The public API (importing it does not import JAX; generating does)::
 
 __version__ = "0.1.0"
 
-from .api import WriteResult, generate, load, write
+from .api import WriteResult, generate, load, run_spec, verify, write
 from .errors import (
     FileFormatError,
     GenerationError,

@@ -435,7 +435,7 @@ def list_command(as_json: bool) -> None:
 
 
 @cli.command("inspect")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def inspect_command(path: str, as_json: bool) -> None:
     """Each tensor's name, shape, dtype, bytes, and mean, std, min, max (one streaming pass).

@@ -18,8 +18,15 @@ from typing import Any
 import numpy as np
 
 from . import __version__, formats
-from .atomic import AtomicDir, AtomicFile, check_destination, sha256_file
-from .errors import HashMismatchError, UsageError
+from .atomic import (
+    AtomicDir,
+    AtomicFile,
+    check_destination,
+    clean_stale,
+    describe_os_error,
+    sha256_file,
+)
+from .errors import HashMismatchError, UsageError, WeightgenError
 from .plan import DEFAULT_NAME, Plan, TensorSpec, make_tensor
 
 # Bytes a format adds around the data, per tensor and per file (zip and npy headers, HDF5
@@ -115,6 +122,7 @@ def write(
         formats.safetensors.check_layout(entries)
     if output != "-":
         check_destination(output, force=force, nbytes=expected_file_size(fmt, plan), folder=sharded)
+        clean_stale(os.path.dirname(os.path.abspath(output)))
     if manifest is not None:
         check_destination(manifest, force=force, nbytes=0)
 
@@ -162,13 +170,22 @@ def write(
         sink.close()
         if stream is not None:
             stream.flush()
+        if isinstance(target, AtomicFile) and fmt == "safetensors":
+            size = os.stat(target.path).st_size  # defence in depth: the layout is exact
+            if size != expected_file_size(fmt, plan):
+                raise WeightgenError(
+                    f"internal error: wrote {size} bytes, expected "
+                    f"{expected_file_size(fmt, plan)}; nothing was written"
+                )
         if target is not None:
             target.commit()
-    except BaseException:
+    except BaseException as exc:
         if sink is not None:
             sink.abort()
         if target is not None:
             target.abort()
+        if isinstance(exc, OSError) and output != "-":
+            raise WeightgenError(describe_os_error(exc, output)) from exc
         raise
     seconds = time.perf_counter() - started
 

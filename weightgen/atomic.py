@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import hashlib
 import io
 import os
@@ -43,6 +44,63 @@ def human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError
+
+
+def _pid_of(name: str) -> int | None:
+    """The pid in a temporary's name ``.<dest>.<random>.<pid>.weightgen-tmp``."""
+    stem = name[: -len(TMP_SUFFIX)]
+    pid = stem.rsplit(".", 1)[-1]
+    return int(pid) if pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def clean_stale(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporaries that runs which have died left in ``folder``; never those of
+    a live run (its pid still exists). Returns the names removed."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+            continue
+        pid = _pid_of(name)
+        if pid is None or pid == os.getpid() or _alive(pid):
+            continue
+        path = Path(folder) / name
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def describe_os_error(exc: OSError, dest: str | os.PathLike) -> str:
+    """One line for a failed write, with what to do about it."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        hint = "; free some space or choose another folder"
+    elif exc.errno == errno.EFBIG:
+        hint = "; the file size limit (ulimit -f) or the filesystem does not allow this size"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "; choose a folder you can write to"
+    else:
+        hint = ""
+    return f"cannot write {dest}: {reason}{hint}; nothing was written"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -107,14 +165,22 @@ class _WritebackFile(io.FileIO):
     _started = 0
 
     def write(self, data) -> int:
-        written = super().write(data)
+        # A raw write may be short (a file-size limit, a signal): write the rest, so that
+        # the error, if any, is raised rather than the data silently cut.
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            written = super().write(view[done:])
+            if not written:
+                raise OSError(errno.EIO, "write made no progress")
+            done += written
         position = self.tell()
         if _SYNC_FILE_RANGE is not None and position - self._started >= _WRITEBACK_EVERY:
             _SYNC_FILE_RANGE(
                 self.fileno(), self._started, position - self._started, _SYNC_FILE_RANGE_WRITE
             )
             self._started = position
-        return written
+        return done
 
 
 class AtomicFile:

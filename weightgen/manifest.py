@@ -139,7 +139,11 @@ class Problem:
 
 
 def verify(parsed, target: str | os.PathLike) -> list[Problem]:
-    """Stream ``target`` and compare every tensor with the manifest ``parsed`` describes."""
+    """Stream ``target`` and compare every tensor with the manifest ``parsed`` describes.
+
+    When ``target`` has the manifest's output format, its files' sha256 are checked too, so
+    a change outside the tensors' data (a header, the metadata) is caught as well.
+    """
     if parsed.manifest is None:
         raise WeightgenError("verify needs a manifest (a spec has no hashes to check)")
     try:
@@ -147,48 +151,84 @@ def verify(parsed, target: str | os.PathLike) -> list[Problem]:
     except (WeightgenError, OSError) as exc:
         return [Problem("", "file", f"{target}: {exc}")]
     try:
-        expected = {t.name: t for t in parsed.plan.tensors}
-        present = {e.name: e for e in reader.entries}
-        problems = [Problem(n, "missing", "not in the file") for n in expected if n not in present]
-        problems += [
-            Problem(n, "extra", "not in the manifest") for n in present if n not in expected
-        ]
-        for name, spec in expected.items():
-            entry = present.get(name)
-            if entry is None:
-                continue
-            if tuple(entry.shape) != spec.shape:
-                problems.append(
-                    Problem(
-                        name,
-                        "shape",
-                        f"{list(entry.shape)} in the file, {list(spec.shape)} expected",
-                    )
-                )
-                continue
-            if entry.dtype.name != spec.dtype.name:
-                problems.append(
-                    Problem(
-                        name, "dtype", f"{entry.dtype.name} in the file, {spec.dtype.name} expected"
-                    )
-                )
-                continue
-            digest = hashlib.sha256()
-            try:
-                for chunk in reader.iter_chunks(entry):
-                    digest.update(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8))
-            except (WeightgenError, OSError) as exc:
-                problems.append(Problem(name, "file", str(exc)))
-                continue
-            if digest.hexdigest() != parsed.expected_sha256[name]:
-                problems.append(
-                    Problem(
-                        name,
-                        "differs",
-                        f"sha256 {digest.hexdigest()[:16]}..., manifest "
-                        f"{parsed.expected_sha256[name][:16]}...",
-                    )
-                )
-        return problems
+        problems = _verify_tensors(parsed, reader)
     finally:
         reader.close()
+    return problems + _verify_files(parsed.manifest.get("output") or {}, target, problems)
+
+
+def _verify_files(output: dict, target, problems: list[Problem]) -> list[Problem]:
+    """Whole-file hashes, when the file is of the kind the manifest describes."""
+    from .atomic import sha256_file
+    from .formats.sharded import find_index
+
+    recorded = {
+        f.get("name"): f.get("sha256") for f in output.get("files") or [] if isinstance(f, dict)
+    }
+    fmt = output.get("format")
+    if fmt == "safetensors-sharded":
+        index = find_index(target)
+        if index is None:
+            return []
+        found = []
+        for name, want in recorded.items():
+            path = index.parent / str(name)
+            if "/" in str(name) or not path.is_file():
+                found.append(Problem("", "file", f"{name}: missing from {index.parent}"))
+            elif sha256_file(path) != want:
+                found.append(Problem("", "file", f"{name}: file bytes differ from the manifest"))
+        return found
+    if fmt != formats.sniff(target) or len(recorded) != 1 or problems:
+        return []
+    (want,) = recorded.values()
+    if sha256_file(target) != want:
+        return [
+            Problem(
+                "", "file", f"{target}: bytes outside the tensors' data differ (header or metadata)"
+            )
+        ]
+    return []
+
+
+def _verify_tensors(parsed, reader) -> list[Problem]:
+    expected = {t.name: t for t in parsed.plan.tensors}
+    present = {e.name: e for e in reader.entries}
+    problems = [Problem(n, "missing", "not in the file") for n in expected if n not in present]
+    problems += [Problem(n, "extra", "not in the manifest") for n in present if n not in expected]
+    for name, spec in expected.items():
+        entry = present.get(name)
+        if entry is None:
+            continue
+        if tuple(entry.shape) != spec.shape:
+            problems.append(
+                Problem(
+                    name,
+                    "shape",
+                    f"{list(entry.shape)} in the file, {list(spec.shape)} expected",
+                )
+            )
+            continue
+        if entry.dtype.name != spec.dtype.name:
+            problems.append(
+                Problem(
+                    name, "dtype", f"{entry.dtype.name} in the file, {spec.dtype.name} expected"
+                )
+            )
+            continue
+        digest = hashlib.sha256()
+        try:
+            for chunk in reader.iter_chunks(entry):
+                digest.update(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8))
+        except (WeightgenError, OSError) as exc:
+            problems.append(Problem(name, "file", str(exc)))
+            continue
+        if digest.hexdigest() != parsed.expected_sha256[name]:
+            problems.append(
+                Problem(
+                    name,
+                    "differs",
+                    f"sha256 {digest.hexdigest()[:16]}..., manifest "
+                    f"{parsed.expected_sha256[name][:16]}...",
+                )
+            )
+    return problems

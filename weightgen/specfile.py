@@ -59,11 +59,13 @@ def _reject_constant(name: str):
 
 
 def _no_duplicates(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise UsageError(f"spec: duplicate key {key!r}")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # the rare case: find the culprit
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise UsageError(f"spec: duplicate key {key!r}")
+            seen.add(key)
     return obj
 
 
@@ -90,6 +92,10 @@ def read_text(source: str) -> tuple[str, str]:
 
 
 def parse_document(text: str, kind: str) -> dict:
+    # Count before parsing: a spec holds about one table per tensor and a few lists each, so
+    # a document with far more is refused in milliseconds instead of parsed for seconds.
+    if text.count("{") > MAX_TENSORS + 64 or text.count("[") > 8 * MAX_TENSORS + 64:
+        raise UsageError(f"spec: too many tables or lists (at most {MAX_TENSORS} tensors)")
     try:
         if kind == "toml":
             document = tomllib.loads(text)

@@ -19,6 +19,9 @@ from ..dtypes import DTYPES, from_numpy
 from ..errors import FileFormatError
 from .base import DTYPE_ATTR, READ_CHUNK_BYTES, TensorEntry, box_shape, flat_boxes
 
+# What h5py raises on damaged files.
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, OverflowError)
+
 
 class Sink:
     def __init__(
@@ -59,7 +62,7 @@ class Reader:
     def __init__(self, path: str | os.PathLike):
         try:
             self._file = h5py.File(path, "r")
-        except OSError as exc:
+        except _H5_ERRORS as exc:
             raise FileFormatError(f"not a readable HDF5 file ({exc})") from None
         try:
             self.metadata = {k: str(v) for k, v in self._file.attrs.items()}
@@ -85,6 +88,9 @@ class Reader:
                         raise FileFormatError(f"tensor {name!r}: unsupported dtype {ds.dtype}")
                 self.entries.append(TensorEntry(name, tuple(ds.shape), dt))
                 self._datasets[name] = ds
+        except _H5_ERRORS as exc:
+            self._file.close()
+            raise FileFormatError(f"damaged HDF5 file ({exc})") from None
         except BaseException:
             self._file.close()
             raise
@@ -96,10 +102,13 @@ class Reader:
         step = max(1, chunk_bytes // entry.dtype.itemsize)
         for start in range(0, entry.numel, step):
             stop = min(entry.numel, start + step)
-            parts = [
-                np.asarray(ds[box]).reshape(-1)
-                for box, _, _ in flat_boxes(entry.shape, start, stop)
-            ]
+            try:
+                parts = [
+                    np.asarray(ds[box]).reshape(-1)
+                    for box, _, _ in flat_boxes(entry.shape, start, stop)
+                ]
+            except _H5_ERRORS as exc:
+                raise FileFormatError(f"tensor {entry.name!r}: damaged data ({exc})") from None
             yield np.concatenate(parts).view(entry.dtype.numpy)
 
     def close(self) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import BinaryIO
 
@@ -23,6 +25,19 @@ from ..errors import FileFormatError
 from .base import READ_CHUNK_BYTES, TensorEntry, as_bytes
 
 META_MEMBER = "__weightgen__.json"
+# What zipfile and zlib raise on damaged archives (a CRC mismatch is a BadZipFile).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    KeyError,
+    struct.error,
+    OverflowError,
+)
 # A fixed timestamp: the same tensors give the same file, byte for byte (replays compare).
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -96,7 +111,7 @@ class Reader:
     def __init__(self, path: str | os.PathLike):
         try:
             self._zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except _ZIP_ERRORS as exc:
             raise FileFormatError(f"not a readable npz file ({exc})") from None
         try:
             self.metadata = self._read_metadata()
@@ -107,9 +122,14 @@ class Reader:
                 if info.filename == META_MEMBER or not info.filename.endswith(".npy"):
                     continue
                 name = info.filename[: -len(".npy")]
+                if name in self._data:
+                    raise FileFormatError(f"member {info.filename!r} appears twice")
                 entry, offset, fortran = self._read_npy_header(info, name, logical.get(name))
                 self.entries.append(entry)
                 self._data[name] = (info, offset, fortran)
+        except _ZIP_ERRORS as exc:
+            self._zip.close()
+            raise FileFormatError(f"damaged npz file ({exc})") from None
         except BaseException:
             self._zip.close()
             raise
@@ -166,15 +186,18 @@ class Reader:
         info, offset, _ = self._data[entry.name]
         itemsize = entry.dtype.itemsize
         step = max(itemsize, chunk_bytes // itemsize * itemsize)
-        with self._zip.open(info) as member:
-            member.read(offset)
-            remaining = entry.nbytes
-            while remaining:
-                data = member.read(min(step, remaining))
-                if not data or len(data) % itemsize:
-                    raise FileFormatError(f"tensor {entry.name!r}: member ends early")
-                remaining -= len(data)
-                yield np.frombuffer(data, dtype=entry.dtype.storage).view(entry.dtype.numpy)
+        try:
+            with self._zip.open(info) as member:
+                member.read(offset)
+                remaining = entry.nbytes
+                while remaining:
+                    data = member.read(min(step, remaining))
+                    if not data or len(data) % itemsize:
+                        raise FileFormatError(f"tensor {entry.name!r}: member ends early")
+                    remaining -= len(data)
+                    yield np.frombuffer(data, dtype=entry.dtype.storage).view(entry.dtype.numpy)
+        except _ZIP_ERRORS as exc:
+            raise FileFormatError(f"tensor {entry.name!r}: damaged data ({exc})") from None
 
     def close(self) -> None:
         self._zip.close()

@@ -93,11 +93,13 @@ class Sink:
 
 
 def _no_duplicates(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise FileFormatError(f"duplicate key {key!r} in the safetensors header")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # the rare case: find the culprit
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise FileFormatError(f"duplicate key {key!r} in the safetensors header")
+            seen.add(key)
     return obj
 
 

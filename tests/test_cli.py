@@ -333,3 +333,9 @@ def test_python_dash_m_entry_point():
         [sys.executable, "-m", "weightgen", "--version"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and weightgen.__version__ in proc.stdout
+
+
+def test_json_refused_when_stdout_carries_the_file(run_cli):
+    result = run_cli("ones", "--shape", "2", "-o", "-", "--format", "npz", "--json")
+    _assert_clean_failure(result, 2, "--json cannot be combined with -o -")
+    assert result.stdout_bytes == b""

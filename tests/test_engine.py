@@ -104,3 +104,62 @@ def test_writer_failure_stops_generation_and_propagates():
     with pytest.raises(OSError, match="No space"):
         engine_mod.run(Engine(jax.devices()[:1], 1000), plan, sink)
     assert sink.writes == 1
+
+
+def _cli(args, env_extra, **kwargs):
+    env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.pathsep.join(sys.path), **env_extra}
+    return subprocess.run([sys.executable, "-m", "weightgen", *args], env=env, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "cached"),
+    [
+        ([], {"WEIGHTGEN_COMPILE_CACHE": "1"}, True),
+        (["--no-compile-cache"], {"WEIGHTGEN_COMPILE_CACHE": "1"}, False),
+        ([], {"WEIGHTGEN_COMPILE_CACHE": "0"}, False),
+    ],
+)
+def test_persistent_compile_cache_in_xdg_cache_home(tmp_path, flag, env, cached):
+    cache = tmp_path / "cache"
+    args = ["he-normal", "--shape", "8,8", "-o", str(tmp_path / "w.npz"), "-q", *flag]
+    _cli(args, {**env, "XDG_CACHE_HOME": str(cache)}, check=True)
+    entries = list((cache / "weightgen" / "jax").glob("*")) if cache.exists() else []
+    assert bool(entries) == cached
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bar_only_on_a_terminal_stderr(tmp_path, quiet):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    # A new pty is 0 columns wide; a real terminal is not.
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    args = [
+        "normal",
+        "--shape",
+        "8192,8192",
+        "--chunk-size",
+        "65536",
+        "-o",
+        str(tmp_path / "w.safetensors"),
+        *(["-q"] if quiet else []),
+    ]
+    proc = _cli(args, {}, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        seen += data
+    os.close(master)
+    assert proc.returncode == 0 and proc.stdout == b""
+    has_bar = b"%|" in seen and b"B/s" in seen
+    assert has_bar != quiet, seen[-300:]

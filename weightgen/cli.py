@@ -188,6 +188,8 @@ def _make_init_command(entry: Initializer) -> click.Command:
 
 def _write_options(options: dict[str, Any], bar) -> dict[str, Any]:
     """The library's write() options from the shared CLI options."""
+    if options["as_json"] and options["output"] == "-":
+        raise click.UsageError("--json cannot be combined with -o - (stdout carries the file)")
     return {
         "format": options["fmt"],
         "force": options["force"],

@@ -11,6 +11,7 @@ change a byte: every element is a function of the key and its flat index only.
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import queue
 import threading
@@ -148,35 +149,48 @@ class Engine:
             coefficients, draw = samplers.elementwise(spec)
             kernel = self._kernel(spec, draw, size)
             words = prng.key_words(key)
-            launch = lambda start: kernel(prng.offset_key_data(words, start), coefficients)  # noqa: E731
+
+            def launch(start: int) -> tuple[jax.Array, slice]:
+                # The last chunk is computed whole (one compiled size) and cut on the host.
+                chunk = kernel(prng.offset_key_data(words, start), coefficients)
+                return chunk, slice(0, min(size, numel - start))
+
         else:
             with jax.default_device(self.devices[0]):
                 flat = samplers.whole(spec, key).reshape(-1)
-                if numel % size:  # pad once, so every slice has the one compiled size
-                    flat = jax.numpy.pad(flat, (0, size - numel % size))
-            launch = lambda start: self._slice(flat, start, size)  # noqa: E731
+            size = min(size, numel)
+            launch = functools.partial(self._slice, flat, size=size)
         in_flight: collections.deque = collections.deque()
         for start in range(0, numel, size):
-            chunk = launch(start)
+            chunk, valid = launch(start)
             chunk.copy_to_host_async()
-            in_flight.append((chunk, min(size, numel - start)))
+            in_flight.append((chunk, valid))
             if len(in_flight) > IN_FLIGHT:
                 yield _to_host(*in_flight.popleft())
         while in_flight:
             yield _to_host(*in_flight.popleft())
 
-    def _slice(self, flat: jax.Array, start: int, size: int) -> jax.Array:
-        """``size`` elements of a device array from ``start``."""
+    def _slice(self, flat: jax.Array, start: int, *, size: int) -> tuple[jax.Array, slice]:
+        """``size`` elements of a whole tensor on the device, from ``start``.
+
+        One compiled slice for every chunk: the start is an argument, and for the last chunk
+        it is clamped (by dynamic_slice) to the final ``size`` elements, of which the host
+        keeps the new ones. Past 2**31 elements the start needs 64 bits; static slices then.
+        """
+        numel = flat.shape[0]
+        valid = min(size, numel - start)
+        if numel >= 2**31:
+            return flat[start : start + valid], slice(0, valid)
         slicer = self._slicers.get(size)
         if slicer is None:
             slicer = jax.jit(lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, size))
             self._slicers[size] = slicer
-        return slicer(flat, np.int32(start) if start < 2**31 else np.int64(start))
+        return slicer(flat, np.int32(start)), slice(size - valid, size)
 
 
-def _to_host(chunk: jax.Array, valid: int) -> np.ndarray:
+def _to_host(chunk: jax.Array, valid: slice) -> np.ndarray:
     host = np.asarray(chunk)
-    return host[:valid] if valid < host.size else host
+    return host[valid] if valid.stop - valid.start < host.size else host
 
 
 @dataclass

@@ -27,7 +27,6 @@ import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import initializers
@@ -203,7 +202,3 @@ def _hex(value: Any, length: int, label: str) -> str:
     ):
         raise UsageError(f"{label}: expected {length} lowercase hex digits")
     return value
-
-
-def spec_path_kind(path: str) -> str:
-    return "toml" if Path(path).suffix.lower() == ".toml" else "json"

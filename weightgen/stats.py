@@ -31,8 +31,11 @@ class TensorReport:
 
 
 class RunningStats:
-    """Count, mean, M2, min and max of a stream of chunks (complex: mean/std of the modulus
-    deviation, min/max of the real part are not defined, so they stay None)."""
+    """Count, mean, M2, min and max of a stream of chunks, merged chunk by chunk.
+
+    For complex tensors the mean is complex, the std is that of the modulus of the deviation
+    (sqrt(E|x - mean|^2)), and min/max, which have no order to follow, stay None.
+    """
 
     def __init__(self, is_complex: bool):
         self.is_complex = is_complex

@@ -18,7 +18,7 @@ from . import __version__
 from .atomic import human_bytes
 from .dtypes import DTYPE_NAMES
 from .errors import WeightgenError
-from .initializers import REGISTRY, Initializer, Param, all_names, lookup
+from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
 
 EPILOG_FORMATS = "Formats: .safetensors, .npz, .h5/.hdf5 (from the suffix, or --format)."
 
@@ -469,7 +469,7 @@ def inspect_command(path: str, as_json: bool) -> None:
     table = [header] + [
         (
             r.name,
-            "(" + ", ".join(map(str, r.shape)) + ")",
+            format_shape(r.shape),
             r.dtype,
             str(r.bytes),
             *(_fmt_stat(getattr(r, k)) for k in ("mean", "std", "min", "max")),

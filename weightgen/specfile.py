@@ -22,14 +22,13 @@ nesting, duplicate keys, NaN and unknown keys are all refused with a message nam
 
 from __future__ import annotations
 
-import json
 import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import initializers
+from . import initializers, strictjson
 from .errors import UsageError
 from .plan import Plan, check_name, make_tensor, name_fold_in, parse_seed
 
@@ -51,21 +50,6 @@ class ParsedSpec:
     expected_sha256: dict[str, str] = field(default_factory=dict)  # from a manifest
     expected_key: dict[str, str] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None  # the whole document, when it is a manifest
-
-
-def _reject_constant(name: str):
-    raise UsageError(f"spec: {name} is not allowed (numbers must be finite)")
-
-
-def _no_duplicates(pairs):
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # the rare case: find the culprit
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise UsageError(f"spec: duplicate key {key!r}")
-            seen.add(key)
-    return obj
 
 
 def read_text(source: str) -> tuple[str, str]:
@@ -95,19 +79,15 @@ def parse_document(text: str, kind: str) -> dict:
     # a document with far more is refused in milliseconds instead of parsed for seconds.
     if text.count("{") > MAX_TENSORS + 64 or text.count("[") > 8 * MAX_TENSORS + 64:
         raise UsageError(f"spec: too many tables or lists (at most {MAX_TENSORS} tensors)")
-    try:
-        if kind == "toml":
+    if kind == "json":
+        document = strictjson.loads(text, error=UsageError, what="spec")
+    else:
+        try:
             document = tomllib.loads(text)
-        else:
-            document = json.loads(
-                text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-            )
-    except RecursionError:
-        raise UsageError("spec: nested too deeply") from None
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        if isinstance(exc, UsageError):
-            raise
-        raise UsageError(f"spec: not valid {kind.upper()}: {exc}") from None
+        except RecursionError:
+            raise UsageError("spec: nested too deeply") from None
+        except (ValueError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"spec: not valid TOML: {exc}") from None
     if not isinstance(document, dict):
         raise UsageError("spec: the top level must be an object with a 'tensors' table")
     return document

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .. import strictjson
 from ..dtypes import from_safetensors_code
 from ..errors import FileFormatError, UsageError
 from .base import READ_CHUNK_BYTES, TensorEntry, as_bytes
@@ -92,17 +93,6 @@ class Sink:
         pass
 
 
-def _no_duplicates(pairs):
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # the rare case: find the culprit
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise FileFormatError(f"duplicate key {key!r} in the safetensors header")
-            seen.add(key)
-    return obj
-
-
 def parse_header(raw: bytes, data_size: int) -> tuple[list[TensorEntry], list[int], dict]:
     """Validate a header as strictly as the reference reader; entries in data order.
 
@@ -113,12 +103,7 @@ def parse_header(raw: bytes, data_size: int) -> tuple[list[TensorEntry], list[in
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise FileFormatError("safetensors header is not valid UTF-8") from None
-    try:
-        header = json.loads(text, object_pairs_hook=_no_duplicates)
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, FileFormatError):
-            raise
-        raise FileFormatError(f"safetensors header is not valid JSON ({exc})") from None
+    header = strictjson.loads(text, error=FileFormatError, what="safetensors header")
     if not isinstance(header, dict):
         raise FileFormatError("safetensors header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}

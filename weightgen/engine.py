@@ -160,10 +160,15 @@ class Engine:
                 flat = samplers.whole(spec, key).reshape(-1)
             size = min(size, numel)
             launch = functools.partial(self._slice, flat, size=size)
+        # On an accelerator, start each device-to-host copy as soon as the chunk is queued.
+        # On CPU the result already is host memory: the "copy" would be a real second copy
+        # (measured: ~0.5 s per GiB), and np.asarray reads the buffer in place instead.
+        copy_early = self.devices[0].platform != "cpu"
         in_flight: collections.deque = collections.deque()
         for start in range(0, numel, size):
             chunk, valid = launch(start)
-            chunk.copy_to_host_async()
+            if copy_early:
+                chunk.copy_to_host_async()
             in_flight.append((chunk, valid))
             if len(in_flight) > IN_FLIGHT:
                 yield _to_host(*in_flight.popleft())

@@ -60,7 +60,10 @@ class WeightgenGroup(click.Group):
     cls=WeightgenGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Example:\n\n\b\n  weightgen he-normal --shape 3,3,64,128 -o k.safetensors\n"
-    "  weightgen inspect k.safetensors\n  weightgen list",
+    "  weightgen inspect k.safetensors\n"
+    "  weightgen run model.json -o model.safetensors\n"
+    "  weightgen verify model.safetensors.manifest.json model.safetensors\n"
+    "  weightgen list",
 )
 @click.version_option(__version__, prog_name="weightgen")
 def cli() -> None:

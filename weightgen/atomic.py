@@ -243,8 +243,8 @@ def _exchange(a: Path, b: Path) -> bool:
 class AtomicDir:
     """A temporary folder that becomes ``dest`` on ``commit()`` (sharded checkpoints).
 
-    An existing ``dest`` is moved aside only once the new folder is complete, and removed
-    after the rename, so a failure at any point leaves the old checkpoint whole.
+    An existing ``dest`` is replaced only once the new folder is complete (swapped in one
+    step on Linux), and removed after, so a failure at any point leaves the old one whole.
     """
 
     def __init__(self, dest: str | os.PathLike):
@@ -265,8 +265,15 @@ class AtomicDir:
     def commit(self) -> None:
         fsync_dir(self.path)
         os.chmod(self.path, 0o777 & ~_umask())
-        old = None
-        if self.dest.exists():
+        if not self.dest.exists():
+            os.replace(self.path, self.dest)
+            fsync_dir(self.dest.parent)
+            return
+        # Swap in one step where the kernel can (Linux renameat2), so that no moment exists
+        # without a whole checkpoint at dest; elsewhere, move the old one aside first.
+        if _exchange(self.path, self.dest):
+            old = self.path  # the swap left the old checkpoint at the temporary name
+        else:
             old = Path(
                 tempfile.mkdtemp(
                     prefix=f".{self.dest.name}.old.",
@@ -275,10 +282,9 @@ class AtomicDir:
                 )
             )
             os.replace(self.dest, old / "old")
-        os.replace(self.path, self.dest)
+            os.replace(self.path, self.dest)
         fsync_dir(self.dest.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

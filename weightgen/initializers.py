@@ -137,16 +137,6 @@ class Initializer:
     def random(self) -> bool:
         return self.family != "constant"
 
-    @property
-    def fan_based(self) -> bool:
-        return self.family == "variance_scaling"
-
-    def param(self, name: str) -> Param:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise KeyError(name)
-
     def resolve_params(self, given: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
         """JAX's keyword arguments for this entry: defaults, then ``given``, each validated."""
         unknown = sorted(set(given) - {p.name for p in self.params})

@@ -43,14 +43,15 @@ def _peak_rss(rows: int, path) -> int:
 def test_memory_is_bounded_by_chunks_not_tensor_size(tmp_path):
     """A 512 MiB tensor (128 chunks of 4 MiB) costs the process little more than a 4 MiB one.
 
-    The pipeline holds at most IN_FLIGHT device chunks, QUEUE_DEPTH queued host chunks and
-    one being written: about 8 chunks, 32 MiB. Holding the tensor would add 512 MiB; the bound
-    (96 MiB over the small run) leaves room for allocator noise and nothing more.
+    The pipeline holds at most IN_FLIGHT chunks on the device, each with a few chunk-sized
+    temporaries while its kernel runs (XLA may run them at once), plus QUEUE_DEPTH queued
+    host chunks and one being written: about 20 buffers, 80 MiB. The bound, 192 MiB over
+    the small run, allows the allocator twice that; holding the tensor would add 512 MiB.
     """
     small = _peak_rss(1024, tmp_path / "small.safetensors")  # 4 MiB: one chunk
     big = _peak_rss(128 * 1024, tmp_path / "big.safetensors")  # 512 MiB: 128 chunks
     assert (tmp_path / "big.safetensors").stat().st_size > 512 * 2**20
-    assert big - small < 96 * 2**20, (small / 2**20, big / 2**20)
+    assert big - small < 192 * 2**20, (small / 2**20, big / 2**20)
 
 
 def test_kernel_compiles_once_per_family_dtype_and_size():

@@ -120,8 +120,9 @@ def write(
     entries = formats.entries_of(plan.tensors)
     if fmt == "safetensors":
         formats.safetensors.check_layout(entries)
+    file_size = expected_file_size(fmt, plan)
     if output != "-":
-        check_destination(output, force=force, nbytes=expected_file_size(fmt, plan), folder=sharded)
+        check_destination(output, force=force, nbytes=file_size, folder=sharded)
         clean_stale(os.path.dirname(os.path.abspath(output)))
     if manifest is not None:
         check_destination(manifest, force=force, nbytes=0)
@@ -134,7 +135,12 @@ def write(
 
     engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
     engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
-    keys = {t.name: prng.key_hex(t.seed, t.fold_in) for t in plan.tensors}
+    # Keys in hex, only when a manifest records them or checks them (a JAX call per tensor).
+    keys = (
+        {t.name: prng.key_hex(t.seed, t.fold_in) for t in plan.tensors}
+        if manifest is not None or expected_keys
+        else {}
+    )
     for name, want in (expected_keys or {}).items():
         if keys.get(name) != want:
             raise HashMismatchError(
@@ -172,10 +178,9 @@ def write(
             stream.flush()
         if isinstance(target, AtomicFile) and fmt == "safetensors":
             size = os.stat(target.path).st_size  # defence in depth: the layout is exact
-            if size != expected_file_size(fmt, plan):
+            if size != file_size:
                 raise WeightgenError(
-                    f"internal error: wrote {size} bytes, expected "
-                    f"{expected_file_size(fmt, plan)}; nothing was written"
+                    f"internal error: wrote {size} bytes, expected {file_size}; nothing was written"
                 )
         if target is not None:
             target.commit()

@@ -46,6 +46,15 @@ def human_bytes(n: int) -> str:
     raise AssertionError
 
 
+def _temp_name(dest: Path, tag: str = "") -> dict:
+    """mkstemp/mkdtemp arguments for ``.<dest>.<tag><random>.<pid>.weightgen-tmp``."""
+    return {
+        "prefix": f".{dest.name}.{tag}",
+        "suffix": f".{os.getpid()}{TMP_SUFFIX}",
+        "dir": dest.parent,
+    }
+
+
 def _pid_of(name: str) -> int | None:
     """The pid in a temporary's name ``.<dest>.<random>.<pid>.weightgen-tmp``."""
     stem = name[: -len(TMP_SUFFIX)]
@@ -189,11 +198,7 @@ class AtomicFile:
     def __init__(self, dest: str | os.PathLike):
         self.dest = Path(dest)
         try:
-            fd, name = tempfile.mkstemp(  # mode 0600 until commit
-                prefix=f".{self.dest.name}.",
-                suffix=f".{os.getpid()}{TMP_SUFFIX}",
-                dir=self.dest.parent,
-            )
+            fd, name = tempfile.mkstemp(**_temp_name(self.dest))  # mode 0600 until commit
         except OSError as exc:
             raise WeightgenError(
                 f"cannot create a file in {self.dest.parent}: {exc.strerror}"
@@ -250,13 +255,7 @@ class AtomicDir:
     def __init__(self, dest: str | os.PathLike):
         self.dest = Path(dest)
         try:
-            self.path = Path(
-                tempfile.mkdtemp(
-                    prefix=f".{self.dest.name}.",
-                    suffix=f".{os.getpid()}{TMP_SUFFIX}",
-                    dir=self.dest.parent,
-                )
-            )
+            self.path = Path(tempfile.mkdtemp(**_temp_name(self.dest)))
         except OSError as exc:
             raise WeightgenError(
                 f"cannot create a folder in {self.dest.parent}: {exc.strerror}"
@@ -274,13 +273,7 @@ class AtomicDir:
         if _exchange(self.path, self.dest):
             old = self.path  # the swap left the old checkpoint at the temporary name
         else:
-            old = Path(
-                tempfile.mkdtemp(
-                    prefix=f".{self.dest.name}.old.",
-                    suffix=f".{os.getpid()}{TMP_SUFFIX}",
-                    dir=self.dest.parent,
-                )
-            )
+            old = Path(tempfile.mkdtemp(**_temp_name(self.dest, "old.")))
             os.replace(self.dest, old / "old")
             os.replace(self.path, self.dest)
         fsync_dir(self.dest.parent)

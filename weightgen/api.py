@@ -118,9 +118,7 @@ def write(
             "give an output path" + ("" if sharded else " or use --format safetensors or npz")
         )
     entries = formats.entries_of(plan.tensors)
-    if fmt == "safetensors":
-        formats.safetensors.check_layout(entries)
-    file_size = expected_file_size(fmt, plan)
+    file_size = expected_file_size(fmt, plan)  # for safetensors, also checks the dtypes fit
     if output != "-":
         check_destination(output, force=force, nbytes=file_size, folder=sharded)
         clean_stale(os.path.dirname(os.path.abspath(output)))
@@ -160,8 +158,9 @@ def write(
             target = AtomicDir(output)
             sink = sharded_mod.Sink(target.path, entries, file_metadata(), max_shard_size)
         elif output == "-":
-            stream = _HashingStream(sys.stdout.buffer)
-            sink = module.Sink(stream, entries, file_metadata())
+            # A pipe cannot be re-read, so a manifest's output hash is taken on the way out.
+            stream = _HashingStream(sys.stdout.buffer) if manifest is not None else None
+            sink = module.Sink(stream or sys.stdout.buffer, entries, file_metadata())
         elif fmt == "hdf5":
             target = AtomicFile(output)
             target.file.close()  # h5py opens the path itself
@@ -174,8 +173,8 @@ def write(
             engine, plan, sink, on_bytes=on_bytes, hashes=want_hashes, expected=expected
         )
         sink.close()
-        if stream is not None:
-            stream.flush()
+        if output == "-":
+            sys.stdout.buffer.flush()
         if isinstance(target, AtomicFile) and fmt == "safetensors":
             size = os.stat(target.path).st_size  # defence in depth: the layout is exact
             if size != file_size:

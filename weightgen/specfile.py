@@ -45,7 +45,6 @@ MANIFEST_TOP_KEYS = ("weightgen_manifest", "created_by", "environment", "output"
 class ParsedSpec:
     plan: Plan
     root_seed: int
-    defaults: dict[str, Any]  # top-level dtype / sample_dtype, as written
     own_seed: set[str]  # tensors that carry their own seed
     expected_sha256: dict[str, str] = field(default_factory=dict)  # from a manifest
     expected_key: dict[str, str] = field(default_factory=dict)
@@ -166,7 +165,6 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
     return ParsedSpec(
         plan=Plan.of(specs),
         root_seed=root_seed,
-        defaults=defaults,
         own_seed=own_seed,
         expected_sha256=sha256,
         expected_key=keys,

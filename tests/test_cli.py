@@ -11,7 +11,7 @@ from collections import namedtuple
 
 import numpy as np
 import pytest
-from conftest import reference, same_bytes
+from conftest import readme_digest_of, reference, same_bytes
 
 import weightgen
 from weightgen.initializers import REGISTRY
@@ -280,9 +280,7 @@ def test_json_summary_on_stdout(run_cli, tmp_path):
     result = run_cli("zeros", "--shape", "2,3", "-o", str(out), "--json", "-q")
     summary = json.loads(result.stdout)
     assert summary["format"] == "npz" and summary["bytes"] == 24
-    import hashlib
-
-    assert summary["tensors"][0]["sha256"] == hashlib.sha256(bytes(24)).hexdigest()
+    assert summary["tensors"][0]["digest"] == readme_digest_of(bytes(24)).hex()
 
 
 def test_inspect_reports_stats(run_cli, tmp_path):

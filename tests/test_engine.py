@@ -96,7 +96,7 @@ def test_writer_failure_stops_generation_and_propagates():
     class FailingSink:
         writes = 0
 
-        def write(self, index, chunk):
+        def write(self, index, offset, chunk):
             self.writes += 1
             raise OSError(28, "No space left on device")
 

@@ -6,10 +6,11 @@ import hashlib
 import json
 import shutil
 
+import blake3
 import jax
 import numpy as np
 import pytest
-from conftest import reference, same_bytes
+from conftest import readme_digest_of, readme_file_digest, reference, same_bytes
 from safetensors import safe_open
 
 import weightgen
@@ -84,8 +85,8 @@ def test_adding_removing_reordering_tensors_changes_nothing_else(tmp_path):
     other = weightgen.run_spec(
         _spec_file(tmp_path, bigger, "b.json"), tmp_path / "b.safetensors", force=True
     )
-    before = {t.name: t.sha256 for t in base.tensors}
-    after = {t.name: t.sha256 for t in other.tensors}
+    before = {t.name: t.digest for t in base.tensors}
+    after = {t.name: t.digest for t in other.tensors}
     for name in set(before) & set(after):
         assert before[name] == after[name], name
     assert set(after) - set(before) == {"extra.weight"}
@@ -96,9 +97,13 @@ def test_replay_from_manifest_is_byte_identical(tmp_path, fmt):
     first = tmp_path / f"m{SUFFIX[fmt]}"
     result = weightgen.run_spec(_spec_file(tmp_path), first, manifest=str(first) + ".manifest.json")
     manifest = json.loads((tmp_path / f"m{SUFFIX[fmt]}.manifest.json").read_text())
-    assert manifest["weightgen_manifest"] == 1
-    assert manifest["output"]["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    assert manifest["weightgen_manifest"] == 2
+    assert manifest["digest"] == {"algorithm": "blake3", "block_bytes": 16 << 20}
     assert manifest["output"]["format"] == fmt
+    (recorded,) = manifest["output"]["files"]
+    assert recorded["bytes"] == first.stat().st_size
+    if fmt == "safetensors":  # the README's few lines of Python, with blake3 alone
+        assert recorded["digest"] == readme_file_digest(first)
     assert set(manifest["created_by"]) >= {"weightgen", "jax", "jaxlib", "numpy"}
     assert manifest["environment"]["jax_threefry_partitionable"] is True
     assert manifest["tensors"]["rnn.kernel"]["seed"] == 99
@@ -106,7 +111,10 @@ def test_replay_from_manifest_is_byte_identical(tmp_path, fmt):
     words = [int(w) for w in jax.random.key_data(_jax_key_rule(7, "embed.weight"))]
     assert manifest["tensors"]["embed.weight"]["key"] == f"{words[0]:08x}{words[1]:08x}"
     for t in result.tensors:
-        assert manifest["tensors"][t.name]["sha256"] == t.sha256
+        assert manifest["tensors"][t.name]["digest"] == t.digest
+    loaded = weightgen.load(first)
+    for name, entry in manifest["tensors"].items():  # the tensor digest, by hand
+        assert entry["digest"] == readme_digest_of(loaded[name].tobytes()).hex(), name
     second = tmp_path / f"again{SUFFIX[fmt]}"
     weightgen.run_spec(str(first) + ".manifest.json", second, chunk_size=7)
     assert second.read_bytes() == first.read_bytes()
@@ -117,10 +125,14 @@ def test_replay_stops_at_first_differing_tensor_and_leaves_nothing(tmp_path):
     out = tmp_path / "m.safetensors"
     weightgen.run_spec(_spec_file(tmp_path), out, manifest=str(out) + ".manifest.json")
     manifest = json.loads((tmp_path / "m.safetensors.manifest.json").read_text())
-    manifest["tensors"]["embed.weight"]["sha256"] = "0" * 64  # as if JAX's numbers had moved
+    entry = manifest["tensors"]["embed.weight"]  # as if JAX's numbers had moved
+    entry["blocks"] = ["0" * 64]
+    entry["digest"] = blake3.blake3(bytes(32)).hexdigest()
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(manifest))
-    with pytest.raises(HashMismatchError, match=r"embed\.weight") as info:
+    with pytest.raises(
+        HashMismatchError, match=r"embed\.weight.*block 0 \(bytes 0\.\.6400"
+    ) as info:
         weightgen.run_spec(str(tampered), tmp_path / "replay.safetensors")
     assert "jax" in str(info.value)  # says which versions made the manifest
     assert not (tmp_path / "replay.safetensors").exists()
@@ -158,6 +170,7 @@ def test_verify_catches_a_flipped_data_bit(made):
     out.write_bytes(bytes(data))
     problems = weightgen.verify(manifest, out)
     assert [(p.tensor, p.kind) for p in problems] == [("rnn.kernel", "differs")]
+    assert "block 0 (bytes 0..2048 of its data)" in problems[0].detail
 
 
 def test_verify_catches_truncation(made):
@@ -198,9 +211,7 @@ def test_verify_cli_exit_codes(run_cli, made):
 
 def test_sharded_checkpoint(tmp_path):
     folder = tmp_path / "ckpt"
-    weightgen.run_spec(
-        _spec_file(tmp_path), folder, max_shard_size=8000, manifest=str(folder) + ".manifest.json"
-    )
+    weightgen.run_spec(_spec_file(tmp_path), folder, max_shard_size=8000, manifest=True)
     index = json.loads((folder / "model.safetensors.index.json").read_text())
     files = sorted(p.name for p in folder.glob("*.safetensors"))
     assert len(files) >= 3 and files[0] == f"model-00001-of-{len(files):05d}.safetensors"
@@ -212,12 +223,18 @@ def test_sharded_checkpoint(tmp_path):
     for name, file in index["weight_map"].items():  # each shard opens with the reference reader
         with safe_open(str(folder / file), framework="flax") as f:
             assert same_bytes(np.asarray(f.get_tensor(name)), unsharded[name])
-    manifest = str(folder) + ".manifest.json"
-    assert weightgen.verify(manifest, folder) == []
-    assert weightgen.verify(manifest, folder / "model.safetensors.index.json") == []
+    manifest = folder / "weightgen.manifest.json"  # a folder carries its manifest inside
+    recorded = json.loads(manifest.read_text())["output"]["files"]
+    assert [f["name"] for f in recorded] == sorted([*files, "model.safetensors.index.json"])
+    for f in recorded:
+        if f["name"].endswith(".safetensors"):
+            assert f["digest"] == readme_file_digest(folder / f["name"])
+    assert weightgen.verify(str(manifest), folder) == []
+    assert weightgen.verify(None, folder) == []
+    assert weightgen.verify(None, folder / "model.safetensors.index.json") == []
     again = tmp_path / "again"
-    weightgen.run_spec(manifest, again, max_shard_size=8000)
-    for name in files:
+    weightgen.run_spec(str(manifest), again, max_shard_size=8000, manifest=True)
+    for name in [*files, "weightgen.manifest.json"]:
         assert (again / name).read_bytes() == (folder / name).read_bytes()
 
 
@@ -234,7 +251,7 @@ def test_sharded_replaces_only_checkpoints(tmp_path, run_cli):
     plain.mkdir()
     (plain / "keep.txt").write_text("mine")
     refused = run_cli("run", spec, "-o", str(plain), "--max-shard-size", "8KB", "--force")
-    assert refused.code == 2 and "not a sharded checkpoint" in refused.stderr
+    assert refused.code == 2 and "not a checkpoint folder" in refused.stderr
     assert (plain / "keep.txt").read_text() == "mine"
 
 
@@ -265,9 +282,17 @@ def test_json_summary_is_the_only_stdout(run_cli, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["manifest"] == str(out) + ".manifest.json"
     assert {t["name"] for t in summary["tensors"]} == set(MODEL["tensors"])
-    assert all(len(t["sha256"]) == 64 for t in summary["tensors"])
-    assert summary["files"][0]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert all(len(t["digest"]) == 64 for t in summary["tensors"])
+    assert summary["files"][0]["digest"] == readme_file_digest(out)
+    assert "sha256" not in summary["files"][0]  # only on request: it costs a read
     assert "wrote" in result.stderr
+    again = run_cli(
+        "run", _spec_file(tmp_path), "-o", str(out), "--json", "--force", "--file-sha256"
+    )
+    assert (
+        json.loads(again.stdout)["files"][0]["sha256"]
+        == hashlib.sha256(out.read_bytes()).hexdigest()
+    )
 
 
 def test_single_tensor_manifest_replays(run_cli, tmp_path):

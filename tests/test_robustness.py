@@ -176,14 +176,14 @@ def test_injected_enospc(tmp_path, run_cli, monkeypatch, where):
     dest.write_bytes(b"keep me")
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     if where == "write":
-        original = atomic._WritebackFile.write
+        original = atomic.os.pwrite
 
-        def write(self, data):
-            if self.tell() > 100_000:
+        def pwrite(fd, data, offset):
+            if offset > 100_000:
                 raise full
-            return original(self, data)
+            return original(fd, data, offset)
 
-        monkeypatch.setattr(atomic._WritebackFile, "write", write)
+        monkeypatch.setattr(atomic.os, "pwrite", pwrite)
     else:
         monkeypatch.setattr(atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(full))
     result = run_cli(

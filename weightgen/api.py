@@ -7,31 +7,29 @@ imported; JAX is imported only once there is something to generate.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__, formats
-from .atomic import (
-    AtomicDir,
-    AtomicFile,
-    check_destination,
-    clean_stale,
-    describe_os_error,
-    sha256_file,
-)
+from . import __version__, digest, formats
+from .atomic import AtomicFile, check_destination, describe_os_error
 from .errors import HashMismatchError, UsageError, WeightgenError
+from .manifest import FOLDER_MANIFEST, manifest_path_for
+from .output import Target
 from .plan import DEFAULT_NAME, Plan, TensorSpec, make_tensor
+from .specfile import ParsedSpec
 
-# Bytes a format adds around the data, per tensor and per file (zip and npy headers, HDF5
-# object headers); generous, since the check only guards against a disk that is nearly full.
-_OVERHEAD = {"npz": (1024, 4096), "hdf5": (4096, 65536)}
+
+@dataclass
+class TensorResult:
+    name: str
+    nbytes: int
+    digest: str | None  # hex; None when no digest was asked for
 
 
 @dataclass
@@ -39,44 +37,12 @@ class WriteResult:
     """What ``write``, ``generate`` and ``run_spec`` produced."""
 
     path: str
-    format: str  # "safetensors", "npz", "hdf5", or "safetensors-sharded"
+    format: str  # "safetensors", "npz", "hdf5", or "safetensors-sharded" (a folder)
     nbytes: int  # tensor data bytes
     seconds: float
-    tensors: list = field(default_factory=list)  # engine.TensorResult, in file order
-    files: list = field(default_factory=list)  # [{"name", "bytes", "sha256"}] of the output
+    tensors: list[TensorResult] = field(default_factory=list)  # in file order
+    files: list = field(default_factory=list)  # [{"name", "bytes", "digest"}] of the output
     manifest: str | None = None  # where the manifest was written
-
-
-def file_metadata() -> dict[str, str]:
-    return {"generator": "weightgen", "weightgen_version": __version__}
-
-
-def expected_file_size(fmt: str, plan: Plan) -> int:
-    """The output's size in bytes: exact for safetensors, a close upper bound otherwise."""
-    entries = formats.entries_of(plan.tensors)
-    if fmt == "safetensors":
-        return formats.safetensors.file_size(entries, file_metadata())
-    per_tensor, per_file = _OVERHEAD[fmt]
-    return plan.nbytes + per_tensor * len(entries) + per_file
-
-
-class _HashingStream:
-    """stdout, hashed as it goes (a pipe cannot be re-read for the manifest)."""
-
-    def __init__(self, stream):
-        self._stream, self.digest, self.size = stream, hashlib.sha256(), 0
-
-    def write(self, data) -> int:
-        self._stream.write(data)
-        self.digest.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def tell(self) -> int:
-        return self.size
 
 
 def write(
@@ -90,40 +56,39 @@ def write(
     compile_cache: bool = True,
     hashes: bool = True,
     max_shard_size: int | None = None,
-    manifest: str | os.PathLike | None = None,
+    hf_config: dict | None = None,
+    manifest: str | os.PathLike | bool | None = None,
+    file_sha256: bool = False,
     root_seed: int | None = None,
     own_seed: Iterable[str] | None = None,
-    expected: Mapping[str, str] | None = None,
-    expected_keys: Mapping[str, str] | None = None,
+    replay: ParsedSpec | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> WriteResult:
-    """Generate every tensor of ``plan`` into one file (``"-"``: stdout), atomically.
+    """Generate every tensor of ``plan`` into ``output``, atomically.
 
-    ``max_shard_size`` (bytes) writes a Hugging Face sharded safetensors folder instead.
-    ``manifest`` writes a manifest there (``root_seed``/``own_seed`` say how keys were made;
-    by default every tensor counts as having its own seed). ``expected`` and
-    ``expected_keys`` (from a manifest) are checked before and during generation; on a
-    difference nothing is left at ``output``. ``hashes=False`` skips the per-tensor sha256
-    when neither a manifest nor a caller needs it (about 0.7 s of CPU per GiB).
+    ``output`` is a file (format from the suffix, or ``format``), ``"-"`` (stdout), or a
+    checkpoint folder when ``max_shard_size`` (bytes) or ``hf_config`` (a Hugging Face
+    config.json, written beside the weights) is given. ``manifest`` writes a manifest: a
+    path, or True for the default place (beside a file, inside a folder); ``root_seed`` and
+    ``own_seed`` say how keys were made (by default every tensor has its own seed).
+    ``file_sha256`` records each file's plain sha256 too (one more read of the output).
+    ``replay`` (a parsed manifest) is checked before and during generation: keys first, then
+    every block as it is written; on a difference nothing is left at ``output``.
+    ``hashes=False`` skips the tensors' digests when neither a manifest nor the caller
+    needs them.
     """
     output = os.fspath(output)
-    sharded = max_shard_size is not None
-    fmt = "safetensors" if sharded and format is None else formats.format_for(output, format)
-    if sharded and fmt != "safetensors":
-        raise UsageError("--max-shard-size writes sharded safetensors; drop --format or use it")
-    if output == "-" and (sharded or fmt not in formats.STREAMABLE):
-        what = "a sharded checkpoint" if sharded else fmt
-        raise UsageError(
-            f"{what} cannot be written to stdout (it needs a seekable file or a folder); "
-            "give an output path" + ("" if sharded else " or use --format safetensors or npz")
-        )
-    entries = formats.entries_of(plan.tensors)
-    file_size = expected_file_size(fmt, plan)  # for safetensors, also checks the dtypes fit
-    if output != "-":
-        check_destination(output, force=force, nbytes=file_size, folder=sharded)
-        clean_stale(os.path.dirname(os.path.abspath(output)))
-    if manifest is not None:
-        check_destination(manifest, force=force, nbytes=0)
+    target = Target.of(
+        plan,
+        output,
+        format=format,
+        force=force,
+        max_shard_size=max_shard_size,
+        hf_config=hf_config,
+    )
+    manifest_path, inside = _manifest_place(target, manifest)
+    if manifest_path is not None and not inside:
+        check_destination(manifest_path, force=force, nbytes=0)
 
     from .memory import tune_allocator
 
@@ -134,112 +99,110 @@ def write(
     engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
     engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
     # Keys in hex, only when a manifest records them or checks them (a JAX call per tensor).
-    keys = (
-        {t.name: prng.key_hex(t.seed, t.fold_in) for t in plan.tensors}
-        if manifest is not None or expected_keys
-        else {}
-    )
-    for name, want in (expected_keys or {}).items():
+    want_keys = manifest_path is not None or (replay is not None and replay.expected_key)
+    keys = {t.name: prng.key_hex(t.seed, t.fold_in) for t in plan.tensors} if want_keys else {}
+    for name, want in (replay.expected_key if replay is not None else {}).items():
         if keys.get(name) != want:
             raise HashMismatchError(
                 f"tensor {name!r}: this JAX derives key {keys.get(name)}, the manifest "
                 f"recorded {want}; its bytes would differ"
             )
 
+    pieces = engine_mod.whole_pieces(plan)
+    work = [(t.name, t.nbytes, 0, t.nbytes) for t in plan.tensors]
+    taps: list = []
+    digests = None
+    if hashes or manifest_path is not None or (replay is not None and replay.version >= 2):
+        expected = replay.expected_blocks if replay is not None else None
+        digests = digest.PieceDigests(work, expected=expected or None)
+        taps.append(digests)
+    if replay is not None and replay.version == 1:
+        taps.append(digest.Sha256Check(work, replay.expected_sha256))
+
     started = time.perf_counter()
-    module = formats.module(fmt)
-    target: AtomicFile | AtomicDir | None = None
-    stream = None
     sink = None
     try:
-        if sharded:
-            from .formats import sharded as sharded_mod
-
-            target = AtomicDir(output)
-            sink = sharded_mod.Sink(target.path, entries, file_metadata(), max_shard_size)
-        elif output == "-":
-            # A pipe cannot be re-read, so a manifest's output hash is taken on the way out.
-            stream = _HashingStream(sys.stdout.buffer) if manifest is not None else None
-            sink = module.Sink(stream or sys.stdout.buffer, entries, file_metadata())
-        elif fmt == "hdf5":
-            target = AtomicFile(output)
-            target.file.close()  # h5py opens the path itself
-            sink = module.Sink(target.path, entries, file_metadata())
-        else:
-            target = AtomicFile(output)
-            sink = module.Sink(target.file, entries, file_metadata())
-        want_hashes = hashes or manifest is not None
-        results = engine_mod.run(
-            engine, plan, sink, on_bytes=on_bytes, hashes=want_hashes, expected=expected
-        )
+        sink = target.open()
+        engine_mod.run(engine, plan, sink, pieces=pieces, taps=taps, on_bytes=on_bytes)
         sink.close()
-        if output == "-":
-            sys.stdout.buffer.flush()
-        if isinstance(target, AtomicFile) and fmt == "safetensors":
-            size = os.stat(target.path).st_size  # defence in depth: the layout is exact
-            if size != file_size:
-                raise WeightgenError(
-                    f"internal error: wrote {size} bytes, expected {file_size}; nothing was written"
-                )
-        if target is not None:
-            target.commit()
+        target.finish()
+        tensor_digests = (
+            digest.assemble({t.name: t.nbytes for t in plan.tensors}, digests.blocks())
+            if digests is not None
+            else {}
+        )
+        files: list[dict] = []
+        if manifest_path is not None or file_sha256:
+            files = target.files(
+                {n: d.digest for n, d in tensor_digests.items()}, sha256=file_sha256
+            )
+        document = None
+        if manifest_path is not None:
+            from . import manifest as manifest_mod
+
+            document = manifest_mod.build(
+                plan,
+                root_seed=root_seed if root_seed is not None else 0,
+                own_seed=own_seed if own_seed is not None else [t.name for t in plan.tensors],
+                keys=keys,
+                digests=tensor_digests,
+                output={
+                    "format": target.format,
+                    "bytes": sum(f.get("bytes") or 0 for f in files),
+                    "files": files,
+                },
+                hf_config=hf_config,
+            )
+            if inside:
+                target.add_file(os.path.basename(manifest_path), manifest_mod.dumps(document))
+        target.commit()
     except BaseException as exc:
         if sink is not None:
             sink.abort()
-        if target is not None:
-            target.abort()
+        target.abort()
         if isinstance(exc, OSError) and output != "-":
             raise WeightgenError(describe_os_error(exc, output)) from exc
         raise
     seconds = time.perf_counter() - started
-
-    files: list[dict] = []
-    if manifest is not None:
-        files = _output_files(output, sharded, stream)
-    result = WriteResult(
-        output, "safetensors-sharded" if sharded else fmt, plan.nbytes, seconds, results, files
-    )
-    if manifest is not None:
+    if document is not None and not inside:
         from . import manifest as manifest_mod
 
-        document = manifest_mod.build(
-            plan,
-            root_seed=root_seed if root_seed is not None else 0,
-            own_seed=own_seed if own_seed is not None else [t.name for t in plan.tensors],
-            keys=keys,
-            hashes={r.name: r.sha256 for r in results},
-            output={
-                "format": result.format,
-                "bytes": sum(f["bytes"] for f in files),
-                **({"sha256": files[0]["sha256"]} if len(files) == 1 and not sharded else {}),
-                "files": files,
-            },
+        _write_bytes_atomically(manifest_path, manifest_mod.dumps(document))
+    results = [
+        TensorResult(
+            t.name,
+            t.nbytes,
+            tensor_digests[t.name].digest.hex() if t.name in tensor_digests else None,
         )
-        _write_bytes_atomically(manifest, manifest_mod.dumps(document))
-        result.manifest = os.fspath(manifest)
-    return result
-
-
-def _output_files(output: str, sharded: bool, stream) -> list[dict]:
-    if stream is not None:
-        return [{"name": "-", "bytes": stream.size, "sha256": stream.digest.hexdigest()}]
-    if not sharded:
-        return [
-            {
-                "name": os.path.basename(output),
-                "bytes": os.path.getsize(output),
-                "sha256": sha256_file(output),
-            }
-        ]
-    names = sorted(os.listdir(output))
-    return [
-        {
-            "name": n,
-            "bytes": os.path.getsize(os.path.join(output, n)),
-            "sha256": sha256_file(os.path.join(output, n)),
-        }
-        for n in names
+        for t in plan.tensors
     ]
+    return WriteResult(
+        output,
+        target.format,
+        plan.nbytes,
+        seconds,
+        results,
+        files,
+        os.fspath(manifest_path) if manifest_path is not None else None,
+    )
+
+
+def _manifest_place(target: Target, manifest) -> tuple[str | None, bool]:
+    """(path, inside the output folder) of the manifest to write, or (None, False)."""
+    if manifest is None or manifest is False:
+        return None, False
+    if manifest is True:
+        if target.kind == "stdout":
+            raise UsageError("a manifest needs a path when the output is stdout (--manifest PATH)")
+        if target.kind == "folder":
+            return os.path.join(target.path, FOLDER_MANIFEST), True
+        return manifest_path_for(target.path), False
+    path = os.fspath(manifest)
+    if target.kind == "folder" and Path(path).resolve().parent == Path(target.path).resolve():
+        return path, True
+    if target.kind != "stdout" and Path(path).resolve() == Path(target.path).resolve():
+        raise UsageError(f"--manifest {path} is the output itself; choose another path")
+    return path, False
 
 
 def _write_bytes_atomically(path, data: bytes) -> None:
@@ -296,8 +259,8 @@ def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> Wri
             output,
             root_seed=parsed.root_seed,
             own_seed=parsed.own_seed,
-            expected=parsed.expected_sha256 or None,
-            expected_keys=parsed.expected_key or None,
+            hf_config=parsed.hf_config,
+            replay=parsed if parsed.manifest is not None else None,
             **write_options,
         )
     except HashMismatchError as exc:
@@ -312,13 +275,34 @@ def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> Wri
         raise
 
 
-def verify(manifest: str, target: str | os.PathLike) -> list:
-    """Problems found comparing ``target`` (a file or sharded folder) with ``manifest``;
-    an empty list when every tensor matches. Streams the file; never loads it whole."""
-    from . import manifest as manifest_mod
+def verify(
+    manifest: str | os.PathLike | None, target: str | os.PathLike, *, jobs: int | None = None
+) -> list:
+    """Problems found comparing ``target`` (a file, or a checkpoint folder or its index) with
+    ``manifest``; an empty list when everything matches. ``manifest=None`` takes the one a
+    folder carries (``weightgen.manifest.json``) or the one beside a file. Reads each file
+    once, on ``jobs`` threads; never loads it whole."""
     from .specfile import load_spec
+    from .verifier import verify as verify_parsed
 
-    return manifest_mod.verify(load_spec(manifest), target)
+    return verify_parsed(load_spec(os.fspath(find_manifest(manifest, target))), target, jobs=jobs)
+
+
+def find_manifest(manifest: str | os.PathLike | None, target: str | os.PathLike) -> str:
+    """The manifest to check ``target`` against: the one given, else the folder's own, else
+    the one beside the file."""
+    if manifest is not None:
+        return os.fspath(manifest)
+    path = Path(target)
+    inside = path / FOLDER_MANIFEST if path.is_dir() else path.parent / FOLDER_MANIFEST
+    if path.is_dir() or path.name.endswith(".index.json"):
+        if inside.is_file():
+            return str(inside)
+        raise UsageError(f"{path} holds no {FOLDER_MANIFEST}; give the manifest's path too")
+    beside = manifest_path_for(str(path))
+    if Path(beside).is_file():
+        return beside
+    raise UsageError(f"no manifest found beside {path} ({beside}); give the manifest's path too")
 
 
 def load(path: str | os.PathLike) -> dict[str, np.ndarray]:

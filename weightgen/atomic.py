@@ -20,7 +20,12 @@ from pathlib import Path
 from .errors import InsufficientSpaceError, OutputExistsError, UsageError, WeightgenError
 
 TMP_SUFFIX = ".weightgen-tmp"
-INDEX_NAME = "model.safetensors.index.json"  # marks a folder weightgen may replace
+# A folder that holds one of these is a checkpoint folder, which --force may replace.
+CHECKPOINT_MARKERS = (
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "weightgen.manifest.json",
+)
 
 
 def _umask() -> int:
@@ -125,8 +130,8 @@ def check_destination(
 ) -> Path:
     """Refuse, before any work, a destination that cannot or must not be written.
 
-    ``folder``: the output is a sharded checkpoint folder; an existing folder is replaced
-    (with ``force``) only when it is one, never an arbitrary folder.
+    ``folder``: the output is a checkpoint folder; an existing folder is replaced (with
+    ``force``) only when it is one, never an arbitrary folder.
     """
     path = Path(dest)
     parent = path.parent
@@ -134,9 +139,13 @@ def check_destination(
         raise UsageError(f"output folder {str(parent)!r} does not exist; create it first")
     if path.is_dir() and not folder:
         raise UsageError(f"output {str(path)!r} is a folder; give a file name")
-    if folder and path.exists() and not (path.is_dir() and (path / INDEX_NAME).is_file()):
+    if (
+        folder
+        and path.exists()
+        and not (path.is_dir() and any((path / marker).is_file() for marker in CHECKPOINT_MARKERS))
+    ):
         raise UsageError(
-            f"{path} exists and is not a sharded checkpoint; weightgen will not replace it"
+            f"{path} exists and is not a checkpoint folder; weightgen will not replace it"
         )
     if (path.exists() or path.is_symlink()) and not force:
         raise OutputExistsError(f"{path} exists; pass --force to replace it")
@@ -163,19 +172,49 @@ _SYNC_FILE_RANGE_WRITE = 2
 _WRITEBACK_EVERY = 64 << 20
 
 
-class _WritebackFile(io.FileIO):
-    """A file that asks the kernel to start writing its data out as it goes.
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """``os.pwrite`` until every byte is written: a short write (a file-size limit, a
+    signal) is completed, or its error raised, never silently cut."""
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        written = os.pwrite(fd, view[done:], offset + done)
+        if not written:
+            raise OSError(errno.EIO, "write made no progress")
+        done += written
+
+
+class Writeback:
+    """Asks the kernel to start writing a file's data out as it is written.
 
     Without this, a GiB sits dirty in the page cache until the commit's fsync, which then
     waits for the whole disk write; started early, the disk works while chunks are generated
-    and the final fsync finds little left to do.
+    and the final fsync finds little left to do. Tracks the span written since the last
+    request (sequential writers make it exact; others just start a little more early).
     """
 
-    _started = 0
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._low: int | None = None
+        self._high = 0
+
+    def wrote(self, offset: int, nbytes: int) -> None:
+        if _SYNC_FILE_RANGE is None:
+            return
+        self._low = offset if self._low is None else min(self._low, offset)
+        self._high = max(self._high, offset + nbytes)
+        if self._high - self._low >= _WRITEBACK_EVERY:
+            _SYNC_FILE_RANGE(self._fd, self._low, self._high - self._low, _SYNC_FILE_RANGE_WRITE)
+            self._low = None
+            self._high = 0
+
+
+class _WritebackFile(io.FileIO):
+    """A raw file whose writes are completed (never short) and written back early."""
+
+    _writeback: Writeback | None = None
 
     def write(self, data) -> int:
-        # A raw write may be short (a file-size limit, a signal): write the rest, so that
-        # the error, if any, is raised rather than the data silently cut.
         view = memoryview(data).cast("B")
         done = 0
         while done < len(view):
@@ -183,12 +222,9 @@ class _WritebackFile(io.FileIO):
             if not written:
                 raise OSError(errno.EIO, "write made no progress")
             done += written
-        position = self.tell()
-        if _SYNC_FILE_RANGE is not None and position - self._started >= _WRITEBACK_EVERY:
-            _SYNC_FILE_RANGE(
-                self.fileno(), self._started, position - self._started, _SYNC_FILE_RANGE_WRITE
-            )
-            self._started = position
+        if self._writeback is None:
+            self._writeback = Writeback(self.fileno())
+        self._writeback.wrote(self.tell() - done, done)
         return done
 
 

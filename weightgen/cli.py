@@ -141,7 +141,13 @@ def _output_options() -> list[click.Option]:
         click.Option(
             ["--json", "as_json"],
             is_flag=True,
-            help="print a JSON summary (paths, tensors, bytes, sha256, seconds) on stdout",
+            help="print a JSON summary (paths, tensors, bytes, digests, seconds) on stdout",
+        ),
+        click.Option(
+            ["--file-sha256"],
+            is_flag=True,
+            help="also record each file's plain sha256 (as sha256sum shows) in the manifest "
+            "and --json summary; costs one more read of the output",
         ),
     ]
 
@@ -176,7 +182,7 @@ def _make_init_command(entry: Initializer) -> click.Command:
         _generate(entry, kwargs)
 
     manifest = click.Option(
-        ["--manifest"], default=None, help="also write a manifest (how it was made, its sha256)"
+        ["--manifest"], default=None, help="also write a manifest (how it was made, its digests)"
     )
     params = [_param_option(p) for p in entry.params] + _tensor_options() + _output_options()
     return click.Command(
@@ -200,6 +206,7 @@ def _write_options(options: dict[str, Any], bar) -> dict[str, Any]:
         "chunk_size": options["chunk_size"],
         "compile_cache": not options["no_compile_cache"],
         "hashes": options["as_json"],
+        "file_sha256": options["file_sha256"],
         "on_bytes": bar.update if bar is not None else None,
     }
 
@@ -271,7 +278,7 @@ def _report(result, *, quiet: bool, as_json: bool) -> None:
             "manifest": result.manifest,
             "files": result.files,
             "tensors": [
-                {"name": t.name, "bytes": t.nbytes, "sha256": t.sha256} for t in result.tensors
+                {"name": t.name, "bytes": t.nbytes, "digest": t.digest} for t in result.tensors
             ],
         }
         click.echo(json.dumps(summary, indent=2))
@@ -296,7 +303,6 @@ for _entry in REGISTRY.values():
 def _run_callback(spec: str, **options: Any) -> None:
     from . import api
     from .formats.sharded import parse_size
-    from .manifest import manifest_path_for
     from .specfile import load_spec
 
     if options["manifest"] is not None and options["no_manifest"]:
@@ -304,7 +310,7 @@ def _run_callback(spec: str, **options: Any) -> None:
     output = options["output"]
     manifest = options["manifest"]
     if manifest is None and not options["no_manifest"] and output != "-":
-        manifest = manifest_path_for(output)
+        manifest = True  # beside a file, inside a folder
     shard = options["max_shard_size"]
     parsed = load_spec(spec)
     quiet = options["quiet"]

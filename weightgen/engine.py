@@ -15,16 +15,18 @@ import functools
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from . import prng, samplers
-from .errors import GenerationError, HashMismatchError, UsageError
+from .errors import GenerationError, UsageError
+from .formats.base import as_bytes
 from .plan import Plan, TensorSpec
 
 # Elements per kernel call and device. On CPU the threefry kernel is fastest when a chunk's
@@ -138,71 +140,115 @@ class Engine:
             self._kernels[signature] = kernel
         return kernel
 
-    def chunks(self, spec: TensorSpec) -> Iterator[np.ndarray]:
-        """The flattened tensor as host arrays in ``spec.dtype``, in order."""
+    def chunks(
+        self, spec: TensorSpec, start: int = 0, stop: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Elements ``start .. stop`` of the flattened tensor (default: all of it) as host
+        arrays in ``spec.dtype``, in order."""
         numel = spec.numel
-        if numel == 0:
+        stop = numel if stop is None else stop
+        if not 0 <= start <= stop <= numel:
+            raise ValueError(f"range {start}..{stop} outside {spec.describe()}")
+        if start == stop:
             return
         key = prng.base_key(spec.seed, spec.fold_in)
-        size = self.kernel_elems(numel)
+        size = self.kernel_elems(stop - start)
         if spec.init.elementwise:
             coefficients, draw = samplers.elementwise(spec)
             kernel = self._kernel(spec, draw, size)
             words = prng.key_words(key)
 
-            def launch(start: int) -> tuple[jax.Array, slice]:
+            def launch(flat_start: int) -> tuple[jax.Array, slice]:
                 # The last chunk is computed whole (one compiled size) and cut on the host.
-                chunk = kernel(prng.offset_key_data(words, start), coefficients)
-                return chunk, slice(0, min(size, numel - start))
+                chunk = kernel(prng.offset_key_data(words, flat_start), coefficients)
+                return chunk, slice(0, min(size, stop - flat_start))
 
         else:
             with jax.default_device(self.devices[0]):
                 flat = samplers.whole(spec, key).reshape(-1)
             size = min(size, numel)
-            launch = functools.partial(self._slice, flat, size=size)
+            launch = functools.partial(self._slice, flat, size=size, stop=stop)
         # On an accelerator, start each device-to-host copy as soon as the chunk is queued.
         # On CPU the result already is host memory: the "copy" would be a real second copy
         # (measured: ~0.5 s per GiB), and np.asarray reads the buffer in place instead.
         copy_early = self.devices[0].platform != "cpu"
         in_flight: collections.deque = collections.deque()
-        for start in range(0, numel, size):
-            chunk, valid = launch(start)
+        for flat_start in range(start, stop, size):
+            chunk, valid = launch(flat_start)
             if copy_early:
                 chunk.copy_to_host_async()
-            in_flight.append((chunk, valid))
+            in_flight.append((flat_start, chunk, valid))
             if len(in_flight) > IN_FLIGHT:
-                yield _to_host(*in_flight.popleft())
+                yield _to_host(spec, *in_flight.popleft())
         while in_flight:
-            yield _to_host(*in_flight.popleft())
+            yield _to_host(spec, *in_flight.popleft())
 
-    def _slice(self, flat: jax.Array, start: int, *, size: int) -> tuple[jax.Array, slice]:
-        """``size`` elements of a whole tensor on the device, from ``start``.
+    def _slice(
+        self, flat: jax.Array, start: int, *, size: int, stop: int
+    ) -> tuple[jax.Array, slice]:
+        """``size`` elements of a whole tensor on the device, from ``start`` (before ``stop``).
 
         One compiled slice for every chunk: the start is an argument, and for the last chunk
-        it is clamped (by dynamic_slice) to the final ``size`` elements, of which the host
-        keeps the new ones. Past 2**31 elements the start needs 64 bits; static slices then.
+        of the tensor it is clamped (by dynamic_slice) to the final ``size`` elements, of
+        which the host keeps the new ones. Past 2**31 elements the start needs 64 bits;
+        static slices then.
         """
         numel = flat.shape[0]
-        valid = min(size, numel - start)
+        valid = min(size, stop - start)
         if numel >= 2**31:
             return flat[start : start + valid], slice(0, valid)
         slicer = self._slicers.get(size)
         if slicer is None:
             slicer = jax.jit(lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, size))
             self._slicers[size] = slicer
-        return slicer(flat, np.int32(start)), slice(size - valid, size)
+        clamped = min(start, numel - size)  # what dynamic_slice does to a start past the end
+        skip = start - clamped
+        return slicer(flat, np.int32(start)), slice(skip, skip + valid)
 
 
-def _to_host(chunk: jax.Array, valid: slice) -> np.ndarray:
+def _to_host(spec: TensorSpec, flat_start: int, chunk: jax.Array, valid: slice) -> np.ndarray:
     host = np.asarray(chunk)
-    return host[valid] if valid.stop - valid.start < host.size else host
+    if valid.stop - valid.start < host.size:
+        host = host[valid]
+    if spec.zero_rows:
+        host = zero_rows(host, flat_start, spec)
+    return host
 
 
-@dataclass
-class TensorResult:
-    name: str
-    nbytes: int
-    sha256: str | None  # None when run(hashes=False)
+def zero_rows(host: np.ndarray, flat_start: int, spec: TensorSpec) -> np.ndarray:
+    """``chunk.at[rows].set(0)`` for the rows of ``spec.zero_rows`` this chunk overlaps; a
+    copy only when one does (the device buffer read in place is not writable)."""
+    row_elems = spec.numel // spec.shape[0]
+    copied = False
+    for row in spec.zero_rows:
+        begin = max(0, row * row_elems - flat_start)
+        end = min(host.size, (row + 1) * row_elems - flat_start)
+        if begin < end:
+            if not copied:
+                host, copied = host.copy(), True
+            host[begin:end] = 0
+    return host
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A flat element range of one tensor of a plan: the unit of work one writer takes."""
+
+    index: int  # the tensor's position in the plan
+    start: int
+    stop: int
+
+
+def whole_pieces(plan: Plan) -> list[Piece]:
+    return [Piece(i, 0, t.numel) for i, t in enumerate(plan.tensors)]
+
+
+class Tap(Protocol):
+    """Sees every chunk written (hashing, checking); raises to stop the run."""
+
+    def update(self, piece: int, data: memoryview) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def run(
@@ -210,44 +256,31 @@ def run(
     plan: Plan,
     sink,
     *,
+    pieces: Sequence[Piece] | None = None,
+    taps: Sequence[Tap] = (),
     on_bytes: Callable[[int], None] | None = None,
-    hashes: bool = True,
-    expected: Mapping[str, str] | None = None,
-) -> list[TensorResult]:
-    """Generate every tensor of ``plan`` into ``sink``: generation and writing overlap.
+) -> None:
+    """Generate ``pieces`` (default: every tensor whole, in plan order) into ``sink``.
 
-    ``expected`` (tensor name -> sha256, from a manifest) is checked as each tensor
-    completes; the first difference stops the run with HashMismatchError.
+    Generation and writing overlap: this thread dispatches kernels, a writer thread calls
+    ``sink.write(tensor_index, element_offset, chunk)`` and then each tap with the chunk's
+    bytes (where hashing happens, off the generating thread). The first error from either
+    side stops both.
     """
-    import hashlib
-
-    hashes = hashes or bool(expected)
+    pieces = whole_pieces(plan) if pieces is None else list(pieces)
     pending: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     failure: list[BaseException] = []
-    digests = [hashlib.sha256() for _ in plan.tensors]
-    written = [0] * len(plan.tensors)
-
-    def check(index: int) -> None:
-        name = plan.tensors[index].name
-        want = (expected or {}).get(name)
-        if want is not None and digests[index].hexdigest() != want:
-            raise HashMismatchError(
-                f"tensor {name!r} differs from the manifest (sha256 "
-                f"{digests[index].hexdigest()[:16]}..., recorded {want[:16]}...)"
-            )
 
     def writer() -> None:
         while (item := pending.get()) is not None:
             if failure:
                 continue  # drain so the producer never blocks
-            index, chunk = item
+            number, offset, chunk = item
             try:
-                sink.write(index, chunk)
-                if hashes:
-                    digests[index].update(chunk.reshape(-1).view(np.uint8))
-                written[index] += chunk.nbytes
-                if written[index] == plan.tensors[index].nbytes:
-                    check(index)
+                sink.write(pieces[number].index, offset, chunk)
+                data = as_bytes(chunk)
+                for tap in taps:
+                    tap.update(number, data)
                 if on_bytes is not None:
                     on_bytes(chunk.nbytes)
             except BaseException as exc:
@@ -256,12 +289,15 @@ def run(
     thread = threading.Thread(target=writer, name="weightgen-writer", daemon=True)
     thread.start()
     try:
-        for index, spec in enumerate(plan.tensors):
+        for number, piece in enumerate(pieces):
+            spec = plan.tensors[piece.index]
+            offset = piece.start
             try:
-                for chunk in engine.chunks(spec):
+                for chunk in engine.chunks(spec, piece.start, piece.stop):
                     if failure:
                         break
-                    pending.put((index, chunk))
+                    pending.put((number, offset, chunk))
+                    offset += chunk.size
             except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
                 if isinstance(exc, UsageError):
                     raise
@@ -273,10 +309,5 @@ def run(
         thread.join()
     if failure:
         raise failure[0]
-    for index, spec in enumerate(plan.tensors):
-        if spec.nbytes == 0:
-            check(index)
-    return [
-        TensorResult(spec.name, spec.nbytes, digest.hexdigest() if hashes else None)
-        for spec, digest in zip(plan.tensors, digests)
-    ]
+    for tap in taps:
+        tap.close()

@@ -115,6 +115,7 @@ class TensorSpec:
     sample_dtype: DType
     seed: int
     fold_in: int | None = None  # key = fold_in(key(seed), fold_in) when set (spec key rule)
+    zero_rows: tuple[int, ...] = ()  # init(...).at[rows].set(0): rows along axis 0, sorted
 
     @property
     def numel(self) -> int:
@@ -142,6 +143,7 @@ def make_tensor(
     seed: int = 0,
     name: str = DEFAULT_NAME,
     fold_in: int | None = None,
+    zero_rows: Any = (),
     where: str = "",
 ) -> TensorSpec:
     """Validate one tensor request and resolve its defaults; UsageError on any problem."""
@@ -178,7 +180,31 @@ def make_tensor(
         sample_dtype=sample,
         seed=parse_seed(seed),
         fold_in=fold_in,
+        zero_rows=parse_zero_rows(zero_rows, dims, label=f"{where}zero_rows"),
     )
+
+
+def parse_zero_rows(value: Any, shape: tuple[int, ...], *, label: str) -> tuple[int, ...]:
+    """Row indices along axis 0 (negative ones count from the end, as in ``.at[rows]``),
+    normalised, deduplicated and sorted; every one must exist (JAX would drop it silently)."""
+    if value is None or (isinstance(value, (list, tuple)) and not value):
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(r, int) and not isinstance(r, bool) for r in value
+    ):
+        raise UsageError(
+            f"{label}: expected a list of row indices such as [0], got {_short(value)}"
+        )
+    if not shape:
+        raise UsageError(f"{label}: a scalar has no rows")
+    rows = set()
+    for row in value:
+        if not -shape[0] <= row < shape[0]:
+            raise UsageError(
+                f"{label}: row {row} is outside axis 0 of the shape {format_shape(shape)}"
+            )
+        rows.add(row % shape[0])
+    return tuple(sorted(rows))
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@
        "rnn.kernel": {"init": "orthogonal", "shape": [128, 128], "seed": 99}}}
 
 Each tensor names its initializer (CLI names and aliases), its shape and optionally its
-``dtype``, ``sample_dtype`` and ``seed``; initializer parameters sit beside them under JAX's
-argument names. Top-level ``seed``, ``dtype`` and ``sample_dtype`` are defaults.
+``dtype``, ``sample_dtype``, ``seed`` and ``zero_rows`` (rows along axis 0 set to zero after
+drawing: ``init(key, shape, dtype).at[rows].set(0)``); initializer parameters sit beside
+them under JAX's argument names. Top-level ``seed``, ``dtype`` and ``sample_dtype`` are
+defaults; a top-level ``hf_config`` (a Hugging Face config.json) makes the output a model
+folder with that config.
 
 The key rule: a tensor with its own ``seed`` uses ``jax.random.key(seed)``; the others use
 ``jax.random.fold_in(jax.random.key(root_seed), name_fold_in(name))``, so adding, removing or
@@ -35,10 +38,15 @@ from .plan import Plan, check_name, make_tensor, name_fold_in, parse_seed
 MAX_SPEC_BYTES = 16 << 20
 MAX_TENSORS = 100_000
 
-TENSOR_KEYS = ("init", "shape", "dtype", "sample_dtype", "seed")
-MANIFEST_TENSOR_KEYS = ("key", "sha256", "bytes")
-TOP_KEYS = ("seed", "dtype", "sample_dtype", "tensors")
-MANIFEST_TOP_KEYS = ("weightgen_manifest", "created_by", "environment", "output")
+TENSOR_KEYS = ("init", "shape", "dtype", "sample_dtype", "seed", "zero_rows")
+# What a manifest adds per tensor, by manifest format version.
+MANIFEST_TENSOR_KEYS = {1: ("key", "sha256", "bytes"), 2: ("key", "bytes", "digest", "blocks")}
+TOP_KEYS = ("seed", "dtype", "sample_dtype", "hf_config", "tensors")
+MANIFEST_TOP_KEYS = {
+    1: ("weightgen_manifest", "created_by", "environment", "output"),
+    2: ("weightgen_manifest", "digest", "created_by", "environment", "output"),
+}
+MIN_BLOCK, MAX_BLOCK = 1 << 12, 1 << 32
 
 
 @dataclass
@@ -46,9 +54,14 @@ class ParsedSpec:
     plan: Plan
     root_seed: int
     own_seed: set[str]  # tensors that carry their own seed
-    expected_sha256: dict[str, str] = field(default_factory=dict)  # from a manifest
-    expected_key: dict[str, str] = field(default_factory=dict)
+    hf_config: dict[str, Any] | None = None  # a Hugging Face config.json to write beside
     manifest: dict[str, Any] | None = None  # the whole document, when it is a manifest
+    version: int = 0  # the manifest format (0: a spec)
+    expected_key: dict[str, str] = field(default_factory=dict)  # from a manifest
+    expected_sha256: dict[str, str] = field(default_factory=dict)  # format 1
+    expected_digest: dict[str, bytes] = field(default_factory=dict)  # format 2
+    expected_blocks: dict[str, list[bytes]] = field(default_factory=dict)  # format 2
+    block_bytes: int = 0  # format 2
 
 
 def read_text(source: str) -> tuple[str, str]:
@@ -99,8 +112,9 @@ def load_spec(source: str) -> ParsedSpec:
 
 
 def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
-    is_manifest = "weightgen_manifest" in document
-    allowed = TOP_KEYS + (MANIFEST_TOP_KEYS if is_manifest else ())
+    version = _manifest_version(document)
+    is_manifest = version > 0
+    allowed = TOP_KEYS + MANIFEST_TOP_KEYS.get(version, ())
     unknown = [k for k in document if k not in allowed]
     if unknown:
         raise UsageError(
@@ -111,13 +125,26 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
     for key, value in defaults.items():
         if not isinstance(value, str):
             raise UsageError(f"spec: {key} must be a string, got {value!r}")
+    hf_config = document.get("hf_config")
+    if hf_config is not None and not isinstance(hf_config, dict):
+        raise UsageError("spec: hf_config must be a table (a Hugging Face config.json)")
+    block_bytes = _block_bytes(document) if version >= 2 else 0
     tensors = document.get("tensors")
     if not isinstance(tensors, dict) or not tensors:
         raise UsageError("spec: 'tensors' must be a non-empty table of name -> tensor")
     if len(tensors) > MAX_TENSORS:
         raise UsageError(f"spec: more than {MAX_TENSORS} tensors")
 
-    specs, own_seed, sha256, keys = [], set(), {}, {}
+    parsed = ParsedSpec(
+        plan=Plan(()),
+        root_seed=root_seed,
+        own_seed=set(),
+        hf_config=dict(hf_config) if hf_config is not None else None,
+        manifest=dict(document) if is_manifest else None,
+        version=version,
+        block_bytes=block_bytes,
+    )
+    specs = []
     for name, entry in tensors.items():
         where = f"tensor {name!r}: "
         check_name(name, label="spec: tensor name")
@@ -130,7 +157,7 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
             raise UsageError(f"{where}'init' must be an initializer name")
         init = initializers.lookup(entry["init"])
         accepted = {p.name for p in init.params}
-        extra = MANIFEST_TENSOR_KEYS if is_manifest else ()
+        extra = MANIFEST_TENSOR_KEYS.get(version, ())
         for key in entry:
             if key not in TENSOR_KEYS and key not in accepted and key not in extra:
                 raise UsageError(
@@ -143,7 +170,7 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
                 raise UsageError(f"{where}{key} must be a string, got {entry[key]!r}")
         if "seed" in entry:
             seed, fold_in = parse_seed(entry["seed"], label=f"{where}seed"), None
-            own_seed.add(name)
+            parsed.own_seed.add(name)
         else:
             seed, fold_in = root_seed, name_fold_in(name)
         specs.append(
@@ -155,21 +182,69 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
                 sample_dtype=entry.get("sample_dtype", defaults.get("sample_dtype")),
                 seed=seed,
                 fold_in=fold_in,
+                zero_rows=entry.get("zero_rows", ()),
                 name=name,
                 where=where,
             )
         )
         if is_manifest:
-            sha256[name] = _hex(entry.get("sha256"), 64, f"{where}sha256")
-            keys[name] = _hex(entry.get("key"), 16, f"{where}key")
-    return ParsedSpec(
-        plan=Plan.of(specs),
-        root_seed=root_seed,
-        own_seed=own_seed,
-        expected_sha256=sha256,
-        expected_key=keys,
-        manifest=dict(document) if is_manifest else None,
-    )
+            _expectations(parsed, specs[-1], entry, where)
+    parsed.plan = Plan.of(specs)
+    return parsed
+
+
+def _manifest_version(document: Mapping[str, Any]) -> int:
+    if "weightgen_manifest" not in document:
+        return 0
+    version = document["weightgen_manifest"]
+    if version not in MANIFEST_TOP_KEYS or isinstance(version, bool):
+        raise UsageError(
+            f"manifest format {version!r} is not one this weightgen reads "
+            f"({', '.join(map(str, MANIFEST_TOP_KEYS))}); a newer weightgen may"
+        )
+    return version
+
+
+def _block_bytes(document: Mapping[str, Any]) -> int:
+    from .digest import ALGORITHM
+
+    scheme = document.get("digest")
+    if not isinstance(scheme, dict) or set(scheme) != {"algorithm", "block_bytes"}:
+        raise UsageError("manifest: 'digest' must give 'algorithm' and 'block_bytes'")
+    if scheme["algorithm"] != ALGORITHM:
+        raise UsageError(
+            f"manifest: digest algorithm {scheme['algorithm']!r} is unknown (expected {ALGORITHM})"
+        )
+    size = scheme["block_bytes"]
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_BLOCK <= size <= MAX_BLOCK:
+        raise UsageError(
+            f"manifest: block_bytes must be an integer from {MIN_BLOCK} to {MAX_BLOCK}"
+        )
+    return size
+
+
+def _expectations(parsed: ParsedSpec, spec, entry: Mapping[str, Any], where: str) -> None:
+    """What a manifest recorded for one tensor: its key and hashes, checked for form."""
+    from .digest import block_count
+
+    name = spec.name
+    parsed.expected_key[name] = _hex(entry.get("key"), 16, f"{where}key")
+    if entry.get("bytes") != spec.nbytes:
+        raise UsageError(
+            f"{where}bytes: the manifest says {entry.get('bytes')!r}, the shape "
+            f"and dtype make {spec.nbytes}"
+        )
+    if parsed.version == 1:
+        parsed.expected_sha256[name] = _hex(entry.get("sha256"), 64, f"{where}sha256")
+        return
+    parsed.expected_digest[name] = bytes.fromhex(_hex(entry.get("digest"), 64, f"{where}digest"))
+    blocks = entry.get("blocks")
+    count = block_count(spec.nbytes, parsed.block_bytes)
+    if not isinstance(blocks, list) or len(blocks) != count:
+        raise UsageError(f"{where}blocks: expected a list of {count} block digests")
+    parsed.expected_blocks[name] = [
+        bytes.fromhex(_hex(b, 64, f"{where}blocks[{i}]")) for i, b in enumerate(blocks)
+    ]
 
 
 def _hex(value: Any, length: int, label: str) -> str:

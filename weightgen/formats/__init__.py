@@ -47,17 +47,18 @@ def format_for(path: str, explicit: str | None) -> str:
 
 def sniff(path: str | os.PathLike) -> str:
     """The format of an existing file, from its first bytes; "sharded" for a checkpoint
-    folder or its index file."""
-    from .sharded import find_index
+    folder (or its index file)."""
+    from .sharded import is_checkpoint
 
-    if find_index(path) is not None:
+    if is_checkpoint(path):
         return "sharded"
     try:
         with open(path, "rb") as f:
             head = f.read(8)
     except IsADirectoryError:
         raise FileFormatError(
-            f"{path} is a folder without a model.safetensors.index.json, not a weight file"
+            f"{path} is a folder without model.safetensors or model.safetensors.index.json, "
+            "not a checkpoint"
         ) from None
     except OSError as exc:
         raise FileFormatError(f"cannot read {path}: {exc.strerror}") from None

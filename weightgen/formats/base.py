@@ -1,9 +1,10 @@
 """What every format module offers, and the helpers they share.
 
 Each format (safetensors, npz, hdf5) has a streaming ``Sink``, opened with the file's layout,
-fed flat chunks in order with ``write(index, chunk)``, then ``close()``d (the caller commits
-the file atomically, or removes it); and a ``Reader`` that lists tensors and streams their
-data in chunks. The engine never knows which format it feeds.
+fed flat chunks with ``write(index, offset, chunk)``, then ``close()``d (the caller commits
+the file atomically, or removes it); and a ``Reader`` that lists tensors, streams their data
+in chunks and tells where each tensor's bytes lie (``spans``, for digests and verify). The
+engine never knows which format it feeds.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ class TensorEntry:
 
 
 class Sink(Protocol):
-    def write(self, index: int, chunk: np.ndarray) -> None:
-        """Append the next flat chunk of tensor ``index`` (tensors in layout order)."""
+    def write(self, index: int, offset: int, chunk: np.ndarray) -> None:
+        """Write a flat chunk of tensor ``index`` starting at element ``offset``. Stream
+        sinks (npz, HDF5, stdout) take tensors and chunks in layout order; positional ones
+        (safetensors files) take them in any order."""
 
     def close(self) -> None:
         """Finish the file (any tensor not yet written must be empty). Raises on failure."""
@@ -57,6 +60,10 @@ class Reader(Protocol):
 
     def iter_chunks(self, entry: TensorEntry, chunk_bytes: int = ...) -> Iterator[np.ndarray]:
         """The flattened tensor in its logical dtype, in chunks of about ``chunk_bytes``."""
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(tensor, file offset, bytes) of each tensor's data as raw bytes in the file, in
+        file order (FileFormatError where a tensor's bytes are not stored as such)."""
 
     def close(self) -> None: ...
 

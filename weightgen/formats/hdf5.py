@@ -42,10 +42,12 @@ class Sink:
                 ds.attrs[DTYPE_ATTR] = e.dtype.name
             self._datasets.append(ds)
 
-    def write(self, index: int, chunk: np.ndarray) -> None:
+    def write(self, index: int, offset: int, chunk: np.ndarray) -> None:
         entry, ds = self._entries[index], self._datasets[index]
         flat = chunk.reshape(-1).view(entry.dtype.storage)
         start = self._positions[index]
+        if offset != start:
+            raise AssertionError(f"tensor {entry.name!r}: out-of-order chunk")
         for box, a, b in flat_boxes(entry.shape, start, start + flat.size):
             ds[box] = flat[a - start : b - start].reshape(box_shape(entry.shape, box))
         self._positions[index] = start + flat.size
@@ -110,6 +112,22 @@ class Reader:
             except _H5_ERRORS as exc:
                 raise FileFormatError(f"tensor {entry.name!r}: damaged data ({exc})") from None
             yield np.concatenate(parts).view(entry.dtype.numpy)
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(tensor, file offset, bytes) of every tensor's data, in file order: weightgen's
+        datasets are contiguous, so their bytes lie in the file as they are."""
+        spans = []
+        for entry in self.entries:
+            if entry.nbytes == 0:
+                continue
+            try:
+                offset = self._datasets[entry.name].id.get_offset()
+            except _H5_ERRORS:
+                offset = None
+            if offset is None:
+                raise FileFormatError(f"tensor {entry.name!r} is not stored contiguously")
+            spans.append((entry.name, offset, entry.nbytes))
+        return sorted(spans, key=lambda span: span[1])
 
     def close(self) -> None:
         self._file.close()

@@ -86,9 +86,11 @@ class Sink:
         self._member = None
         self._written = 0
 
-    def write(self, index: int, chunk: np.ndarray) -> None:
+    def write(self, index: int, offset: int, chunk: np.ndarray) -> None:
         if index != self._index:
             self._open(index)
+        if offset * self._entries[index].dtype.itemsize != self._written:
+            raise AssertionError(f"tensor {self._entries[index].name!r}: out-of-order chunk")
         self._member.write(as_bytes(chunk))
         self._written += chunk.nbytes
 
@@ -101,10 +103,13 @@ class Sink:
         self._zip.close()
 
     def abort(self) -> None:
-        # The zip is being thrown away; just release the handles it holds.
+        # The zip is being thrown away; release its handles now (the temporary file is
+        # still open), so that nothing tries to finish it later, when it is gone.
         if self._member is not None:
             with contextlib.suppress(Exception):
                 self._member.close()
+        with contextlib.suppress(Exception):
+            self._zip.close()
 
 
 class Reader:
@@ -198,6 +203,26 @@ class Reader:
                     yield np.frombuffer(data, dtype=entry.dtype.storage).view(entry.dtype.numpy)
         except _ZIP_ERRORS as exc:
             raise FileFormatError(f"tensor {entry.name!r}: damaged data ({exc})") from None
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(tensor, file offset, bytes) of every tensor's data, in file order; only members
+        stored uncompressed have their data as such in the file."""
+        spans = []
+        for entry in self.entries:
+            info, offset, fortran = self._data[entry.name]
+            if info.compress_type != zipfile.ZIP_STORED or fortran:
+                raise FileFormatError(f"tensor {entry.name!r} is not stored as raw bytes")
+            fp = self._zip.fp
+            fp.seek(info.header_offset)
+            local = fp.read(zipfile.sizeFileHeader)
+            if len(local) != zipfile.sizeFileHeader:
+                raise FileFormatError(f"member {info.filename!r}: truncated local header")
+            # The local header: 30 bytes, then the name and the extra field (their lengths
+            # are its last two fields); the member's data follows.
+            name_length, extra_length = struct.unpack(zipfile.structFileHeader, local)[-2:]
+            start = info.header_offset + zipfile.sizeFileHeader + name_length + extra_length
+            spans.append((entry.name, start + offset, entry.nbytes))
+        return sorted(spans, key=lambda span: span[1])
 
     def close(self) -> None:
         self._zip.close()

@@ -19,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import strictjson
+from ..atomic import Writeback, pwrite_all
 from ..dtypes import from_safetensors_code
 from ..errors import FileFormatError, UsageError
 from .base import READ_CHUNK_BYTES, TensorEntry, as_bytes
@@ -58,8 +59,17 @@ def file_size(entries: Sequence[TensorEntry], metadata: Mapping[str, str]) -> in
     return len(build_header(entries, metadata)) + sum(e.nbytes for e in entries)
 
 
+def data_offsets(entries: Sequence[TensorEntry], header_bytes: int) -> list[int]:
+    """Each tensor's absolute file offset, for a header of ``header_bytes`` (prefix included)."""
+    offsets, position = [], header_bytes
+    for e in entries:
+        offsets.append(position)
+        position += e.nbytes
+    return offsets
+
+
 class Sink:
-    """Header first, then each tensor's bytes in layout order."""
+    """Header first, then each tensor's bytes, in layout order: for streams (stdout)."""
 
     def __init__(self, file: BinaryIO, entries: Sequence[TensorEntry], metadata: Mapping[str, str]):
         self._file = file
@@ -68,9 +78,11 @@ class Sink:
         self._written = 0
         file.write(build_header(self._entries, metadata))
 
-    def write(self, index: int, chunk: np.ndarray) -> None:
+    def write(self, index: int, offset: int, chunk: np.ndarray) -> None:
         if index != self._index:
             self._finish_until(index)
+        if offset * self._entries[index].dtype.itemsize != self._written:
+            raise AssertionError(f"tensor {self._entries[index].name!r}: out-of-order chunk")
         self._file.write(as_bytes(chunk))
         self._written += chunk.nbytes
 
@@ -88,6 +100,44 @@ class Sink:
     def close(self) -> None:
         self._finish_until(len(self._entries))
         self._file.flush()
+
+    def abort(self) -> None:
+        pass
+
+
+class PositionalSink:
+    """A safetensors file written at offsets (``pwrite``): chunks in any order, from any
+    number of writers, each with its own descriptor. ``create`` lays out the file (header,
+    full size); the other writers of a shared file open it with ``create=False``."""
+
+    def __init__(
+        self,
+        fd: int,
+        entries: Sequence[TensorEntry],
+        metadata: Mapping[str, str],
+        *,
+        create: bool = True,
+    ):
+        self._fd = fd
+        self._entries = list(entries)
+        header = build_header(self._entries, metadata)
+        self._offsets = data_offsets(self._entries, len(header))
+        self.size = len(header) + sum(e.nbytes for e in self._entries)
+        self._writeback = Writeback(fd)
+        if create:
+            pwrite_all(fd, header, 0)
+            os.ftruncate(fd, self.size)
+
+    def write(self, index: int, offset: int, chunk: np.ndarray) -> None:
+        entry = self._entries[index]
+        position = self._offsets[index] + offset * entry.dtype.itemsize
+        if offset < 0 or offset * entry.dtype.itemsize + chunk.nbytes > entry.nbytes:
+            raise AssertionError(f"tensor {entry.name!r}: chunk outside its data")
+        pwrite_all(self._fd, as_bytes(chunk), position)
+        self._writeback.wrote(position, chunk.nbytes)
+
+    def close(self) -> None:
+        os.fsync(self._fd)
 
     def abort(self) -> None:
         pass
@@ -173,6 +223,7 @@ class Reader:
             raw = self._file.read(header_len)
             self.entries, offsets, self.metadata = parse_header(raw, size - 8 - header_len)
             self._offsets = {e.name: 8 + header_len + o for e, o in zip(self.entries, offsets)}
+            self.size = size
         except BaseException:
             self._file.close()
             raise
@@ -190,6 +241,10 @@ class Reader:
                 raise FileFormatError(f"tensor {entry.name!r}: file ends early")
             remaining -= len(data)
             yield np.frombuffer(data, dtype=entry.dtype.numpy)
+
+    def spans(self) -> list[tuple[str, int, int]]:
+        """(tensor, file offset, bytes) of every tensor's data, in file order."""
+        return [(e.name, self._offsets[e.name], e.nbytes) for e in self.entries]
 
     def close(self) -> None:
         self._file.close()

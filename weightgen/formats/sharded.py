@@ -1,4 +1,4 @@
-"""Sharded safetensors in the Hugging Face layout: a folder of
+"""Checkpoint folders in the Hugging Face layout: ``model.safetensors`` alone, or
 ``model-00001-of-0000N.safetensors`` files and ``model.safetensors.index.json``
 (``{"metadata": {"total_size": N}, "weight_map": {tensor: file}}``).
 
@@ -9,6 +9,7 @@ current one past the size limit (a tensor larger than the limit gets a shard of 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import strictjson
 from ..errors import FileFormatError, UsageError
 from . import safetensors
 from .base import READ_CHUNK_BYTES, TensorEntry
 
 INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"  # a checkpoint folder whose weights fit in one file
 MAX_INDEX_BYTES = 64 << 20
 
 _UNITS = {
@@ -62,75 +65,76 @@ def shard_name(i: int, count: int) -> str:
     return f"model-{i + 1:05d}-of-{count:05d}.safetensors"
 
 
-def index_document(entries: Sequence[TensorEntry], shards: list[list[int]], metadata) -> dict:
-    weight_map = {
-        entries[i].name: shard_name(s, len(shards)) for s, members in enumerate(shards)
-        for i in members
-    }  # fmt: skip
+def shard_files(entries: Sequence[TensorEntry], max_bytes: int) -> list[tuple[str, list[int]]]:
+    """(file name, entry indices) per weight file: ``model.safetensors`` when everything fits
+    in one, else numbered shards, as ``save_pretrained`` names them."""
+    shards = assign_shards(entries, max_bytes)
+    if len(shards) == 1:
+        return [(SINGLE_NAME, shards[0])]
+    return [(shard_name(s, len(shards)), members) for s, members in enumerate(shards)]
+
+
+def index_document(entries: Sequence[TensorEntry], files: list[tuple[str, list[int]]]) -> dict:
+    weight_map = {entries[i].name: name for name, members in files for i in members}
     return {
-        "metadata": {"total_size": sum(e.nbytes for e in entries), **dict(metadata)},
+        "metadata": {"total_size": sum(e.nbytes for e in entries)},
         "weight_map": dict(sorted(weight_map.items())),
     }
 
 
+def index_bytes(entries: Sequence[TensorEntry], files: list[tuple[str, list[int]]]) -> bytes:
+    return (json.dumps(index_document(entries, files), indent=2) + "\n").encode("utf-8")
+
+
 class Sink:
-    """One safetensors sink per shard, opened in turn inside ``folder``."""
+    """The weight files of a checkpoint folder, each written at offsets (``pwrite``).
+
+    ``create`` lays every file out (header, full size) first; writers that share the folder
+    with the one that created them open them with ``create=False``.
+    """
 
     def __init__(
         self,
         folder: Path,
         entries: Sequence[TensorEntry],
         metadata: Mapping[str, str],
-        max_bytes: int,
+        files: list[tuple[str, list[int]]],
+        *,
+        create: bool = True,
     ):
-        self._folder = Path(folder)
-        self._entries = list(entries)
-        self._metadata = dict(metadata)
-        self._shards = assign_shards(self._entries, max_bytes)
-        self._shard_of = {i: s for s, members in enumerate(self._shards) for i in members}
-        self._current = -1
-        self._file = None
-        self._sink = None
-        self.files: list[str] = [shard_name(s, len(self._shards)) for s in range(len(self._shards))]
+        self._fds: list[int] = []
+        self._sinks: list[safetensors.PositionalSink] = []
+        self._where: dict[int, tuple[int, int]] = {}  # entry index -> (file, index in file)
+        flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+        if create:
+            flags |= os.O_CREAT | os.O_EXCL
+        try:
+            for f, (name, members) in enumerate(files):
+                fd = os.open(Path(folder) / name, flags, 0o600)
+                self._fds.append(fd)
+                sink = safetensors.PositionalSink(
+                    fd, [entries[i] for i in members], metadata, create=create
+                )
+                self._sinks.append(sink)
+                for position, i in enumerate(members):
+                    self._where[i] = (f, position)
+        except BaseException:
+            self.abort()
+            raise
 
-    def _open(self, shard: int) -> None:
-        while self._current < shard:
-            self._close_current()
-            self._current += 1
-            members = [self._entries[i] for i in self._shards[self._current]]
-            path = self._folder / self.files[self._current]
-            self._file = open(path, "wb")  # noqa: SIM115 - closed in _close_current
-            self._sink = safetensors.Sink(self._file, members, self._metadata)
-            self._base = self._shards[self._current][0]
-
-    def _close_current(self) -> None:
-        if self._sink is None:
-            return
-        self._sink.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._sink = self._file = None
-
-    def write(self, index: int, chunk: np.ndarray) -> None:
-        shard = self._shard_of[index]
-        if shard != self._current:
-            self._open(shard)
-        self._sink.write(index - self._base, chunk)
+    def write(self, index: int, offset: int, chunk: np.ndarray) -> None:
+        f, position = self._where[index]
+        self._sinks[f].write(position, offset, chunk)
 
     def close(self) -> None:
-        self._open(len(self._shards) - 1)
-        self._close_current()
-        document = index_document(self._entries, self._shards, {})
-        with open(self._folder / INDEX_NAME, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        for sink in self._sinks:
+            sink.close()
+        self.abort()
 
     def abort(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        while self._fds:
+            with contextlib.suppress(OSError):
+                os.close(self._fds.pop())
 
 
 def find_index(path: str | os.PathLike) -> Path | None:
@@ -147,22 +151,40 @@ def find_index(path: str | os.PathLike) -> Path | None:
     return None
 
 
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """A checkpoint folder (or its index): an index, or a folder with ``model.safetensors``."""
+    return find_index(path) is not None or (Path(path) / SINGLE_NAME).is_file()
+
+
 class Reader:
-    """All shards of a checkpoint as one file: entries sorted by name, data streamed."""
+    """The weight files of a checkpoint folder as one file: entries sorted by name, data
+    streamed. The folder has an index and shards, or a single ``model.safetensors``."""
 
     def __init__(self, path: str | os.PathLike):
         index = find_index(path)
+        self._readers: dict[str, safetensors.Reader] = {}
         if index is None:
-            raise FileFormatError(f"{path}: no *.safetensors.index.json found")
+            if not (Path(path) / SINGLE_NAME).is_file():
+                raise FileFormatError(
+                    f"{path}: no {INDEX_NAME} or {SINGLE_NAME}: not a checkpoint folder"
+                )
+            self.folder = Path(path)
+            self.metadata = {}
+            self.shards = [SINGLE_NAME]
+            reader = safetensors.Reader(self.folder / SINGLE_NAME)
+            self._readers[SINGLE_NAME] = reader
+            self._where = {e.name: SINGLE_NAME for e in reader.entries}
+            self.entries = sorted(reader.entries, key=lambda e: e.name)
+            return
         self.folder = index.parent
         try:
             with open(index, "rb") as f:
                 raw = f.read(MAX_INDEX_BYTES + 1)
             if len(raw) > MAX_INDEX_BYTES:
                 raise FileFormatError(f"{index.name} is too large")
-            document = json.loads(raw)
-        except (OSError, ValueError, RecursionError) as exc:
-            raise FileFormatError(f"{index.name}: not a readable index ({exc})") from None
+            document = strictjson.loads(raw, error=FileFormatError, what=index.name)
+        except OSError as exc:
+            raise FileFormatError(f"{index.name}: not readable ({exc.strerror})") from None
         weight_map = document.get("weight_map") if isinstance(document, dict) else None
         if not isinstance(weight_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
@@ -172,9 +194,9 @@ class Reader:
         for name in files:
             if "/" in name or "\\" in name or name in ("", ".", ".."):
                 raise FileFormatError(f"{index.name}: shard {name!r} is not a plain file name")
-        self.metadata = dict(document.get("metadata") or {})
+        metadata = document.get("metadata")
+        self.metadata = dict(metadata) if isinstance(metadata, dict) else {}
         self.shards = files
-        self._readers: dict[str, safetensors.Reader] = {}
         self._where: dict[str, str] = {}
         entries = []
         try:
@@ -198,6 +220,10 @@ class Reader:
         if missing:
             raise FileFormatError(f"index lists {missing[0]!r} but no shard holds it")
         self.entries = sorted(entries, key=lambda e: e.name)
+
+    def file_spans(self) -> dict[str, list[tuple[str, int, int]]]:
+        """Per weight file: (tensor, file offset, bytes) of each tensor's data."""
+        return {name: reader.spans() for name, reader in self._readers.items()}
 
     def iter_chunks(
         self, entry: TensorEntry, chunk_bytes: int = READ_CHUNK_BYTES

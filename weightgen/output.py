@@ -1,0 +1,212 @@
+"""Where a run's bytes go: stdout, one file, or a checkpoint folder; and how each commits.
+
+``Target.of`` checks a destination with pure Python before any work (format, kind, free
+space, what ``--force`` may replace). ``open`` returns the sink the engine feeds; ``files``
+lists the output's files with their digests (read from the temporary output: only the bytes
+between tensors are read); ``commit`` makes it appear atomically, or ``abort`` removes it.
+
+A checkpoint folder is what ``save_pretrained`` writes: ``model.safetensors``, or numbered
+shards and ``model.safetensors.index.json``; with a Hugging Face config, ``config.json``
+too. A folder's manifest lives inside it (``weightgen.manifest.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, digest, formats, layout
+from .atomic import AtomicDir, AtomicFile, check_destination, clean_stale, sha256_file
+from .errors import UsageError, WeightgenError
+from .formats import sharded
+from .plan import Plan
+
+DEFAULT_SHARD_BYTES = 5 * 10**9  # save_pretrained's default max_shard_size, "5GB"
+CONFIG_NAME = "config.json"
+FOLDER_FORMAT = "safetensors-sharded"
+# Bytes a format adds around the data, per tensor and per file (zip and npy headers, HDF5
+# object headers); generous, since the check only guards against a disk that is nearly full.
+_OVERHEAD = {"npz": (1024, 4096), "hdf5": (4096, 65536)}
+
+
+def file_metadata(fmt: str = "safetensors") -> dict[str, str]:
+    """What every file records about its maker. transformers 4.x refuses a safetensors file
+    whose ``__metadata__`` lacks ``"format": "pt"`` (the tag torch's writer puts there)."""
+    tag = {"format": "pt"} if fmt == "safetensors" else {}
+    return {**tag, "generator": "weightgen", "weightgen_version": __version__}
+
+
+def config_bytes(hf_config: Mapping) -> bytes:
+    """config.json as save_pretrained lays it out: 2-space indent, then a newline."""
+    return (json.dumps(hf_config, indent=2) + "\n").encode("utf-8")
+
+
+@dataclass
+class Target:
+    """A validated destination for a plan: its kind, format and layout."""
+
+    path: str
+    kind: str  # "stdout", "file" or "folder"
+    format: str  # safetensors, npz, hdf5; for folders FOLDER_FORMAT
+    plan: Plan
+    size: int  # the output's bytes (exact for safetensors)
+    shards: list = field(default_factory=list)  # folders: [(file name, entry indices)]
+    hf_config: dict | None = None
+    _atomic: AtomicFile | AtomicDir | None = None
+    _stream: object = None
+
+    @classmethod
+    def of(
+        cls,
+        plan: Plan,
+        output: str | os.PathLike,
+        *,
+        format: str | None = None,
+        force: bool = False,
+        max_shard_size: int | None = None,
+        hf_config: dict | None = None,
+    ) -> Target:
+        output = os.fspath(output)
+        entries = formats.entries_of(plan.tensors)
+        folder = max_shard_size is not None or hf_config is not None
+        if folder:
+            if format not in (None, "safetensors"):
+                raise UsageError(
+                    "a checkpoint folder holds safetensors files; drop --format or use "
+                    "--format safetensors"
+                )
+            if output == "-":
+                raise UsageError(
+                    "a checkpoint folder cannot be written to stdout; give a folder with -o"
+                )
+            if Path(output).suffix.lower() in formats.SUFFIXES:
+                what = "this spec carries an hf_config, so" if hf_config is not None else ""
+                raise UsageError(
+                    f"{what + ' ' if what else ''}-o {output} names a file, but the output is "
+                    "a checkpoint folder; give a folder name such as model/"
+                )
+            shards = sharded.shard_files(entries, max_shard_size or DEFAULT_SHARD_BYTES)
+            size = sum(
+                formats.safetensors.file_size([entries[i] for i in members], file_metadata())
+                for _, members in shards
+            )
+            target = cls(output, "folder", FOLDER_FORMAT, plan, size, shards, hf_config)
+            check_destination(output, force=force, nbytes=size, folder=True)
+            clean_stale(os.path.dirname(os.path.abspath(output)))
+            return target
+        fmt = formats.format_for(output, format)
+        if output == "-" and fmt not in formats.STREAMABLE:
+            raise UsageError(
+                f"{fmt} cannot be written to stdout (it needs a seekable file); "
+                "give an output path or use --format safetensors or npz"
+            )
+        if fmt == "safetensors":  # exact, and checks that every dtype has a safetensors type
+            size = formats.safetensors.file_size(entries, file_metadata())
+        else:
+            per_tensor, per_file = _OVERHEAD[fmt]
+            size = plan.nbytes + per_tensor * len(entries) + per_file
+        kind = "stdout" if output == "-" else "file"
+        if kind == "file":
+            check_destination(output, force=force, nbytes=size)
+            clean_stale(os.path.dirname(os.path.abspath(output)))
+        return cls(output, kind, fmt, plan, size)
+
+    # --- writing --------------------------------------------------------------------------
+
+    def open(self):
+        """Create the temporary output and return the sink to feed."""
+        entries = formats.entries_of(self.plan.tensors)
+        module = formats.module(self.format if self.kind != "folder" else "safetensors")
+        if self.kind == "stdout":
+            self._stream = sys.stdout.buffer
+            return module.Sink(self._stream, entries, file_metadata(self.format))
+        if self.kind == "folder":
+            self._atomic = AtomicDir(self.path)
+            return sharded.Sink(self._atomic.path, entries, file_metadata(), self.shards)
+        self._atomic = AtomicFile(self.path)
+        if self.format == "safetensors":
+            return module.PositionalSink(self._atomic.file.fileno(), entries, file_metadata())
+        if self.format == "hdf5":
+            self._atomic.file.close()  # h5py opens the path itself
+            return module.Sink(self._atomic.path, entries, file_metadata(self.format))
+        return module.Sink(self._atomic.file, entries, file_metadata(self.format))
+
+    def finish(self) -> None:
+        """After the sink closed: the folder's index and config.json; checks the size."""
+        if self.kind == "stdout":
+            self._stream.flush()
+            return
+        if self.kind == "folder":
+            entries = formats.entries_of(self.plan.tensors)
+            if len(self.shards) > 1:
+                self.add_file(sharded.INDEX_NAME, sharded.index_bytes(entries, self.shards))
+            if self.hf_config is not None:
+                self.add_file(CONFIG_NAME, config_bytes(self.hf_config))
+            return
+        if self.format == "safetensors":
+            written = os.stat(self._atomic.path).st_size  # defence in depth: the layout is exact
+            if written != self.size:
+                raise WeightgenError(
+                    f"internal error: wrote {written} bytes, expected {self.size}; "
+                    "nothing was written"
+                )
+
+    def add_file(self, name: str, data: bytes) -> None:
+        """A small file inside a folder output (index, config.json, the manifest)."""
+        path = self._atomic.path / name
+        with open(path, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def files(self, tensor_digests: Mapping[str, bytes], *, sha256: bool = False) -> list[dict]:
+        """[{"name", "bytes", "digest"(, "sha256")}] of each file of the output, in name order.
+
+        Digests reuse the tensors' (see digest.py): only the bytes between tensors are read.
+        ``sha256`` adds each file's plain sha256, at the cost of reading it whole.
+        """
+        if self.kind == "stdout":
+            return [self._stream_file(tensor_digests)]
+        if self.kind == "folder":
+            layouts = layout.of_folder(self._atomic.path)
+        else:
+            layouts = [layout.of_file(self._atomic.path, Path(self.path).name, self.format)]
+        found = []
+        for item in layouts:
+            entry = {
+                "name": item.name,
+                "bytes": item.size,
+                "digest": layout.file_digest(item, tensor_digests).hex(),
+            }
+            if sha256:
+                entry["sha256"] = sha256_file(item.path)
+            found.append(entry)
+        return found
+
+    def _stream_file(self, tensor_digests: Mapping[str, bytes]) -> dict:
+        """stdout cannot be re-read: its digest comes from what was written. For safetensors
+        that is the header (known) and the tensors; npz's zip records are not kept."""
+        entry: dict = {"name": "-", "bytes": self.size if self.format == "safetensors" else None}
+        if self.format == "safetensors":
+            entries = formats.entries_of(self.plan.tensors)
+            header = formats.safetensors.build_header(entries, file_metadata())
+            pieces = [digest.digest_of(header)]
+            pieces += [tensor_digests[e.name] for e in entries if e.nbytes]
+            entry["digest"] = digest.file_digest(pieces).hex()
+        return {k: v for k, v in entry.items() if v is not None}
+
+    @property
+    def temporary(self) -> Path | None:
+        return self._atomic.path if self._atomic is not None else None
+
+    def commit(self) -> None:
+        if self._atomic is not None:
+            self._atomic.commit()
+
+    def abort(self) -> None:
+        if self._atomic is not None:
+            self._atomic.abort()

@@ -109,7 +109,8 @@ def readme_file_digest(path) -> str:
 
     import blake3
 
-    raw = open(path, "rb").read()
+    with open(path, "rb") as f:
+        raw = f.read()
     size = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + size])
     spans = sorted(

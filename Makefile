@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+TRANSFORMERS4 := $(VENV)/transformers4
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install install-test demo test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -15,16 +17,27 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The tests also load what weightgen writes with CPU torch and transformers 5.x (the test
+# extra) and 4.57.6 (beside them, in $(TRANSFORMERS4)); weightgen itself needs neither.
+install-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP) tests/requirements-transformers4.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,test]'
+	rm -rf $(TRANSFORMERS4)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(TRANSFORMERS4) \
+		-r tests/requirements-transformers4.txt
+	touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	rm -f k.safetensors
 	$(BIN)/weightgen he-normal --shape 3,3,64,128 -o k.safetensors
 	$(BIN)/weightgen inspect k.safetensors
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 # The quick loop while developing: everything but the tests marked slow.
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
@@ -35,9 +48,9 @@ format: $(STAMP)
 	$(BIN)/ruff format weightgen tests scripts
 	$(BIN)/ruff check --fix weightgen tests scripts
 
-# The benchmark needs matplotlib for its plot; torch is used as an anchor when installed.
-bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+# The benchmark needs matplotlib for its plot, and torch and transformers as anchors.
+bench: $(TEST_STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,test,bench]'
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 clean:

@@ -5,11 +5,22 @@ The public API (importing it does not import JAX; generating does)::
     import weightgen
     weightgen.generate("he-normal", (3, 3, 64, 128), "k.safetensors")
     tensors = weightgen.load("k.safetensors")
+    weightgen.write_model("config.json", "llama/")  # a Hugging Face model folder
 """
 
 __version__ = "0.1.0"
 
-from .api import WriteResult, generate, load, run_spec, verify, write
+from .api import (
+    WriteResult,
+    generate,
+    load,
+    model_spec,
+    run_spec,
+    verify,
+    write,
+    write_model,
+    write_parsed,
+)
 from .errors import (
     FileFormatError,
     GenerationError,
@@ -38,7 +49,10 @@ __all__ = [
     "inspect_file",
     "load",
     "make_tensor",
+    "model_spec",
     "run_spec",
     "verify",
     "write",
+    "write_model",
+    "write_parsed",
 ]

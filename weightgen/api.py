@@ -249,17 +249,69 @@ def run_spec(source: str, output: str | os.PathLike, **write_options: Any) -> Wr
     return write_parsed(load_spec(source), output, **write_options)
 
 
+def model_spec(
+    config: str | os.PathLike | Mapping[str, Any],
+    *,
+    head: str | None = None,
+    dtype: str | None = None,
+    sample_dtype: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The spec of a whole Hugging Face model (``config`` a config.json, a folder holding
+    one, or its contents): every tensor save_pretrained writes, with transformers' init
+    rules, and the completed config under ``hf_config``. No torch or transformers needed."""
+    from . import hf
+    from .plan import parse_seed
+
+    document = dict(config) if isinstance(config, Mapping) else hf.load_config(config)
+    return hf.spec_for(
+        document,
+        head=head,
+        dtype=dtype,
+        sample_dtype=sample_dtype,
+        seed=parse_seed(seed),
+    )
+
+
+def write_model(
+    config: str | os.PathLike | Mapping[str, Any],
+    output: str | os.PathLike,
+    *,
+    head: str | None = None,
+    dtype: str | None = None,
+    sample_dtype: str | None = None,
+    seed: int = 0,
+    **write_options: Any,
+) -> WriteResult:
+    """Write a Hugging Face model folder (config.json, weights, manifest) for ``config``,
+    e.g. ``write_model("config.json", "llama/")``; ``transformers`` loads it as is.
+    ``write_options`` are those of ``write`` (``max_shard_size`` defaults to 5 GB)."""
+    from .specfile import parse_spec
+
+    spec = model_spec(config, head=head, dtype=dtype, sample_dtype=sample_dtype, seed=seed)
+    write_options.setdefault("manifest", True)
+    return write_parsed(parse_spec(spec), output, **write_options)
+
+
 def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> WriteResult:
     """``run_spec`` for a spec already parsed (specfile.ParsedSpec)."""
     from . import manifest as manifest_mod
 
+    hf_config = parsed.hf_config
+    dtypes = {t.dtype.name for t in parsed.plan.tensors}
+    if hf_config is not None and len(dtypes) == 1:
+        from . import hf
+
+        (only,) = dtypes
+        if only in hf.MODEL_DTYPES:  # config.json names the weights' dtype
+            hf_config = hf.config_with_dtype(hf_config, only)
     try:
         return write(
             parsed.plan,
             output,
             root_seed=parsed.root_seed,
             own_seed=parsed.own_seed,
-            hf_config=parsed.hf_config,
+            hf_config=hf_config,
             replay=parsed if parsed.manifest is not None else None,
             **write_options,
         )

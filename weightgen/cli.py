@@ -18,6 +18,7 @@ from . import __version__
 from .atomic import human_bytes
 from .dtypes import DTYPE_NAMES
 from .errors import WeightgenError
+from .hf import FAMILIES
 from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
 
 EPILOG_FORMATS = "Formats: .safetensors, .npz, .h5/.hdf5 (from the suffix, or --format)."
@@ -110,16 +111,23 @@ def _tensor_options() -> list[click.Option]:
     ]
 
 
-def _output_options() -> list[click.Option]:
-    """Where and how the file is written, and how the engine runs: shared by every writer."""
+def _output_options(*, folder: bool = False) -> list[click.Option]:
+    """Where and how the output is written, and how the engine runs: shared by every
+    writer. ``folder``: the output is always a model folder (no --format, no stdout)."""
+    if folder:
+        where = [click.Option(["-o", "--output"], default=None, help="the model folder to write")]
+    else:
+        where = [
+            click.Option(["-o", "--output"], required=True, help="file to write, or - for stdout"),
+            click.Option(
+                ["--format", "fmt"],
+                type=click.Choice(["safetensors", "npz", "hdf5"]),
+                default=None,
+                help="output format [default: from the suffix]",
+            ),
+        ]
     return [
-        click.Option(["-o", "--output"], required=True, help="file to write, or - for stdout"),
-        click.Option(
-            ["--format", "fmt"],
-            type=click.Choice(["safetensors", "npz", "hdf5"]),
-            default=None,
-            help="output format [default: from the suffix]",
-        ),
+        *where,
         click.Option(["--force"], is_flag=True, help="replace an existing output (and manifest)"),
         click.Option(
             ["--devices"],
@@ -200,7 +208,7 @@ def _write_options(options: dict[str, Any], bar) -> dict[str, Any]:
     if options["as_json"] and options["output"] == "-":
         raise click.UsageError("--json cannot be combined with -o - (stdout carries the file)")
     return {
-        "format": options["fmt"],
+        "format": options.get("fmt"),
         "force": options["force"],
         "devices": options["devices"],
         "chunk_size": options["chunk_size"],
@@ -372,26 +380,151 @@ Example:
 cli.add_command(run_command)
 
 
-@cli.command("verify")
-@click.argument("manifest")
-@click.argument("path")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def verify_command(manifest: str, path: str, as_json: bool) -> None:
-    """Check every tensor of PATH against MANIFEST: exit 0 when all match, 1 otherwise.
+def _hf_callback(config: str, **options: Any) -> None:
+    from . import api
+    from .formats.sharded import parse_size
+    from .manifest import dumps
+    from .specfile import parse_spec
 
-    PATH is a file (any format), a sharded checkpoint folder or its index file. The file is
-    streamed; it is never loaded whole. Reports tensors that differ, are missing or extra,
-    and any change of shape or dtype.
+    spec = api.model_spec(
+        config,
+        head=options["head"],
+        dtype=options["dtype"],
+        sample_dtype=options["sample_dtype"],
+        seed=options["seed"],
+    )
+    if options["spec"]:
+        if options["output"] is not None:
+            raise click.UsageError("--spec prints the spec instead of writing; drop -o")
+        click.echo(dumps(spec).decode("utf-8"), nl=False)
+        return
+    if options["output"] is None:
+        raise click.UsageError("-o DIR is required (or --spec to print the spec)")
+    if options["manifest"] is not None and options["no_manifest"]:
+        raise click.UsageError("--manifest and --no-manifest contradict each other")
+    parsed = parse_spec(spec)
+    quiet = options["quiet"]
+    if not quiet:
+        count = len(parsed.plan.tensors)
+        params = sum(t.numel for t in parsed.plan.tensors)
+        click.echo(
+            f"{spec['hf_config']['architectures'][0]}: {count} tensors, "
+            f"{params / 1e6:,.1f} M parameters, {human_bytes(parsed.plan.nbytes)} "
+            f"{spec['dtype']}",
+            err=True,
+        )
+    with _progress(parsed.plan.nbytes, quiet) as bar:
+        result = api.write_parsed(
+            parsed,
+            options["output"],
+            manifest=False if options["no_manifest"] else (options["manifest"] or True),
+            max_shard_size=parse_size(options["max_shard_size"]),
+            **_write_options(options, bar),
+        )
+    _report(result, quiet=quiet, as_json=options["as_json"])
+
+
+hf_command = click.Command(
+    "hf",
+    callback=_hf_callback,
+    params=[
+        click.Argument(["config"]),
+        *_output_options(folder=True),
+        click.Option(
+            ["--dtype"],
+            default=None,
+            help="float32|bfloat16|float16|float64 [default: the config's dtype, else float32]",
+        ),
+        click.Option(
+            ["--sample-dtype"],
+            default=None,
+            help="dtype to draw in before rounding [default: float32 for bfloat16/float16]",
+        ),
+        click.Option(
+            ["--seed"], type=int, default=0, show_default=True, help="root seed of the key rule"
+        ),
+        click.Option(
+            ["--head"],
+            default=None,
+            help="the model class where a family has several (bert: base, mlm, pretraining) "
+            "[default: the config's architectures, else the first]",
+        ),
+        click.Option(
+            ["--max-shard-size"],
+            default="5GB",
+            show_default=True,
+            help="larger weights are split into model-0000X-of-0000N.safetensors files",
+        ),
+        click.Option(
+            ["--manifest"],
+            default=None,
+            help="where to write the manifest [default: DIR/weightgen.manifest.json]",
+        ),
+        click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
+        click.Option(
+            ["--spec"],
+            is_flag=True,
+            help="print the model's spec (JSON) on stdout instead of writing; "
+            "'weightgen run' writes it",
+        ),
+    ],
+    short_help="Write a Hugging Face model folder from its config.json.",
+    help="""Write a Hugging Face model folder from a config.json that transformers loads as is.
+
+CONFIG is a config.json, or a folder holding one. DIR gets config.json (completed with
+every field the shapes came from, and the dtype), model.safetensors (or shards and
+model.safetensors.index.json beyond --max-shard-size) and weightgen.manifest.json. Tensors
+are named and shaped as save_pretrained writes them and initialised by transformers' own
+rules (normal(initializer_range), zero biases, unit norms, the pad row zeroed, ...): the
+same distributions as transformers' init, not torch's numbers for a seed. Streamed in
+bounded memory, whatever the model's size; no torch or transformers needed.
+
+Example:
+
+\b
+  weightgen hf config.json -o llama/
+  weightgen hf Meta-Llama-3-8B/ -o llama8b/ --dtype bfloat16 --seed 7
+  weightgen hf bert-config.json -o bert/ --head pretraining
+  weightgen hf config.json --spec > model.json   # edit, then:
+  weightgen run model.json -o llama/""",
+    epilog="Families: " + ", ".join(FAMILIES),
+)
+cli.add_command(hf_command)
+
+
+@cli.command("verify")
+@click.argument("paths", nargs=-1, required=True, metavar="[MANIFEST] PATH")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="threads that hash [default: the CPU count, at most 8]",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> None:
+    """Check PATH against its manifest: exit 0 when everything matches, 1 otherwise.
+
+    PATH is a file (any format), a checkpoint folder or its index file. MANIFEST defaults
+    to the one a folder holds (weightgen.manifest.json), or the one beside a file
+    (PATH.manifest.json). Every file is read once, on several threads, never loaded whole.
+    Reports tensors that differ (and the first differing block, as a byte range of the
+    tensor's data), are missing or extra, change shape or dtype, and any change outside the
+    tensors' data (a header, the metadata, config.json).
 
     Example:
 
     \b
-      weightgen verify model.safetensors.manifest.json model.safetensors
-      weightgen verify ckpt.manifest.json ckpt/
+      weightgen verify model.safetensors
+      weightgen verify llama/
+      weightgen verify model.safetensors.manifest.json copy.safetensors
     """
     from . import api
 
-    problems = api.verify(manifest, path)
+    if len(paths) > 2:
+        raise click.UsageError("expected PATH, or MANIFEST then PATH")
+    manifest, path = (None, paths[0]) if len(paths) == 1 else paths
+    manifest = api.find_manifest(manifest, path)
+    problems = api.verify(manifest, path, jobs=jobs)
     if as_json:
         click.echo(
             json.dumps({"ok": not problems, "problems": [vars(p) for p in problems]}, indent=2)
@@ -473,7 +606,8 @@ def inspect_command(path: str, as_json: bool) -> None:
         return
     total = sum(r.bytes for r in reports)
     count = len(reports)
-    click.echo(f"{path}: {fmt}, {count} tensor{'' if count == 1 else 's'}, {human_bytes(total)}")
+    kind = "checkpoint folder" if fmt == "sharded" else fmt
+    click.echo(f"{path}: {kind}, {count} tensor{'' if count == 1 else 's'}, {human_bytes(total)}")
     header = ("name", "shape", "dtype", "bytes", "mean", "std", "min", "max")
     table = [header] + [
         (

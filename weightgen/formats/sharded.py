@@ -110,7 +110,7 @@ class Sink:
             flags |= os.O_CREAT | os.O_EXCL
         try:
             for f, (name, members) in enumerate(files):
-                fd = os.open(Path(folder) / name, flags, 0o600)
+                fd = os.open(Path(folder) / name, flags, 0o666)  # the umask applies
                 self._fds.append(fd)
                 sink = safetensors.PositionalSink(
                     fd, [entries[i] for i in members], metadata, create=create

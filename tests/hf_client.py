@@ -1,0 +1,114 @@
+"""The real client: what transformers (whichever version is importable) makes of weightgen's
+model folders and of configs. Run as a separate process by test_hf.py, once per transformers
+version: ``python hf_client.py JOBS.json`` prints one JSON report per job, in order.
+
+Jobs:
+- ``{"kind": "load", "folder": DIR}``: from_pretrained(output_loading_info=True); the loading
+  report, the model's dtype, whether tied weights share storage, one forward pass.
+- ``{"kind": "names", "config": {...}}``: the tensors save_pretrained would write, as
+  {name: shape}, from the model built on the meta device (no memory).
+- ``{"kind": "init", "config": {...}}``: transformers' own init of a small model: per tensor,
+  whether it is all zeros or all ones, its std, and its all-zero rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+import torch
+import transformers
+
+warnings.filterwarnings("ignore")
+transformers.logging.set_verbosity_error()
+
+
+def model_class(config: dict):
+    return getattr(transformers, config["architectures"][0])
+
+
+def build_config(config: dict):
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    return transformers.AutoConfig.for_model(config["model_type"], **fields)
+
+
+def saved_tensors(model) -> dict:
+    """What save_pretrained writes: each parameter once (tied ones under their first name),
+    in the on-disk layout (transformers 5 keeps MoE experts fused in memory only)."""
+    tensors = dict(model.named_parameters(remove_duplicate=True))
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # transformers 4
+        return tensors
+    return revert_weight_conversion(model, tensors)
+
+
+def load(job: dict) -> dict:
+    folder = job["folder"]
+    with open(f"{folder}/config.json") as f:
+        config = json.load(f)
+    model, info = model_class(config).from_pretrained(
+        folder, output_loading_info=True, dtype="auto"
+    )
+    tied = None
+    if getattr(model.config, "tie_word_embeddings", False) and model.get_output_embeddings():
+        tied = (
+            model.get_input_embeddings().weight.data_ptr()
+            == model.get_output_embeddings().weight.data_ptr()
+        )
+    ids = torch.randint(0, config["vocab_size"], (1, 7))
+    with torch.no_grad():
+        output = model(ids)
+    first = output[0] if isinstance(output, tuple) else next(iter(output.values()))
+    return {
+        "missing": sorted(info["missing_keys"]),
+        "unexpected": sorted(info["unexpected_keys"]),
+        "mismatched": [str(m) for m in info["mismatched_keys"]],
+        "errors": [str(e) for e in info["error_msgs"]],
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "tied_shared": tied,
+        "finite": bool(torch.isfinite(first.float()).all()),
+    }
+
+
+def names(job: dict) -> dict:
+    config = build_config(job["config"])
+    with torch.device("meta"):
+        model = model_class(job["config"])(config)
+    return {name: list(t.shape) for name, t in saved_tensors(model).items()}
+
+
+def init(job: dict) -> dict:
+    torch.manual_seed(0)
+    model = model_class(job["config"])(build_config(job["config"]))
+    report = {}
+    for name, tensor in saved_tensors(model).items():
+        values = tensor.detach().double()
+        rows = []
+        if values.ndim == 2:
+            rows = torch.nonzero((values == 0).all(dim=1)).flatten().tolist()
+        report[name] = {
+            "zeros": bool((values == 0).all()),
+            "ones": bool((values == 1).all()),
+            "std": float(values.std()) if values.numel() > 1 else 0.0,
+            "zero_rows": rows,
+        }
+    return report
+
+
+def main() -> None:
+    with open(sys.argv[1]) as f:
+        jobs = json.load(f)
+    handlers = {"load": load, "names": names, "init": init}
+    reports = []
+    for job in jobs:
+        try:
+            reports.append({"ok": True, **handlers[job["kind"]](job)})
+        except Exception as exc:  # reported, so the test names the job that failed
+            reports.append({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+    json.dump({"version": transformers.__version__, "reports": reports}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

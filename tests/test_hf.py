@@ -1,0 +1,399 @@
+"""Whole models from config.json, checked with the real client: transformers itself.
+
+Every family's tiny config goes through weightgen into a folder (bfloat16 in one file,
+float32 in shards), which the newest transformers 5.x and 4.57.6 (the last 4.x) each load in
+a process of their own (tests/hf_client.py): no missing, unexpected or mismatched keys, the
+file's dtype, tied weights sharing storage, finite logits. Names and shapes of real
+published configs (tests/data/hf_configs) are held to the model transformers builds on the
+meta device; tensor statistics to transformers' own init of the same small model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightgen
+from weightgen import hf
+from weightgen.specfile import parse_spec
+
+HERE = Path(__file__).parent
+REAL_CONFIGS = sorted((HERE / "data" / "hf_configs").glob("*.json"))
+ROOT = HERE.parent
+TRANSFORMERS4 = ROOT / ".venv" / "transformers4"  # make install puts 4.57.6 here
+CLIENT_TIMEOUT = 600
+
+SMALL = {  # sizes every decoder family shares: big enough for statistics, small to write
+    "vocab_size": 512,
+    "hidden_size": 128,
+    "intermediate_size": 192,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+TINY: dict[str, dict] = {
+    "llama": {"model_type": "llama", **SMALL, "pad_token_id": 3},
+    "llama-tied-bias": {
+        "model_type": "llama",
+        **SMALL,
+        "tie_word_embeddings": True,
+        "attention_bias": True,
+        "mlp_bias": True,
+    },
+    "mistral": {"model_type": "mistral", **SMALL},
+    "qwen2": {"model_type": "qwen2", **SMALL, "pad_token_id": 7},
+    "qwen3": {"model_type": "qwen3", **SMALL, "head_dim": 16},
+    "gemma": {"model_type": "gemma", **SMALL, "head_dim": 32},
+    "gemma2": {"model_type": "gemma2", **SMALL, "head_dim": 32},
+    "gemma3_text": {"model_type": "gemma3_text", **SMALL, "head_dim": 32},
+    "phi3": {"model_type": "phi3", **SMALL, "pad_token_id": 5},
+    "olmo2": {"model_type": "olmo2", **SMALL},
+    "gpt2": {
+        "model_type": "gpt2",
+        "vocab_size": 512,
+        "n_embd": 128,
+        "n_layer": 2,
+        "n_head": 4,
+        "n_positions": 64,
+    },
+    "bert-base": {
+        "model_type": "bert",
+        "vocab_size": 512,
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 192,
+        "max_position_embeddings": 64,
+        "architectures": ["BertModel"],
+    },
+    "bert-mlm": {
+        "model_type": "bert",
+        "vocab_size": 512,
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 192,
+        "max_position_embeddings": 64,
+        "architectures": ["BertForMaskedLM"],
+    },
+    "bert-pretraining-untied": {
+        "model_type": "bert",
+        "vocab_size": 512,
+        "hidden_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 192,
+        "max_position_embeddings": 64,
+        "architectures": ["BertForPreTraining"],
+        "tie_word_embeddings": False,
+    },
+    "mixtral": {"model_type": "mixtral", **SMALL, "num_local_experts": 3},
+    "qwen3_moe": {
+        "model_type": "qwen3_moe",
+        **SMALL,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 64,
+        "mlp_only_layers": [1],
+    },
+}
+LAYOUTS = ("bfloat16-single", "float32-sharded")
+
+
+def test_every_family_has_a_tiny_config():
+    assert {c["model_type"] for c in TINY.values()} == set(hf.FAMILIES)
+    bert_heads = {hf.model_of(c).head.name for c in TINY.values() if c["model_type"] == "bert"}
+    assert bert_heads == {"base", "mlm", "pretraining"}
+
+
+# --- the folders, and what each transformers makes of them ------------------------------
+
+
+def _write(folder: Path, config: dict, layout: str) -> None:
+    dtype, arrangement = layout.split("-")
+    spec = weightgen.model_spec(config, dtype=dtype)
+    parsed = parse_spec(spec)
+    # Sharded: about three shards, so an index and several files are exercised.
+    shard = parsed.plan.nbytes // 3 if arrangement == "sharded" else None
+    weightgen.write_parsed(parsed, folder, max_shard_size=shard, manifest=True)
+
+
+def _client(python_path: str | None, jobs: list[dict], tmp: Path) -> dict:
+    jobs_file = tmp / f"jobs-{len(jobs)}-{abs(hash(python_path))}.json"
+    jobs_file.write_text(json.dumps(jobs))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    if python_path:
+        env["PYTHONPATH"] = python_path
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "hf_client.py"), str(jobs_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT,
+        start_new_session=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Every tiny folder, and both transformers' reports on them and on the configs."""
+    tmp = tmp_path_factory.mktemp("hf")
+    folders = {}
+    for label, config in TINY.items():
+        for layout in LAYOUTS:
+            folder = tmp / f"{label}-{layout}"
+            _write(folder, config, layout)
+            folders[(label, layout)] = folder
+    specs = {label: weightgen.model_spec(config) for label, config in TINY.items()}
+    real = {f"real:{p.stem}": weightgen.model_spec(p) for p in REAL_CONFIGS}
+    jobs = [{"kind": "load", "folder": str(f)} for f in folders.values()]
+    jobs += [{"kind": "names", "config": s["hf_config"]} for s in [*specs.values(), *real.values()]]
+    jobs += [{"kind": "init", "config": s["hf_config"]} for s in specs.values()]
+    if not TRANSFORMERS4.is_dir():
+        pytest.fail(f"transformers 4.57.6 is not installed in {TRANSFORMERS4}: run make install")
+    reports = {}
+    for version, path in (("5", None), ("4", str(TRANSFORMERS4))):
+        answer = _client(path, jobs, tmp)
+        assert answer["version"].startswith(version), answer["version"]
+        found = iter(answer["reports"])
+        reports[version] = {
+            "load": {key: next(found) for key in folders},
+            "names": {label: next(found) for label in [*specs, *real]},
+            "init": {label: next(found) for label in specs},
+        }
+    return {"folders": folders, "specs": specs, "real": real, "reports": reports}
+
+
+VERSIONS = ("5", "4")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("label", sorted(TINY))
+def test_transformers_loads_the_folder_cleanly(world, version, layout, label):
+    report = world["reports"][version]["load"][(label, layout)]
+    assert report["ok"], report.get("error")
+    assert report["missing"] == [] and report["unexpected"] == []
+    assert report["mismatched"] == [] and report["errors"] == []
+    assert report["dtype"] == layout.split("-")[0]
+    assert report["finite"]
+    tied = world["specs"][label]["hf_config"]["tie_word_embeddings"]
+    if label.startswith("bert-base"):
+        assert report["tied_shared"] is None  # BertModel has no output embedding
+    else:
+        assert report["tied_shared"] is (True if tied else None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("label", sorted(TINY))
+def test_names_and_shapes_equal_the_model_transformers_builds(world, version, label):
+    report = world["reports"][version]["names"][label]
+    assert report.pop("ok"), report.get("error")
+    ours = {n: t["shape"] for n, t in world["specs"][label]["tensors"].items()}
+    assert ours == {**report, **_aliases(version, ours)}
+    for layout in LAYOUTS:  # and what was written is what the spec says
+        loaded = weightgen.load(world["folders"][(label, layout)])
+        assert {n: list(a.shape) for n, a in loaded.items()} == ours
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", [p.stem for p in REAL_CONFIGS])
+def test_real_published_configs_have_transformers_names_and_shapes(world, version, name):
+    report = world["reports"][version]["names"][f"real:{name}"]
+    assert report.pop("ok"), report.get("error")
+    ours = {n: t["shape"] for n, t in world["real"][f"real:{name}"]["tensors"].items()}
+    assert ours == {**report, **_aliases(version, ours)}
+
+
+def _aliases(version: str, ours: dict) -> dict:
+    """Tensors that 4.x aliases instead of keeping: an untied BERT decoder's bias is
+    cls.predictions.bias there; 5.x keeps (and expects) it apart, so weightgen writes it
+    and 4.x loads it cleanly (test_transformers_loads_the_folder_cleanly)."""
+    alias = "cls.predictions.decoder.bias"
+    return {alias: ours[alias]} if version == "4" and alias in ours else {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("label", sorted(TINY))
+def test_values_follow_transformers_init(world, version, label):
+    """Each tensor against the same tensor of transformers' own init: zeros, ones, the same
+    std (within a few percent where there are enough values), the same zero rows."""
+    theirs = world["reports"][version]["init"][label]
+    assert theirs.pop("ok"), theirs.get("error")
+    ours = weightgen.load(world["folders"][(label, "float32-sharded")])
+    aliases = _aliases(version, ours)
+    assert set(ours) == set(theirs) | set(aliases)
+    for name, values in ours.items():
+        want = theirs.get(name) or {"zeros": True}  # an alias of a zero bias
+        if want["zeros"]:
+            assert not values.any(), name
+            continue
+        if want["ones"]:
+            assert (values == 1).all(), name
+            continue
+        size = values.size
+        tolerance = 0.05 if size >= 16384 else 0.15
+        assert math.isclose(values.std(), want["std"], rel_tol=tolerance), (name, values.std())
+        if values.ndim == 2:
+            zero_rows = np.flatnonzero(~values.any(axis=1)).tolist()
+            assert zero_rows == want["zero_rows"], name
+
+
+# --- folders, specs, configs: no transformers needed ------------------------------------
+
+
+def test_config_json_is_completed_with_every_field_used(tmp_path):
+    config = {"model_type": "qwen3", "vocab_size": 256, "hidden_size": 64,
+              "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 32,
+              "rope_theta": 1000000, "custom_field": {"kept": [1, 2]}}  # fmt: skip
+    weightgen.write_model(config, tmp_path / "m", dtype="bfloat16")
+    written = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert written["head_dim"] == 128  # qwen3's class default, not 64 // 4
+    assert written["num_key_value_heads"] == 32  # absent: the class default
+    null = {**config, "num_attention_heads": 16, "num_key_value_heads": None}
+    assert hf.model_of(null).config.num_key_value_heads == 16  # null: the head count
+    assert written["tie_word_embeddings"] is False and written["pad_token_id"] is None
+    assert written["dtype"] == written["torch_dtype"] == "bfloat16"
+    assert written["architectures"] == ["Qwen3ForCausalLM"]
+    assert written["rope_theta"] == 1000000 and written["custom_field"] == {"kept": [1, 2]}
+    assert written["initializer_range"] == 0.02
+
+
+def test_spec_then_run_gives_the_same_folder(tmp_path, run_cli):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY["llama"]))
+    direct = run_cli("hf", str(config), "-o", str(tmp_path / "direct"), "-q", "--seed", "4")
+    assert direct.code == 0, direct.stderr
+    spec = run_cli("hf", str(config), "--spec", "--seed", "4")
+    assert spec.code == 0 and json.loads(spec.stdout)["hf_config"]["model_type"] == "llama"
+    piped = run_cli("run", "-", "-o", str(tmp_path / "piped"), "-q", input=spec.stdout_bytes)
+    assert piped.code == 0, piped.stderr
+    for name in ("config.json", "model.safetensors", "weightgen.manifest.json"):
+        assert (tmp_path / "direct" / name).read_bytes() == (tmp_path / "piped" / name).read_bytes()
+
+
+def test_pad_row_is_zero_and_everything_else_is_jax(tmp_path):
+    """zero_rows is init(key, shape, dtype).at[rows].set(0): every other byte unchanged."""
+    import jax
+
+    from weightgen.plan import name_fold_in
+
+    weightgen.write_model(TINY["llama"], tmp_path / "m", seed=11)
+    embed = weightgen.load(tmp_path / "m")["model.embed_tokens.weight"]
+    key = jax.random.fold_in(jax.random.key(11), name_fold_in("model.embed_tokens.weight"))
+    expected = jax.nn.initializers.normal(0.02)(key, (512, 128)).at[3].set(0)
+    assert embed.tobytes() == np.asarray(expected).tobytes()
+
+
+def test_verify_and_inspect_take_the_folder(tmp_path, run_cli):
+    folder = tmp_path / "m"
+    weightgen.write_model(TINY["gemma"], folder, max_shard_size=50_000)
+    assert len(list(folder.glob("model-*.safetensors"))) > 1
+    assert run_cli("verify", str(folder)).code == 0
+    report = json.loads(run_cli("inspect", str(folder), "--json").stdout)
+    assert {t["name"] for t in report["tensors"]} == set(weightgen.load(folder))
+    norm = next(t for t in report["tensors"] if t["name"] == "model.norm.weight")
+    assert norm["min"] == norm["max"] == 0.0  # gemma's norms: x * (1 + w)
+    config = folder / "config.json"
+    config.write_text(config.read_text().replace('"hidden_size": 128', '"hidden_size": 129'))
+    changed = run_cli("verify", str(folder))
+    assert changed.code == 1 and "config.json" in changed.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"model_type": "llama4"}, "'llama4' is not supported; weightgen knows bert, gemma"),
+        ({"model_type": None}, "model_type None is not supported"),
+        ({"hidden_size": 0}, "hidden_size must be an integer from 1"),
+        ({"hidden_size": 64.0}, "hidden_size must be an integer"),
+        ({"hidden_size": 2**40}, "hidden_size must be an integer from 1 to 16777216"),
+        ({"num_attention_heads": 3}, "128 is not a multiple of num_attention_heads 3"),
+        ({"num_key_value_heads": 3}, "not a multiple of num_key_value_heads 3"),
+        ({"tie_word_embeddings": 1}, "tie_word_embeddings must be true or false"),
+        ({"pad_token_id": 512}, "pad_token_id 512 is not below vocab_size 512"),
+        ({"pad_token_id": -1}, "pad_token_id must be a token id"),
+        ({"initializer_range": "0.02"}, "initializer_range must be a number"),
+        ({"num_hidden_layers": 100_000}, "num_hidden_layers must be an integer from 1 to 10000"),
+    ],
+)
+def test_bad_configs_are_refused_by_name(tmp_path, run_cli, change, fragment):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**TINY["llama"], **change}))
+    result = run_cli("hf", str(config), "-o", str(tmp_path / "out"))
+    assert result.code == 2, result.stderr
+    assert fragment in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("{", "not valid JSON"),
+        ('{"model_type": "llama", "model_type": "gpt2"}', "duplicate key 'model_type'"),
+        ('{"model_type": "llama", "initializer_range": NaN}', "NaN is not allowed"),
+        ("[1, 2]", "holds a JSON object"),
+        ("[" * 100_000, "nested too deeply"),
+    ],
+)
+def test_config_is_parsed_strictly(tmp_path, run_cli, text, fragment):
+    config = tmp_path / "config.json"
+    config.write_text(text)
+    result = run_cli("hf", str(config), "-o", str(tmp_path / "out"))
+    assert result.code == 2 and fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_model_larger_than_the_disk_is_refused_before_any_work(tmp_path, run_cli):
+    config = tmp_path / "config.json"
+    config.write_text((HERE / "data" / "hf_configs" / "llama-3-70b.json").read_text())
+    result = run_cli("hf", str(config), "-o", str(tmp_path / "big"), "--dtype", "float64")
+    assert result.code == 1 and "free" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == [config]
+
+
+def test_folder_options_are_checked(tmp_path, run_cli):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY["bert-base"]))
+    wrong_head = run_cli("hf", str(config), "-o", str(tmp_path / "o"), "--head", "causal-lm")
+    assert wrong_head.code == 2 and "base, mlm, pretraining" in wrong_head.stderr
+    as_file = run_cli("hf", str(config), "-o", str(tmp_path / "o.safetensors"))
+    assert as_file.code == 2 and "give a folder name" in as_file.stderr
+    no_output = run_cli("hf", str(config))
+    assert no_output.code == 2 and "-o DIR is required" in no_output.stderr
+    int_dtype = run_cli("hf", str(config), "-o", str(tmp_path / "o"), "--dtype", "complex64")
+    assert int_dtype.code == 2 and "transformers builds models in" in int_dtype.stderr
+    assert not any(tmp_path.glob("o*"))
+
+
+def test_heads_follow_architectures_and_default_to_the_first():
+    base = {k: v for k, v in TINY["bert-mlm"].items() if k != "architectures"}
+    assert hf.model_of(base).head.name == "base"
+    assert hf.model_of(TINY["bert-mlm"]).head.name == "mlm"
+    assert hf.model_of(TINY["bert-mlm"], "pretraining").head.name == "pretraining"
+
+
+def test_real_configs_keep_their_dtype_and_count_their_parameters():
+    llama8b = weightgen.model_spec(HERE / "data" / "hf_configs" / "llama-3-8b.json")
+    assert llama8b["dtype"] == "bfloat16" and llama8b["sample_dtype"] == "float32"
+    params = sum(math.prod(t["shape"]) for t in llama8b["tensors"].values())
+    assert params == 8_030_261_248  # Meta-Llama-3-8B's published parameter count
+
+
+def test_readme_table_of_families_is_the_declarations():
+    readme = (ROOT / "README.md").read_text()
+    assert hf.families_table() in readme

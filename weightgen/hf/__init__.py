@@ -1,0 +1,149 @@
+"""Whole models from a Hugging Face ``config.json``: the spec of every tensor that
+``save_pretrained`` would write, initialised by transformers' own rules; no torch needed.
+
+``spec_for(config)`` turns a config into a weightgen spec (with the config, completed, under
+``hf_config``); ``weightgen run`` or ``weightgen hf`` then writes a folder that transformers
+loads as is. Families live in ``families/``, one module each, found at import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from pathlib import Path
+from typing import Any
+
+from .. import strictjson
+from ..dtypes import get_dtype
+from ..errors import UsageError
+from .family import Family, Model
+
+MAX_CONFIG_BYTES = 1 << 20
+# The dtypes transformers builds models in.
+MODEL_DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+def _discover() -> dict[str, Family]:
+    from . import families
+
+    found = {}
+    for info in pkgutil.iter_modules(families.__path__):
+        family = importlib.import_module(f"{families.__name__}.{info.name}").FAMILY
+        found[family.model_type] = family
+    return dict(sorted(found.items()))
+
+
+FAMILIES: dict[str, Family] = _discover()
+
+
+def load_config(source: str | os.PathLike) -> dict[str, Any]:
+    """A config.json (or a folder holding one), parsed strictly: it is untrusted input."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise UsageError(f"{path} is larger than 1 MiB; not a config.json")
+    config = strictjson.loads(raw, error=UsageError, what=str(path))
+    if not isinstance(config, dict):
+        raise UsageError(f"{path}: a config.json holds a JSON object")
+    return config
+
+
+def family_of(config: dict[str, Any]) -> Family:
+    model_type = config.get("model_type")
+    family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    if family is None:
+        raise UsageError(
+            f"config.json: model_type {model_type!r} is not supported; weightgen knows "
+            f"{', '.join(FAMILIES)}"
+        )
+    return family
+
+
+def model_of(config: dict[str, Any], head: str | None = None) -> Model:
+    """The family, head, resolved fields and tensors of a config; UsageError naming the
+    field for anything invalid."""
+    family = family_of(config)
+    chosen = family.head(head, config.get("architectures"))
+    resolved = family.resolve(config)
+    return Model(family, chosen, resolved, family.tensors_of(chosen, resolved))
+
+
+def config_dtype(config: dict[str, Any]) -> str:
+    """The config's own dtype (``dtype``, or ``torch_dtype`` from older transformers), if it
+    names one transformers builds models in; else float32."""
+    for key in ("dtype", "torch_dtype"):
+        value = config.get(key)
+        if isinstance(value, str) and value != "auto":
+            try:
+                name = get_dtype(value, option=f"config.json: {key}").name
+            except UsageError:
+                continue
+            if name in MODEL_DTYPES:
+                return name
+    return "float32"
+
+
+def spec_for(
+    config: dict[str, Any],
+    *,
+    head: str | None = None,
+    dtype: str | None = None,
+    sample_dtype: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The weightgen spec of a whole model: every tensor with transformers' init rule, and
+    the config to write beside it (``hf_config``), completed with every field the shapes
+    came from, the architecture and the dtype."""
+    model = model_of(config, head)
+    dtype_name = get_dtype(dtype).name if dtype is not None else config_dtype(config)
+    if dtype_name not in MODEL_DTYPES:
+        raise UsageError(
+            f"--dtype {dtype_name}: transformers builds models in {', '.join(MODEL_DTYPES)}"
+        )
+    if sample_dtype is None:
+        # Full-resolution draws, rounded: JAX's own half-precision draws take few values.
+        sample_dtype = "float32" if dtype_name in ("bfloat16", "float16") else dtype_name
+    else:
+        sample_dtype = get_dtype(sample_dtype, option="--sample-dtype").name
+    hf_config = dict(config)
+    hf_config.update(vars(model.config))
+    hf_config["architectures"] = [model.head.architecture]
+    hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
+    tensors = {}
+    for name, shape, rule in model.tensors:
+        tensors[name] = {"shape": list(shape), **rule.entry(model.config)}
+    return {
+        "seed": seed,
+        "dtype": dtype_name,
+        "sample_dtype": sample_dtype,
+        "hf_config": hf_config,
+        "tensors": tensors,
+    }
+
+
+def config_with_dtype(hf_config: dict[str, Any], dtype: str) -> dict[str, Any]:
+    """``hf_config`` with ``dtype`` and ``torch_dtype`` naming the weights' dtype (what a
+    spec run writes when its tensors share one)."""
+    return {**hf_config, "dtype": dtype, "torch_dtype": dtype}
+
+
+def families_table() -> str:
+    """The README's table of families, from the declarations themselves."""
+    lines = [
+        "| model_type | architectures (`--head`) | init rules beyond normal(initializer_range) |",
+        "|---|---|---|",
+    ]
+    for family in FAMILIES.values():
+        heads = ", ".join(
+            f"{h.architecture} (`{h.name}`)" if len(family.heads) > 1 else h.architecture
+            for h in family.heads
+        )
+        lines.append(f"| `{family.model_type}` | {heads} | {family.rules} |")
+    return "\n".join(lines)

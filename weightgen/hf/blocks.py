@@ -1,0 +1,146 @@
+"""The parts most decoder families share (transformers' Llama layout), as data to compose:
+``model.embed_tokens``, ``model.layers.{i}.self_attn.{q,k,v,o}_proj``, a gated MLP, per-layer
+norms, ``model.norm`` and an untied ``lm_head``. Families pass their own defaults and rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .family import EMBEDDING, NORMAL, ZEROS, Config, Field, Rule, Tensor
+
+ATTN = "model.layers.{i}.self_attn."
+MLP = "model.layers.{i}.mlp."
+Flag = Callable[[Config], bool]
+
+
+def q_width(c: Config) -> int:
+    return c.num_attention_heads * c.head_dim
+
+
+def kv_width(c: Config) -> int:
+    return c.num_key_value_heads * c.head_dim
+
+
+def decoder_fields(
+    *,
+    vocab: int,
+    hidden: int,
+    intermediate: int,
+    layers: int,
+    heads: int,
+    kv_heads: int | None,
+    head_dim: int | None = None,
+    tie: bool = False,
+    pad: int | None = None,
+) -> tuple[Field, ...]:
+    """The size fields, with a family's class defaults. ``kv_heads`` and ``head_dim`` of
+    None mean what the config classes do: num_attention_heads, hidden_size // heads."""
+    return (
+        Field("vocab_size", vocab),
+        Field("hidden_size", hidden),
+        Field("intermediate_size", intermediate),
+        Field("num_hidden_layers", layers, high=10_000),
+        Field("num_attention_heads", heads),
+        Field("num_key_value_heads", kv_heads, derive=lambda c: c.num_attention_heads),
+        Field("head_dim", head_dim, derive=lambda c: c.hidden_size // c.num_attention_heads),
+        Field("tie_word_embeddings", tie, "bool"),
+        Field("pad_token_id", pad, "token"),
+        Field("initializer_range", 0.02, "float"),
+    )
+
+
+HEADS_DIVIDE_HIDDEN = (
+    lambda c: c.hidden_size % c.num_attention_heads == 0,
+    "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}",
+)
+KV_HEADS_DIVIDE_HEADS = (
+    lambda c: c.num_attention_heads % c.num_key_value_heads == 0,
+    "num_attention_heads {num_attention_heads} is not a multiple of num_key_value_heads "
+    "{num_key_value_heads}",
+)
+
+
+def embedding() -> tuple[Tensor, ...]:
+    return (
+        Tensor("model.embed_tokens.weight", lambda c: (c.vocab_size, c.hidden_size), EMBEDDING),
+    )
+
+
+def attention(*, qkv_bias: Flag | None = None, o_bias: Flag | None = None) -> tuple[Tensor, ...]:
+    """q, k, v, o projections; o_proj is [hidden, heads * head_dim]."""
+    tensors = [
+        Tensor(ATTN + "q_proj.weight", lambda c: (q_width(c), c.hidden_size), NORMAL),
+        Tensor(ATTN + "k_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL),
+        Tensor(ATTN + "v_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL),
+        Tensor(ATTN + "o_proj.weight", lambda c: (c.hidden_size, q_width(c)), NORMAL),
+    ]
+    if qkv_bias is not None:
+        tensors += [
+            Tensor(ATTN + "q_proj.bias", lambda c: (q_width(c),), ZEROS, when=qkv_bias),
+            Tensor(ATTN + "k_proj.bias", lambda c: (kv_width(c),), ZEROS, when=qkv_bias),
+            Tensor(ATTN + "v_proj.bias", lambda c: (kv_width(c),), ZEROS, when=qkv_bias),
+        ]
+    if o_bias is not None:
+        tensors.append(Tensor(ATTN + "o_proj.bias", lambda c: (c.hidden_size,), ZEROS, when=o_bias))
+    return tuple(tensors)
+
+
+def gated_mlp(
+    prefix: str = MLP, *, bias: Flag | None = None, width: str = "intermediate_size", **where
+) -> tuple[Tensor, ...]:
+    """gate_proj, up_proj [width, hidden] and down_proj [hidden, width]."""
+
+    def inner(c: Config) -> int:
+        return getattr(c, width)
+
+    tensors = [
+        Tensor(prefix + "gate_proj.weight", lambda c: (inner(c), c.hidden_size), NORMAL, **where),
+        Tensor(prefix + "up_proj.weight", lambda c: (inner(c), c.hidden_size), NORMAL, **where),
+        Tensor(prefix + "down_proj.weight", lambda c: (c.hidden_size, inner(c)), NORMAL, **where),
+    ]
+    if bias is not None:
+        tensors += [
+            Tensor(prefix + "gate_proj.bias", lambda c: (inner(c),), ZEROS, when=bias),
+            Tensor(prefix + "up_proj.bias", lambda c: (inner(c),), ZEROS, when=bias),
+            Tensor(prefix + "down_proj.bias", lambda c: (c.hidden_size,), ZEROS, when=bias),
+        ]
+    return tuple(tensors)
+
+
+def layer_norms(rule: Rule, *names: str) -> tuple[Tensor, ...]:
+    """Per-layer norm weights [hidden]: ``model.layers.{i}.<name>.weight``."""
+    return tuple(
+        Tensor(f"model.layers.{{i}}.{name}.weight", lambda c: (c.hidden_size,), rule)
+        for name in names
+    )
+
+
+def qk_norms(rule: Rule, *, per_head: bool) -> tuple[Tensor, ...]:
+    """q_norm and k_norm: [head_dim] (qwen3, gemma3) or the full width (olmo2)."""
+    if per_head:
+        return (
+            Tensor(ATTN + "q_norm.weight", lambda c: (c.head_dim,), rule),
+            Tensor(ATTN + "k_norm.weight", lambda c: (c.head_dim,), rule),
+        )
+    return (
+        Tensor(ATTN + "q_norm.weight", lambda c: (q_width(c),), rule),
+        Tensor(ATTN + "k_norm.weight", lambda c: (kv_width(c),), rule),
+    )
+
+
+def final_norm(rule: Rule) -> tuple[Tensor, ...]:
+    return (Tensor("model.norm.weight", lambda c: (c.hidden_size,), rule),)
+
+
+def lm_head() -> tuple[Tensor, ...]:
+    """Written only when untied: a tied lm_head is the embedding, and save_pretrained
+    leaves it out."""
+    return (
+        Tensor(
+            "lm_head.weight",
+            lambda c: (c.vocab_size, c.hidden_size),
+            NORMAL,
+            when=lambda c: not c.tie_word_embeddings,
+        ),
+    )

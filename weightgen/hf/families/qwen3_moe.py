@@ -1,0 +1,66 @@
+"""Qwen3-MoE (Qwen3MoeForCausalLM): Qwen3's attention; layer i is sparse (a router and
+num_experts experts of moe_intermediate_size, one tensor per expert) unless it is in
+mlp_only_layers or (i + 1) is not a multiple of decoder_sparse_step, then a dense MLP."""
+
+from ..blocks import (
+    KV_HEADS_DIVIDE_HEADS,
+    MLP,
+    attention,
+    decoder_fields,
+    embedding,
+    final_norm,
+    gated_mlp,
+    layer_norms,
+    lm_head,
+    qk_norms,
+)
+from ..family import NORMAL, ONES, Family, Field, Head, Tensor
+
+
+def sparse(c, i: int) -> bool:
+    return i not in c.mlp_only_layers and (i + 1) % c.decoder_sparse_step == 0
+
+
+def dense(c, i: int) -> bool:
+    return not sparse(c, i)
+
+
+FAMILY = Family(
+    model_type="qwen3_moe",
+    heads=(Head("causal-lm", "Qwen3MoeForCausalLM"),),
+    fields=(
+        *decoder_fields(
+            vocab=151936, hidden=2048, intermediate=6144, layers=24, heads=32, kv_heads=4
+        ),
+        Field("attention_bias", False, "bool"),
+        # transformers 4.x reads num_experts only (5.x writes num_local_experts, which 4.x
+        # ignores, falling back to 128): weightgen writes num_experts.
+        Field("num_experts", 128, high=100_000),
+        Field("num_experts_per_tok", 8, high=100_000),
+        Field("moe_intermediate_size", 768),
+        Field("decoder_sparse_step", 1),
+        Field("mlp_only_layers", [], "ints"),
+    ),
+    checks=(
+        KV_HEADS_DIVIDE_HEADS,
+        (
+            lambda c: c.num_experts_per_tok <= c.num_experts,
+            "num_experts_per_tok {num_experts_per_tok} exceeds num_experts {num_experts}",
+        ),
+    ),
+    experts="num_experts",
+    tensors=(
+        *embedding(),
+        *attention(qkv_bias=lambda c: c.attention_bias, o_bias=lambda c: c.attention_bias),
+        *qk_norms(ONES, per_head=True),
+        Tensor(
+            MLP + "gate.weight", lambda c: (c.num_experts, c.hidden_size), NORMAL, layer_when=sparse
+        ),
+        *gated_mlp(MLP + "experts.{e}.", width="moe_intermediate_size", layer_when=sparse),
+        *gated_mlp(layer_when=dense),
+        *layer_norms(ONES, "input_layernorm", "post_attention_layernorm"),
+        *final_norm(ONES),
+        *lm_head(),
+    ),
+    rules="norms (q_norm, k_norm too) ones; router and experts normal; biases zeros",
+)

@@ -1,0 +1,197 @@
+"""A model family as data, and the one builder that turns a family and a config into a spec.
+
+A family declares, for the pinned transformers release: the config fields its tensors depend
+on (with the class defaults), the checks the model code needs, its heads (architectures),
+and its tensors: a name template, the shape as a small function of the config, and the init
+rule of ``_init_weights``. ``build`` validates a config against it and lists the tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from ..errors import UsageError
+
+Config = SimpleNamespace  # the resolved fields, as attributes: c.hidden_size
+MAX_INT = 1 << 24  # larger than any size, count or id of a real model; a typo otherwise
+MAX_LAYERS = 10_000
+
+
+@dataclass(frozen=True)
+class Field:
+    """A config field the tensors depend on, resolved as the config class does: absent, it
+    takes the class ``default`` (``derive``d when that is None); null, it is ``derive``d
+    (or takes the default when nothing derives it). Then checked by ``kind``."""
+
+    name: str
+    default: Any = None
+    kind: str = "int"  # "int" (positive), "bool", "float" (non-negative), "token" (id or null),
+    # "ints" (a list of non-negative ints)
+    derive: Callable[[Config], Any] | None = None
+    high: int = MAX_INT
+
+    def resolve(self, config: Mapping[str, Any], c: Config) -> Any:
+        value = config.get(self.name)
+        derived = self.derive(c) if self.derive is not None else None
+        if self.name not in config:
+            value = self.default if self.default is not None else derived
+        elif value is None:
+            value = derived if derived is not None else self.default
+        if value is None:
+            if self.kind == "token":
+                return None
+            raise UsageError(f"config.json: {self.name} is required")
+        return self.check(value)
+
+    def check(self, value: Any) -> Any:
+        where = f"config.json: {self.name}"
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise UsageError(f"{where} must be true or false, got {value!r}")
+        elif self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UsageError(f"{where} must be a number, got {value!r}")
+            if not (math.isfinite(value) and 0 <= value <= 1e6):
+                raise UsageError(f"{where} must be a finite non-negative number, got {value!r}")
+            value = float(value)
+        elif self.kind == "token":
+            if not is_int or not 0 <= value < MAX_INT:
+                raise UsageError(f"{where} must be a token id (a non-negative integer) or null")
+        elif self.kind == "ints":
+            if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_INT for v in value
+            ):
+                raise UsageError(f"{where} must be a list of non-negative integers")
+        elif not is_int or not 1 <= value <= self.high:
+            raise UsageError(f"{where} must be an integer from 1 to {self.high}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How ``_init_weights`` initialises a tensor, as a weightgen initializer."""
+
+    init: str  # "normal", "zeros" or "ones"
+    pad_row: bool = False  # an embedding whose row pad_token_id is zeroed
+    std: Callable[[Config], float] | None = None  # normal's stddev (default: init_std)
+
+    def entry(self, c: Config) -> dict:
+        if self.init != "normal":
+            return {"init": self.init}
+        entry: dict[str, Any] = {"init": "normal", "stddev": (self.std or init_std)(c)}
+        if self.pad_row and c.pad_token_id is not None:
+            entry["zero_rows"] = [c.pad_token_id]
+        return entry
+
+
+def init_std(c: Config) -> float:
+    # transformers 5.x: std = config.initializer_range or 0.02 (modeling_utils._init_weights).
+    return c.initializer_range or 0.02
+
+
+NORMAL = Rule("normal")  # Linear and Conv1D weights, routers
+EMBEDDING = Rule("normal", pad_row=True)  # nn.Embedding(..., padding_idx=pad_token_id)
+ZEROS = Rule("zeros")  # biases; gemma's norms, which compute x * (1 + w)
+ONES = Rule("ones")  # norm weights
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor, or one per layer (``{i}`` in the name) and per expert (``{e}``);
+    ``{p}`` is the head's prefix. ``when`` and ``layer_when`` say where it exists."""
+
+    name: str
+    shape: Callable[[Config], tuple[int, ...]]
+    rule: Rule
+    when: Callable[[Config], bool] | None = None
+    layer_when: Callable[[Config, int], bool] | None = None
+    heads: tuple[str, ...] | None = None  # None: every head
+
+
+@dataclass(frozen=True)
+class Head:
+    name: str  # what --head takes
+    architecture: str  # the transformers class, written to config.json's architectures
+    prefix: str = ""  # what {p} stands for in tensor names
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str
+    heads: tuple[Head, ...]
+    fields: tuple[Field, ...]
+    tensors: tuple[Tensor, ...]
+    checks: tuple[tuple[Callable[[Config], bool], str], ...] = ()
+    layers: str = "num_hidden_layers"  # the field that counts {i}
+    experts: str | None = None  # the field that counts {e}
+    rules: str = ""  # one line for the README's table of init rules
+
+    def head(self, name: str | None, architectures: Any) -> Head:
+        """The head asked for, else the one config.json's architectures names, else the
+        first."""
+        if name is not None:
+            for head in self.heads:
+                if head.name == name:
+                    return head
+            names = ", ".join(h.name for h in self.heads)
+            raise UsageError(f"--head {name}: {self.model_type} has the heads {names}")
+        if isinstance(architectures, list):
+            for head in self.heads:
+                if head.architecture in architectures:
+                    return head
+        return self.heads[0]
+
+    def resolve(self, config: Mapping[str, Any]) -> Config:
+        """Every field, validated, defaulted or derived in declaration order; then the
+        family's checks."""
+        c = Config()
+        for item in self.fields:
+            setattr(c, item.name, item.resolve(config, c))
+        pad = getattr(c, "pad_token_id", None)
+        if pad is not None and pad >= c.vocab_size:
+            raise UsageError(
+                f"config.json: pad_token_id {pad} is not below vocab_size {c.vocab_size} "
+                "(the embedding row it names must exist)"
+            )
+        for check, message in self.checks:
+            if not check(c):
+                raise UsageError(f"config.json: {message.format(**vars(c))}")
+        return c
+
+    def tensors_of(self, head: Head, c: Config) -> list[tuple[str, tuple[int, ...], Rule]]:
+        """(name, shape, rule) of every tensor save_pretrained writes, in declaration order."""
+        layers = range(getattr(c, self.layers))
+        experts = range(getattr(c, self.experts)) if self.experts else range(0)
+        found = []
+        for t in self.tensors:
+            if t.heads is not None and head.name not in t.heads:
+                continue
+            if t.when is not None and not t.when(c):
+                continue
+            shape = tuple(int(d) for d in t.shape(c))
+            for i in layers if "{i}" in t.name else [None]:
+                if i is not None and t.layer_when is not None and not t.layer_when(c, i):
+                    continue
+                for e in experts if "{e}" in t.name else [None]:
+                    name = t.name.format(p=head.prefix, i=i, e=e)
+                    found.append((name, shape, t.rule))
+        return found
+
+
+@dataclass
+class Model:
+    """What ``build`` made: the family, head, resolved fields and the tensors."""
+
+    family: Family
+    head: Head
+    config: Config
+    tensors: list[tuple[str, tuple[int, ...], Rule]] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> int:
+        return sum(math.prod(shape) for _, shape, _ in self.tensors)

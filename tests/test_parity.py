@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import pytest
 from conftest import generated, reference, same_bytes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from weightgen.initializers import REGISTRY
 from weightgen.plan import make_tensor
@@ -171,3 +173,38 @@ def test_offset_bits_match_jax_at_every_start():
     for start, n in [(0, 1000), (1, 5), (500, 499), (999, 1)]:
         part = np.asarray(jax.random.bits(prng.wrap(prng.offset_key_data(words, start)), (n,)))
         assert np.array_equal(part, full[start : start + n])
+
+
+@pytest.mark.parametrize(
+    ("init", "shape", "rows"),
+    [
+        ("normal", (61, 67), [0]),
+        ("normal", (61, 67), [60, 3, -1]),  # -1 is 60 again: at[] semantics
+        ("he-normal", (3, 3, 16, 8), [1]),
+        ("orthogonal", (40, 30), [7, 39]),
+        ("ones", (5,), [2]),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_zero_rows_is_jax_at_rows_set_zero(init, shape, rows, dtype):
+    spec = make_tensor(init, shape, dtype=dtype, seed=13, zero_rows=rows)
+    expected = np.asarray(jax.numpy.asarray(reference(spec)).at[np.array(rows)].set(0))
+    assert same_bytes(generated(spec, chunk_elems=97), expected)
+    assert same_bytes(generated(spec, chunk_elems=97, devices=jax.devices()), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    init=st.sampled_from(["normal", "truncated-normal", "orthogonal"]),
+    bounds=st.tuples(st.integers(0, 61 * 67), st.integers(0, 61 * 67)).map(sorted),
+    chunk=st.sampled_from([1, 13, 97, 4096]),
+)
+def test_any_range_of_a_tensor_is_that_slice(init, bounds, chunk):
+    """What one writer of many generates: elements [start, stop) alone, exactly."""
+    from weightgen.engine import Engine
+
+    spec = make_tensor(init, (61, 67), seed=21, zero_rows=[2])
+    start, stop = bounds
+    part = list(Engine(jax.devices()[:1], chunk).chunks(spec, start, stop))
+    got = np.concatenate([*part, np.empty(0, np.float32)])
+    assert same_bytes(got, generated(spec).reshape(-1)[start:stop])

@@ -397,3 +397,29 @@ def test_real_configs_keep_their_dtype_and_count_their_parameters():
 def test_readme_table_of_families_is_the_declarations():
     readme = (ROOT / "README.md").read_text()
     assert hf.families_table() in readme
+
+
+def test_a_failed_write_leaves_no_partial_folder(tmp_path, run_cli, monkeypatch):
+    import errno
+
+    from weightgen import atomic
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY["llama"]))
+    old = tmp_path / "old"
+    assert run_cli("hf", str(config), "-o", str(old), "-q", "--seed", "1").code == 0
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    original = atomic.os.pwrite
+
+    def pwrite(fd, data, offset):
+        if offset > 100_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(fd, data, offset)
+
+    monkeypatch.setattr(atomic.os, "pwrite", pwrite)
+    for target in (tmp_path / "new", old):
+        result = run_cli("hf", str(config), "-o", str(target), "--force", "--seed", "2")
+        assert result.code == 1 and "No space left" in result.stderr
+    assert not (tmp_path / "new").exists()
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "old"]

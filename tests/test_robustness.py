@@ -4,6 +4,7 @@ random bytes and JSON, manifest bombs, and tensor names."""
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import signal
@@ -503,3 +504,55 @@ def test_names_round_trip_or_fail_before_io(tmp_path_factory, name):
         weightgen.generate("ones", (2,), path, name=name)
         assert list(weightgen.load(path)) == [name]
     np.testing.assert_array_equal(weightgen.load(folder / "w.h5")[name], np.ones(2, np.float32))
+
+
+# --- the positional writer: O_DIRECT where it can, the page cache where it must ------------
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cuts=st.lists(st.integers(0, 2**20), max_size=8),
+    order=st.randoms(use_true_random=False),
+    chunk=st.integers(1, 300_000),
+    mode=st.sampled_from(["direct", "no-direct", "einval"]),
+)
+def test_positional_writer_puts_every_byte_where_asked(tmp_path_factory, cuts, order, chunk, mode):
+    """Streams (writes that continue one another) and jumps, of any sizes and alignments,
+    land exactly, whether direct I/O works, is unavailable, or is refused midway."""
+    from weightgen import atomic
+
+    path = tmp_path_factory.mktemp("pw") / "f"
+    size = 2**20
+    edges = sorted({0, size, *cuts})
+    layout = [(a, b - a) for a, b in itertools.pairwise(edges) if order.random() < 0.8]
+    order.shuffle(layout)  # disjoint ranges, as writers' pieces are, in any order
+    expected = bytearray(size)
+    rng = np.random.default_rng(len(layout) * 7919 + chunk)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    os.ftruncate(fd, size)
+    real_pwrite, real_block = os.pwrite, atomic.DIRECT_BLOCK
+    atomic.DIRECT_BLOCK = 1 << 16  # many full blocks in a small file
+    writer = atomic.PositionalWriter(fd, None if mode == "no-direct" else path)
+    assert (writer._direct is None) == (mode == "no-direct")  # tmp_path takes O_DIRECT here
+    if mode == "einval" and writer._direct is not None:
+        direct = writer._direct
+
+        def refusing(target, data, offset):
+            if target == direct and offset > 2**19:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_pwrite(target, data, offset)
+
+        os.pwrite = refusing
+    try:
+        for start, length in layout:
+            data = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
+            expected[start : start + length] = data
+            for at in range(0, length, chunk):  # one stream, fed in chunks
+                writer.write(start + at, data[at : at + chunk])
+        writer.close()
+    finally:
+        os.pwrite, atomic.DIRECT_BLOCK = real_pwrite, real_block
+        os.close(fd)
+    assert path.read_bytes() == bytes(expected)

@@ -129,7 +129,9 @@ class Target:
             return sharded.Sink(self._atomic.path, entries, file_metadata(), self.shards)
         self._atomic = AtomicFile(self.path)
         if self.format == "safetensors":
-            return module.PositionalSink(self._atomic.file.fileno(), entries, file_metadata())
+            return module.PositionalSink(
+                self._atomic.file.fileno(), entries, file_metadata(), path=self._atomic.path
+            )
         if self.format == "hdf5":
             self._atomic.file.close()  # h5py opens the path itself
             return module.Sink(self._atomic.path, entries, file_metadata(self.format))

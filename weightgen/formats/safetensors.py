@@ -19,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import strictjson
-from ..atomic import Writeback, pwrite_all
+from ..atomic import PositionalWriter, pwrite_all
 from ..dtypes import from_safetensors_code
 from ..errors import FileFormatError, UsageError
 from .base import READ_CHUNK_BYTES, TensorEntry, as_bytes
@@ -106,9 +106,10 @@ class Sink:
 
 
 class PositionalSink:
-    """A safetensors file written at offsets (``pwrite``): chunks in any order, from any
-    number of writers, each with its own descriptor. ``create`` lays out the file (header,
-    full size); the other writers of a shared file open it with ``create=False``."""
+    """A safetensors file written at offsets: chunks in any order, from any number of writers,
+    each with its own descriptor (atomic.PositionalWriter: O_DIRECT where it can). ``create``
+    lays out the file (header, full size); the other writers of a shared file open it with
+    ``create=False``. ``path`` lets the writer open the file for direct I/O too."""
 
     def __init__(
         self,
@@ -117,30 +118,29 @@ class PositionalSink:
         metadata: Mapping[str, str],
         *,
         create: bool = True,
+        path: str | os.PathLike | None = None,
     ):
-        self._fd = fd
         self._entries = list(entries)
         header = build_header(self._entries, metadata)
         self._offsets = data_offsets(self._entries, len(header))
         self.size = len(header) + sum(e.nbytes for e in self._entries)
-        self._writeback = Writeback(fd)
         if create:
             pwrite_all(fd, header, 0)
             os.ftruncate(fd, self.size)
+        self._writer = PositionalWriter(fd, path)
 
     def write(self, index: int, offset: int, chunk: np.ndarray) -> None:
         entry = self._entries[index]
         position = self._offsets[index] + offset * entry.dtype.itemsize
         if offset < 0 or offset * entry.dtype.itemsize + chunk.nbytes > entry.nbytes:
             raise AssertionError(f"tensor {entry.name!r}: chunk outside its data")
-        pwrite_all(self._fd, as_bytes(chunk), position)
-        self._writeback.wrote(position, chunk.nbytes)
+        self._writer.write(position, as_bytes(chunk))
 
     def close(self) -> None:
-        os.fsync(self._fd)
+        self._writer.close()
 
     def abort(self) -> None:
-        pass
+        self._writer.abort()
 
 
 def parse_header(raw: bytes, data_size: int) -> tuple[list[TensorEntry], list[int], dict]:

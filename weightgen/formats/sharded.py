@@ -110,10 +110,11 @@ class Sink:
             flags |= os.O_CREAT | os.O_EXCL
         try:
             for f, (name, members) in enumerate(files):
-                fd = os.open(Path(folder) / name, flags, 0o666)  # the umask applies
+                path = Path(folder) / name
+                fd = os.open(path, flags, 0o666)  # the umask applies
                 self._fds.append(fd)
                 sink = safetensors.PositionalSink(
-                    fd, [entries[i] for i in members], metadata, create=create
+                    fd, [entries[i] for i in members], metadata, create=create, path=path
                 )
                 self._sinks.append(sink)
                 for position, i in enumerate(members):
@@ -129,9 +130,14 @@ class Sink:
     def close(self) -> None:
         for sink in self._sinks:
             sink.close()
-        self.abort()
+        self._close_fds()
 
     def abort(self) -> None:
+        for sink in self._sinks:
+            sink.abort()
+        self._close_fds()
+
+    def _close_fds(self) -> None:
         while self._fds:
             with contextlib.suppress(OSError):
                 os.close(self._fds.pop())

@@ -166,36 +166,70 @@ class _Scanner:
         v2 = parsed.version >= 2
         want_sha = not v2 or "sha256" in _recorded_of(parsed, found.name)
         file_sha = hashlib.sha256() if want_sha else None
+        with open(found.path, "rb") as f:
+            if v2 and file_sha is None:
+                pieces = self._scan_parallel(f.fileno(), found, comparable, hashed)
+            else:
+                pieces = self._scan_in_order(f.fileno(), found, comparable, hashed, file_sha, v2)
+            for _, blocks in pieces:  # surface a short read here, as this file's problem
+                for future in blocks or ():
+                    future.result()
+        return _FileScan(pieces, file_sha)
+
+    def _scan_parallel(self, fd: int, found: layout.FileLayout, comparable, hashed) -> list:
+        """Format 2 alone: each thread reads and hashes whole blocks (several reads in
+        flight, which a disk serves faster than one sequential stream)."""
+        pieces = []
+        for piece in found.pieces():
+            blocks = [
+                self._pool.submit(_read_digest, fd, start, min(self.block_bytes, end - start))
+                for end in [piece.offset + piece.nbytes]
+                for start in range(piece.offset, end, self.block_bytes)
+            ]
+            if piece.tensor in comparable:
+                hashed[piece.tensor] = blocks
+            pieces.append((piece, blocks))
+        return pieces
+
+    def _scan_in_order(self, fd: int, found, comparable, hashed, file_sha, v2: bool) -> list:
+        """sha256 must see every byte in order: this thread reads, the block digests run in
+        the pool, the sha256s (the file's; each tensor's in format 1) on threads of their own."""
         pieces = []
         window: collections.deque[list[Future]] = collections.deque()
-        with open(found.path, "rb") as f:
-            for piece in found.pieces():
-                tensor = piece.tensor if piece.tensor in comparable else None
-                blocks: list[Future] | None = [] if v2 else None
-                update: Callable | None = None
-                if tensor is not None and not v2:
-                    hashed[tensor] = hashlib.sha256()
-                    update = hashed[tensor].update
-                for data in layout.read_blocks(f.fileno(), piece, self.block_bytes):
-                    futures = []
-                    if blocks is not None:
-                        blocks.append(self._pool.submit(digest.block_digest, data))
-                        futures.append(blocks[-1])
-                    if file_sha is not None:
-                        futures.append(self._in_order[0].submit(file_sha.update, data))
-                    if update is not None:
-                        futures.append(self._in_order[1].submit(update, data))
-                    window.append(futures)
-                    if len(window) > self.WINDOW * (self.jobs + 2):
-                        for future in window.popleft():
-                            future.result()
-                if tensor is not None and v2:
-                    hashed[tensor] = blocks
-                pieces.append((piece, blocks))
+        for piece in found.pieces():
+            tensor = piece.tensor if piece.tensor in comparable else None
+            blocks: list[Future] | None = [] if v2 else None
+            update: Callable | None = None
+            if tensor is not None and not v2:
+                hashed[tensor] = hashlib.sha256()
+                update = hashed[tensor].update
+            for data in layout.read_blocks(fd, piece, self.block_bytes):
+                futures = []
+                if blocks is not None:
+                    blocks.append(self._pool.submit(digest.block_digest, data))
+                    futures.append(blocks[-1])
+                if file_sha is not None:
+                    futures.append(self._in_order[0].submit(file_sha.update, data))
+                if update is not None:
+                    futures.append(self._in_order[1].submit(update, data))
+                window.append(futures)
+                if len(window) > self.WINDOW * (self.jobs + 2):
+                    for future in window.popleft():
+                        future.result()
+            if tensor is not None and v2:
+                hashed[tensor] = blocks
+            pieces.append((piece, blocks))
         for futures in window:
             for future in futures:
                 future.result()
-        return _FileScan(pieces, file_sha)
+        return pieces
+
+
+def _read_digest(fd: int, offset: int, size: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise FileFormatError(f"file ends at byte {offset + len(data)}, inside its data")
+    return digest.block_digest(data)
 
 
 def _recorded_of(parsed: ParsedSpec, name: str) -> dict:

@@ -8,8 +8,6 @@ The public API (importing it does not import JAX; generating does)::
     weightgen.write_model("config.json", "llama/")  # a Hugging Face model folder
 """
 
-__version__ = "0.1.0"
-
 from .api import (
     WriteResult,
     generate,
@@ -32,6 +30,7 @@ from .errors import (
 )
 from .plan import Plan, TensorSpec, make_tensor
 from .stats import inspect_file
+from .version import __version__
 
 __all__ = [
     "FileFormatError",

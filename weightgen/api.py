@@ -7,6 +7,7 @@ imported; JAX is imported only once there is something to generate.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -16,13 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, digest, formats
+from . import digest, formats, hosts
 from .atomic import AtomicFile, check_destination, describe_os_error
+from .coordination import Cluster
 from .errors import HashMismatchError, UsageError, WeightgenError
 from .manifest import FOLDER_MANIFEST, manifest_path_for
 from .output import Target
 from .plan import DEFAULT_NAME, Plan, TensorSpec, make_tensor
 from .specfile import ParsedSpec
+from .version import __version__
 
 
 @dataclass
@@ -38,11 +41,13 @@ class WriteResult:
 
     path: str
     format: str  # "safetensors", "npz", "hdf5", or "safetensors-sharded" (a folder)
-    nbytes: int  # tensor data bytes
+    nbytes: int  # tensor data bytes (of this process's share, for processes other than 0)
     seconds: float
     tensors: list[TensorResult] = field(default_factory=list)  # in file order
     files: list = field(default_factory=list)  # [{"name", "bytes", "digest"}] of the output
     manifest: str | None = None  # where the manifest was written
+    process: int = 0  # this process's id in a shared run
+    processes: list = field(default_factory=list)  # shared runs, at process 0: each share
 
 
 def write(
@@ -62,6 +67,7 @@ def write(
     root_seed: int | None = None,
     own_seed: Iterable[str] | None = None,
     replay: ParsedSpec | None = None,
+    cluster: Cluster | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> WriteResult:
     """Generate every tensor of ``plan`` into ``output``, atomically.
@@ -75,46 +81,132 @@ def write(
     ``replay`` (a parsed manifest) is checked before and during generation: keys first, then
     every block as it is written; on a difference nothing is left at ``output``.
     ``hashes=False`` skips the tensors' digests when neither a manifest nor the caller
-    needs them.
+    needs them. ``cluster``: this process is one of several that write ``output`` together
+    (see hosts.py); every one of them makes the same call.
     """
     output = os.fspath(output)
     target = Target.of(
-        plan,
-        output,
-        format=format,
-        force=force,
-        max_shard_size=max_shard_size,
-        hf_config=hf_config,
+        plan, output, format=format, max_shard_size=max_shard_size, hf_config=hf_config
     )
     manifest_path, inside = _manifest_place(target, manifest)
-    if manifest_path is not None and not inside:
-        check_destination(manifest_path, force=force, nbytes=0)
+    team: hosts.Solo = hosts.Solo()
+    if cluster is not None:
+        hosts.refuse_format(target.kind, target.format)
+        if replay is not None and replay.version < 2:
+            raise UsageError(
+                "a format 1 manifest's sha256 cannot be checked by several processes; "
+                "replay it in one process"
+            )
+        progress = _totals(on_bytes) if on_bytes is not None else None
+        team = hosts.Team(cluster, on_progress=progress)
+        on_bytes = None  # the leader's bar shows the whole job's bytes (Watcher)
+    try:
+        result = _write(
+            team,
+            plan,
+            target,
+            manifest_path,
+            inside,
+            force=force,
+            devices=devices,
+            chunk_size=chunk_size,
+            compile_cache=compile_cache,
+            hashes=hashes,
+            file_sha256=file_sha256,
+            root_seed=root_seed,
+            own_seed=own_seed,
+            replay=replay,
+            on_bytes=on_bytes,
+            options={
+                "format": target.format,
+                "max_shard_size": max_shard_size,
+                "manifest": manifest_path,
+                "file_sha256": file_sha256,
+                "force": force,
+            },
+        )
+    except BaseException as exc:
+        team.fail(exc)
+        if isinstance(team, hosts.Team):
+            team.close(ok=False)
+        raise
+    if isinstance(team, hosts.Team):
+        team.close(ok=True)
+    return result
 
+
+def _totals(on_bytes: Callable[[int], None]) -> Callable[[int], None]:
+    """A progress callback fed running totals, from one fed increments."""
+    seen = [0]
+
+    def update(total: int) -> None:
+        if total > seen[0]:
+            on_bytes(total - seen[0])
+            seen[0] = total
+
+    return update
+
+
+def _write(
+    team: hosts.Solo,
+    plan: Plan,
+    target: Target,
+    manifest_path: str | None,
+    inside: bool,
+    *,
+    force: bool,
+    devices: str | None,
+    chunk_size: int | None,
+    compile_cache: bool,
+    hashes: bool,
+    file_sha256: bool,
+    root_seed: int | None,
+    own_seed: Iterable[str] | None,
+    replay: ParsedSpec | None,
+    on_bytes: Callable[[int], None] | None,
+    options: dict,
+) -> WriteResult:
+    """``write``'s steps, the same for one process (``hosts.Solo``) and for each process of
+    a shared run (``hosts.Team``, whose leader is process 0)."""
     from .memory import tune_allocator
 
     tune_allocator()  # before JAX starts its threads
     from . import engine as engine_mod  # imports JAX: only now that the request is valid
     from . import prng
 
+    team.agree(lambda: hosts.agreement(plan, target.path, options, target.hf_config))
+    team.decide("check the destination", lambda: _check(target, manifest_path, inside, force))
     engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
     engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
     # Keys in hex, only when a manifest records them or checks them (a JAX call per tensor).
-    want_keys = manifest_path is not None or (replay is not None and replay.expected_key)
+    want_keys = team.leader and (
+        manifest_path is not None or (replay is not None and replay.expected_key)
+    )
     keys = {t.name: prng.key_hex(t.seed, t.fold_in) for t in plan.tensors} if want_keys else {}
-    for name, want in (replay.expected_key if replay is not None else {}).items():
+    for name, want in (replay.expected_key if replay is not None and team.leader else {}).items():
         if keys.get(name) != want:
             raise HashMismatchError(
                 f"tensor {name!r}: this JAX derives key {keys.get(name)}, the manifest "
                 f"recorded {want}; its bytes would differ"
             )
 
-    pieces = engine_mod.whole_pieces(plan)
-    work = [(t.name, t.nbytes, 0, t.nbytes) for t in plan.tensors]
-    taps: list = []
+    block_bytes = replay.block_bytes if replay is not None and replay.block_bytes else None
+    block_bytes = block_bytes or digest.BLOCK_BYTES
+    ranges = team.ranges(plan, block_bytes)
+    work = [
+        (
+            plan.tensors[r.index].name,
+            plan.tensors[r.index].nbytes,
+            r.start * plan.tensors[r.index].dtype.itemsize,
+            r.stop * plan.tensors[r.index].dtype.itemsize,
+        )
+        for r in ranges
+    ]
+    taps: list = [_Counter(team)] if isinstance(team, hosts.Team) else []
     digests = None
     if hashes or manifest_path is not None or (replay is not None and replay.version >= 2):
         expected = replay.expected_blocks if replay is not None else None
-        digests = digest.PieceDigests(work, expected=expected or None)
+        digests = digest.PieceDigests(work, expected=expected or None, block_bytes=block_bytes)
         taps.append(digests)
     if replay is not None and replay.version == 1:
         taps.append(digest.Sha256Check(work, replay.expected_sha256))
@@ -122,12 +214,37 @@ def write(
     started = time.perf_counter()
     sink = None
     try:
-        sink = target.open()
-        engine_mod.run(engine, plan, sink, pieces=pieces, taps=taps, on_bytes=on_bytes)
+        sink = team.decide("create the temporary output", lambda: target.open(tag=_tag(team)))
+        opened = str(target.temporary) if target.temporary is not None else ""
+        if not team.leader:
+            sink = None
+
+        def follow(path: str) -> None:
+            nonlocal sink
+            sink = target.join(path)
+
+        team.join("open the temporary output", opened, follow)
+        engine_mod.run(
+            engine, plan, sink, ranges=ranges, taps=taps, on_bytes=on_bytes, stop=team.stop
+        )
         sink.close()
+        seconds = time.perf_counter() - started
+        share = {
+            "process": team.process_id,
+            "bytes": sum(stop - start for _, _, start, stop in work),
+            "seconds": round(seconds, 4),
+        }
+        blocks = digests.blocks() if digests is not None else {}
+        gathered = team.gather("digests", _pack(share, blocks))
+        if not team.leader:
+            team.committed(b"")
+            return WriteResult(
+                target.path, target.format, share["bytes"], seconds, process=team.process_id
+            )
+        shares, all_blocks = _unpack(gathered)
         target.finish()
         tensor_digests = (
-            digest.assemble({t.name: t.nbytes for t in plan.tensors}, digests.blocks())
+            digest.assemble({t.name: t.nbytes for t in plan.tensors}, all_blocks, block_bytes)
             if digests is not None
             else {}
         )
@@ -151,23 +268,27 @@ def write(
                     "bytes": sum(f.get("bytes") or 0 for f in files),
                     "files": files,
                 },
-                hf_config=hf_config,
+                hf_config=target.hf_config,
             )
             if inside:
                 target.add_file(os.path.basename(manifest_path), manifest_mod.dumps(document))
+        team.check()
         target.commit()
+        if document is not None and not inside:
+            from . import manifest as manifest_mod
+
+            _write_bytes_atomically(manifest_path, manifest_mod.dumps(document))
+        team.committed(b"ok")
     except BaseException as exc:
         if sink is not None:
             sink.abort()
         target.abort()
-        if isinstance(exc, OSError) and output != "-":
-            raise WeightgenError(describe_os_error(exc, output)) from exc
+        if isinstance(exc, OSError) and target.path != "-":
+            raise WeightgenError(describe_os_error(exc, target.path)) from exc
+        if isinstance(exc, engine_mod.Stopped) and isinstance(team, hosts.Team):
+            team.check()
         raise
     seconds = time.perf_counter() - started
-    if document is not None and not inside:
-        from . import manifest as manifest_mod
-
-        _write_bytes_atomically(manifest_path, manifest_mod.dumps(document))
     results = [
         TensorResult(
             t.name,
@@ -177,14 +298,59 @@ def write(
         for t in plan.tensors
     ]
     return WriteResult(
-        output,
+        target.path,
         target.format,
         plan.nbytes,
         seconds,
         results,
         files,
         os.fspath(manifest_path) if manifest_path is not None else None,
+        processes=shares if isinstance(team, hosts.Team) else [],
     )
+
+
+def _check(target: Target, manifest_path: str | None, inside: bool, force: bool) -> None:
+    target.check(force=force)
+    if manifest_path is not None and not inside:
+        check_destination(manifest_path, force=force, nbytes=0)
+
+
+def _tag(team: hosts.Solo) -> str:
+    return f"{team.run}." if isinstance(team, hosts.Team) else ""
+
+
+class _Counter:
+    """The engine tap that counts a shared run's bytes for its watcher's beats."""
+
+    def __init__(self, team: hosts.Solo):
+        self._team = team
+
+    def update(self, number: int, data) -> None:
+        self._team.wrote(len(data))
+
+    def close(self) -> None:
+        pass
+
+
+def _pack(share: dict, blocks: Mapping[str, Mapping[int, bytes]]) -> bytes:
+    """A process's figures and block digests, for the leader."""
+    return json.dumps(
+        {
+            "share": share,
+            "blocks": {n: {str(b): d.hex() for b, d in m.items()} for n, m in blocks.items()},
+        }
+    ).encode()
+
+
+def _unpack(payloads: list[bytes]) -> tuple[list[dict], dict[str, dict[int, bytes]]]:
+    shares, blocks = [], {}
+    for payload in payloads:
+        document = json.loads(payload)
+        shares.append(document["share"])
+        for name, found in document["blocks"].items():
+            merged = blocks.setdefault(name, {})
+            merged.update({int(b): bytes.fromhex(d) for b, d in found.items()})
+    return shares, blocks
 
 
 def _manifest_place(target: Target, manifest) -> tuple[str | None, bool]:

@@ -15,7 +15,9 @@ import io
 import mmap
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import InsufficientSpaceError, OutputExistsError, UsageError, WeightgenError
@@ -52,20 +54,41 @@ def human_bytes(n: int) -> str:
     raise AssertionError
 
 
+def _host_tag() -> str:
+    """This machine as a temporary's owner: its host name (made safe for a file name) and
+    the first characters of its boot id (a reboot ends every process it ran)."""
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip().replace("-", "")[:8]
+    except OSError:
+        boot = "0"
+    return f"{host or 'host'}~{boot}"
+
+
+HOST_TAG = _host_tag()
+ABANDONED_AFTER = 24 * 3600  # another host's temporary untouched this long: clearly abandoned
+
+
 def _temp_name(dest: Path, tag: str = "") -> dict:
-    """mkstemp/mkdtemp arguments for ``.<dest>.<tag><random>.<pid>.weightgen-tmp``."""
+    """mkstemp/mkdtemp arguments for ``.<dest>.<tag><random>.<pid>@<host>~<boot>.weightgen-tmp``:
+    the owner is recorded with its host and boot, so that a folder shared by several hosts
+    never has one judge another's temporaries by a local pid."""
     return {
         "prefix": f".{dest.name}.{tag}",
-        "suffix": f".{os.getpid()}{TMP_SUFFIX}",
+        "suffix": f".{os.getpid()}@{HOST_TAG}{TMP_SUFFIX}",
         "dir": dest.parent,
     }
 
 
-def _pid_of(name: str) -> int | None:
-    """The pid in a temporary's name ``.<dest>.<random>.<pid>.weightgen-tmp``."""
-    stem = name[: -len(TMP_SUFFIX)]
-    pid = stem.rsplit(".", 1)[-1]
-    return int(pid) if pid.isdigit() else None
+def _owner(name: str) -> tuple[int, str | None] | None:
+    """(pid, host tag) from a temporary's name; host None for weightgen 0.1.0's names,
+    which had the pid alone (written by this host, then)."""
+    owner = name[: -len(TMP_SUFFIX)].rsplit(".", 1)[-1]
+    pid, _, host = owner.partition("@")
+    if not pid.isdigit():
+        return None
+    return int(pid), host or None
 
 
 def _alive(pid: int) -> bool:
@@ -78,9 +101,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _dead(path: Path, pid: int, host: str | None) -> bool:
+    """Provably dead (this host, this boot, no such pid; or this host since rebooted), or
+    clearly abandoned (another host's, untouched for ABANDONED_AFTER)."""
+    if host is None or host == HOST_TAG:
+        return pid != os.getpid() and not _alive(pid)
+    if host.split("~")[0] == HOST_TAG.split("~")[0]:
+        return True  # this host, an earlier boot
+    try:
+        return time.time() - path.lstat().st_mtime > ABANDONED_AFTER
+    except OSError:
+        return False
+
+
 def clean_stale(folder: str | os.PathLike) -> list[str]:
     """Remove the temporaries that runs which have died left in ``folder``; never those of
-    a live run (its pid still exists). Returns the names removed."""
+    a live run. Returns the names removed."""
     removed = []
     try:
         names = os.listdir(folder)
@@ -89,10 +125,10 @@ def clean_stale(folder: str | os.PathLike) -> list[str]:
     for name in names:
         if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
             continue
-        pid = _pid_of(name)
-        if pid is None or pid == os.getpid() or _alive(pid):
-            continue
+        owner = _owner(name)
         path = Path(folder) / name
+        if owner is None or not _dead(path, *owner):
+            continue
         try:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -328,10 +364,10 @@ class _WritebackFile(io.FileIO):
 class AtomicFile:
     """A temporary file that becomes ``dest`` on ``commit()`` or disappears on ``abort()``."""
 
-    def __init__(self, dest: str | os.PathLike):
+    def __init__(self, dest: str | os.PathLike, tag: str = ""):
         self.dest = Path(dest)
         try:
-            fd, name = tempfile.mkstemp(**_temp_name(self.dest))  # mode 0600 until commit
+            fd, name = tempfile.mkstemp(**_temp_name(self.dest, tag))  # 0600 until commit
         except OSError as exc:
             raise WeightgenError(
                 f"cannot create a file in {self.dest.parent}: {exc.strerror}"
@@ -385,10 +421,10 @@ class AtomicDir:
     step on Linux), and removed after, so a failure at any point leaves the old one whole.
     """
 
-    def __init__(self, dest: str | os.PathLike):
+    def __init__(self, dest: str | os.PathLike, tag: str = ""):
         self.dest = Path(dest)
         try:
-            self.path = Path(tempfile.mkdtemp(**_temp_name(self.dest)))
+            self.path = Path(tempfile.mkdtemp(**_temp_name(self.dest, tag)))
         except OSError as exc:
             raise WeightgenError(
                 f"cannot create a folder in {self.dest.parent}: {exc.strerror}"

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import sys
 from typing import Any
 
 import click
 
-from . import __version__
 from .atomic import human_bytes
 from .dtypes import DTYPE_NAMES
 from .errors import WeightgenError
 from .hf import FAMILIES
 from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
+from .version import __version__
 
 EPILOG_FORMATS = "Formats: .safetensors, .npz, .h5/.hdf5 (from the suffix, or --format)."
 
@@ -157,6 +158,47 @@ def _output_options(*, folder: bool = False) -> list[click.Option]:
             help="also record each file's plain sha256 (as sha256sum shows) in the manifest "
             "and --json summary; costs one more read of the output",
         ),
+        *_cluster_options(),
+    ]
+
+
+def _cluster_options() -> list[click.Option]:
+    """Many hosts: this process is one of a job that writes the output together."""
+    return [
+        click.Option(
+            ["--coordinator-address"],
+            envvar="WEIGHTGEN_COORDINATOR_ADDRESS",
+            default=None,
+            help="HOST:PORT of process 0, where the job's coordination service runs "
+            "(jax.distributed); with --num-processes and --process-id",
+        ),
+        click.Option(
+            ["--num-processes"],
+            envvar="WEIGHTGEN_NUM_PROCESSES",
+            type=int,
+            default=None,
+            help="how many processes write the output together",
+        ),
+        click.Option(
+            ["--process-id"],
+            envvar="WEIGHTGEN_PROCESS_ID",
+            type=int,
+            default=None,
+            help="this process's id, 0 to --num-processes - 1",
+        ),
+        click.Option(
+            ["--cluster"],
+            type=click.Choice(["auto"]),
+            default=None,
+            help="auto: find the three above as JAX does (SLURM, Open MPI, Kubernetes, TPU)",
+        ),
+        click.Option(
+            ["--distributed-timeout"],
+            type=float,
+            default=60.0,
+            show_default=True,
+            help="seconds allowed for start-up and for a silent peer before the job stops",
+        ),
     ]
 
 
@@ -207,7 +249,16 @@ def _write_options(options: dict[str, Any], bar) -> dict[str, Any]:
     """The library's write() options from the shared CLI options."""
     if options["as_json"] and options["output"] == "-":
         raise click.UsageError("--json cannot be combined with -o - (stdout carries the file)")
+    from .coordination import cluster_of
+
     return {
+        "cluster": cluster_of(
+            options["coordinator_address"],
+            options["num_processes"],
+            options["process_id"],
+            options["cluster"],
+            options["distributed_timeout"],
+        ),
         "format": options.get("fmt"),
         "force": options["force"],
         "devices": options["devices"],
@@ -235,7 +286,7 @@ def _generate(entry: Initializer, options: dict[str, Any]) -> None:
     )
     quiet = options["quiet"]
     hint = api.half_precision_hint(spec)
-    if hint and not quiet:
+    if hint and not quiet and not options["process_id"]:  # hints from process 0 only
         click.echo(hint, err=True)
     with _progress(spec.nbytes, quiet) as bar:
         result = api.write(
@@ -277,6 +328,16 @@ class _progress:
 
 
 def _report(result, *, quiet: bool, as_json: bool) -> None:
+    if result.process:  # one of several processes: its share only, and only when asked
+        if as_json:
+            summary = {
+                "process": result.process,
+                "path": result.path,
+                "bytes": result.nbytes,
+                "seconds": round(result.seconds, 4),
+            }
+            click.echo(json.dumps(summary, indent=2))
+        return
     if as_json:
         summary = {
             "path": result.path,
@@ -289,11 +350,15 @@ def _report(result, *, quiet: bool, as_json: bool) -> None:
                 {"name": t.name, "bytes": t.nbytes, "digest": t.digest} for t in result.tensors
             ],
         }
+        if result.processes:
+            summary["processes"] = result.processes
         click.echo(json.dumps(summary, indent=2))
     if not quiet:
         where = "stdout" if result.path == "-" else result.path
         count = len(result.tensors)
         manifest = f"; manifest {result.manifest}" if result.manifest else ""
+        if result.processes:
+            manifest += f"; {len(result.processes)} processes"
         click.echo(
             f"wrote {where}: {count} tensor{'s' if count != 1 else ''}, "
             f"{human_bytes(result.nbytes)} ({result.format}) in {result.seconds:.2f} s{manifest}",
@@ -323,7 +388,7 @@ def _run_callback(spec: str, **options: Any) -> None:
     parsed = load_spec(spec)
     quiet = options["quiet"]
     hinted = [t.name for t in parsed.plan.tensors if api.half_precision_hint(t)]
-    if hinted and not quiet:
+    if hinted and not quiet and not options["process_id"]:  # hints from process 0 only
         more = f" and {len(hinted) - 3} more" if len(hinted) > 3 else ""
         click.echo(
             f"hint: {', '.join(hinted[:3])}{more} draw half-precision values in their own "
@@ -404,7 +469,7 @@ def _hf_callback(config: str, **options: Any) -> None:
         raise click.UsageError("--manifest and --no-manifest contradict each other")
     parsed = parse_spec(spec)
     quiet = options["quiet"]
-    if not quiet:
+    if not quiet and not options["process_id"]:
         count = len(parsed.plan.tensors)
         params = sum(t.numel for t in parsed.plan.tensors)
         click.echo(
@@ -637,6 +702,12 @@ def _fmt_stat(value) -> str:
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"weightgen: error: {message}", err=True)
+    from .hosts import ABANDONED
+
+    if ABANDONED.is_set():  # a failed shared run: leave now, without waiting for peers
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

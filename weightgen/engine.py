@@ -16,7 +16,6 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -27,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 from . import prng, samplers
 from .errors import GenerationError, UsageError
 from .formats.base import as_bytes
-from .plan import Plan, TensorSpec
+from .plan import Plan, TensorRange, TensorSpec
 
 # Elements per kernel call and device. On CPU the threefry kernel is fastest when a chunk's
 # working set stays in cache (2**20: 158 M elements/s; 2**22: 37 M/s, see DESIGN.md); with
@@ -230,25 +229,21 @@ def zero_rows(host: np.ndarray, flat_start: int, spec: TensorSpec) -> np.ndarray
     return host
 
 
-@dataclass(frozen=True)
-class Piece:
-    """A flat element range of one tensor of a plan: the unit of work one writer takes."""
-
-    index: int  # the tensor's position in the plan
-    start: int
-    stop: int
-
-
-def whole_pieces(plan: Plan) -> list[Piece]:
-    return [Piece(i, 0, t.numel) for i, t in enumerate(plan.tensors)]
+def whole_ranges(plan: Plan) -> list[TensorRange]:
+    return [TensorRange(i, 0, t.numel) for i, t in enumerate(plan.tensors)]
 
 
 class Tap(Protocol):
     """Sees every chunk written (hashing, checking); raises to stop the run."""
 
-    def update(self, piece: int, data: memoryview) -> None: ...
+    def update(self, number: int, data: memoryview) -> None:
+        """The next bytes of range ``number`` (in order within a range)."""
 
     def close(self) -> None: ...
+
+
+class Stopped(Exception):
+    """``run`` was asked to stop (its ``stop`` event was set from another thread)."""
 
 
 def run(
@@ -256,18 +251,19 @@ def run(
     plan: Plan,
     sink,
     *,
-    pieces: Sequence[Piece] | None = None,
+    ranges: Sequence[TensorRange] | None = None,
     taps: Sequence[Tap] = (),
     on_bytes: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Generate ``pieces`` (default: every tensor whole, in plan order) into ``sink``.
+    """Generate ``ranges`` (default: every tensor whole, in plan order) into ``sink``.
 
     Generation and writing overlap: this thread dispatches kernels, a writer thread calls
     ``sink.write(tensor_index, element_offset, chunk)`` and then each tap with the chunk's
     bytes (where hashing happens, off the generating thread). The first error from either
-    side stops both.
+    side stops both; so does ``stop`` (checked between chunks: raises Stopped).
     """
-    pieces = whole_pieces(plan) if pieces is None else list(pieces)
+    ranges = whole_ranges(plan) if ranges is None else list(ranges)
     pending: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     failure: list[BaseException] = []
 
@@ -277,7 +273,7 @@ def run(
                 continue  # drain so the producer never blocks
             number, offset, chunk = item
             try:
-                sink.write(pieces[number].index, offset, chunk)
+                sink.write(ranges[number].index, offset, chunk)
                 data = as_bytes(chunk)
                 for tap in taps:
                     tap.update(number, data)
@@ -289,13 +285,15 @@ def run(
     thread = threading.Thread(target=writer, name="weightgen-writer", daemon=True)
     thread.start()
     try:
-        for number, piece in enumerate(pieces):
-            spec = plan.tensors[piece.index]
-            offset = piece.start
+        for number, part in enumerate(ranges):
+            spec = plan.tensors[part.index]
+            offset = part.start
             try:
-                for chunk in engine.chunks(spec, piece.start, piece.stop):
+                for chunk in engine.chunks(spec, part.start, part.stop):
                     if failure:
                         break
+                    if stop is not None and stop.is_set():
+                        raise Stopped
                     pending.put((number, offset, chunk))
                     offset += chunk.size
             except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:

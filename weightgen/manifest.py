@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, digest
+from . import digest
 from .plan import Plan, TensorSpec
+from .version import __version__
 
 FORMAT_VERSION = 2
 FOLDER_MANIFEST = "weightgen.manifest.json"  # a folder output carries its manifest inside

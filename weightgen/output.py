@@ -12,6 +12,7 @@ too. A folder's manifest lives inside it (``weightgen.manifest.json``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -19,11 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, digest, formats, layout
+from . import digest, formats, layout
 from .atomic import AtomicDir, AtomicFile, check_destination, clean_stale, sha256_file
 from .errors import UsageError, WeightgenError
 from .formats import sharded
 from .plan import Plan
+from .version import __version__
 
 DEFAULT_SHARD_BYTES = 5 * 10**9  # save_pretrained's default max_shard_size, "5GB"
 CONFIG_NAME = "config.json"
@@ -66,10 +68,11 @@ class Target:
         output: str | os.PathLike,
         *,
         format: str | None = None,
-        force: bool = False,
         max_shard_size: int | None = None,
         hf_config: dict | None = None,
     ) -> Target:
+        """The destination's kind, format and layout, checked with pure Python (no file is
+        looked at: ``check`` does that)."""
         output = os.fspath(output)
         entries = formats.entries_of(plan.tensors)
         folder = max_shard_size is not None or hf_config is not None
@@ -94,10 +97,7 @@ class Target:
                 formats.safetensors.file_size([entries[i] for i in members], file_metadata())
                 for _, members in shards
             )
-            target = cls(output, "folder", FOLDER_FORMAT, plan, size, shards, hf_config)
-            check_destination(output, force=force, nbytes=size, folder=True)
-            clean_stale(os.path.dirname(os.path.abspath(output)))
-            return target
+            return cls(output, "folder", FOLDER_FORMAT, plan, size, shards, hf_config)
         fmt = formats.format_for(output, format)
         if output == "-" and fmt not in formats.STREAMABLE:
             raise UsageError(
@@ -110,24 +110,29 @@ class Target:
             per_tensor, per_file = _OVERHEAD[fmt]
             size = plan.nbytes + per_tensor * len(entries) + per_file
         kind = "stdout" if output == "-" else "file"
-        if kind == "file":
-            check_destination(output, force=force, nbytes=size)
-            clean_stale(os.path.dirname(os.path.abspath(output)))
         return cls(output, kind, fmt, plan, size)
+
+    def check(self, *, force: bool) -> None:
+        """Refuse a destination that must not or cannot be written (it exists without
+        ``force``, the disk is too small), and remove dead runs' temporaries beside it."""
+        if self.kind == "stdout":
+            return
+        check_destination(self.path, force=force, nbytes=self.size, folder=self.kind == "folder")
+        clean_stale(os.path.dirname(os.path.abspath(self.path)))
 
     # --- writing --------------------------------------------------------------------------
 
-    def open(self):
-        """Create the temporary output and return the sink to feed."""
+    def open(self, tag: str = ""):
+        """Create the temporary output and return the sink to feed (``tag``: in its name)."""
         entries = formats.entries_of(self.plan.tensors)
         module = formats.module(self.format if self.kind != "folder" else "safetensors")
         if self.kind == "stdout":
             self._stream = sys.stdout.buffer
             return module.Sink(self._stream, entries, file_metadata(self.format))
         if self.kind == "folder":
-            self._atomic = AtomicDir(self.path)
+            self._atomic = AtomicDir(self.path, tag)
             return sharded.Sink(self._atomic.path, entries, file_metadata(), self.shards)
-        self._atomic = AtomicFile(self.path)
+        self._atomic = AtomicFile(self.path, tag)
         if self.format == "safetensors":
             return module.PositionalSink(
                 self._atomic.file.fileno(), entries, file_metadata(), path=self._atomic.path
@@ -136,6 +141,28 @@ class Target:
             self._atomic.file.close()  # h5py opens the path itself
             return module.Sink(self._atomic.path, entries, file_metadata(self.format))
         return module.Sink(self._atomic.file, entries, file_metadata(self.format))
+
+    def join(self, temporary: str | os.PathLike):
+        """Another writer's sink into the temporary output another process created (a
+        safetensors file or folder, laid out already): positional writes only."""
+        entries = formats.entries_of(self.plan.tensors)
+        path = Path(temporary)
+        if not path.exists():
+            raise WeightgenError(
+                f"{path} is not visible here: the output folder must be shared by every "
+                "process (the same filesystem, mounted at the same path)"
+            )
+        if self.kind == "folder":
+            return sharded.Sink(path, entries, file_metadata(), self.shards, create=False)
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            sink = formats.safetensors.PositionalSink(
+                fd, entries, file_metadata(), create=False, path=path
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        return _OwningSink(sink, fd)
 
     def finish(self) -> None:
         """After the sink closed: the folder's index and config.json; checks the size."""
@@ -212,3 +239,24 @@ class Target:
     def abort(self) -> None:
         if self._atomic is not None:
             self._atomic.abort()
+
+
+class _OwningSink:
+    """A positional sink that closes the descriptor it was given."""
+
+    def __init__(self, sink, fd: int):
+        self._sink, self._fd = sink, fd
+
+    def write(self, index: int, offset: int, chunk) -> None:
+        self._sink.write(index, offset, chunk)
+
+    def close(self) -> None:
+        try:
+            self._sink.close()
+        finally:
+            os.close(self._fd)
+
+    def abort(self) -> None:
+        self._sink.abort()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)

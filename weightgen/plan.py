@@ -208,6 +208,15 @@ def parse_zero_rows(value: Any, shape: tuple[int, ...], *, label: str) -> tuple[
 
 
 @dataclass(frozen=True)
+class TensorRange:
+    """A flat element range of one tensor of a plan: the unit of work one writer takes."""
+
+    index: int  # the tensor's position in the plan
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
 class Plan:
     """Tensors in file order (sorted by name, the order safetensors lays data out in)."""
 
@@ -237,3 +246,36 @@ class Plan:
     @property
     def needs_x64(self) -> bool:
         return any(t.needs_x64 for t in self.tensors)
+
+    def shares(self, count: int, block_bytes: int) -> list[list[TensorRange]]:
+        """The work of ``count`` writers: the plan's bytes (tensors in file order) cut into
+        ``count`` contiguous shares of about equal size, at block boundaries inside a tensor
+        (so each writer hashes whole blocks) or at the ends of a tensor computed whole. The
+        same plan and count give the same shares in every process."""
+        total = self.nbytes
+        cuts, base = [0], 0
+        targets = [total * p // count for p in range(1, count)]
+        for t in self.tensors:
+            end = base + t.nbytes
+            while targets and targets[0] <= end:
+                target = targets.pop(0)
+                if t.init.elementwise:
+                    step = block_bytes // t.dtype.itemsize * t.dtype.itemsize
+                    cut = base + min(t.nbytes, round((target - base) / step) * step)
+                else:  # one piece: QR needs the whole tensor
+                    cut = base if target - base < end - target else end
+                cuts.append(max(cut, cuts[-1]))
+            base = end
+        cuts += [total] * (count + 1 - len(cuts))
+        shares: list[list[TensorRange]] = [[] for _ in range(count)]
+        base = 0
+        for index, t in enumerate(self.tensors):
+            for writer in range(count):
+                low, high = max(base, cuts[writer]), min(base + t.nbytes, cuts[writer + 1])
+                if low < high:
+                    size = t.dtype.itemsize
+                    shares[writer].append(
+                        TensorRange(index, (low - base) // size, (high - base) // size)
+                    )
+            base += t.nbytes
+        return shares

@@ -215,7 +215,7 @@ def _write(
     sink = None
     try:
         sink = team.decide("create the temporary output", lambda: target.open(tag=_tag(team)))
-        opened = str(target.temporary) if target.temporary is not None else ""
+        opened = target.temporary.name if target.temporary is not None else ""
         if not team.leader:
             sink = None
 

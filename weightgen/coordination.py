@@ -4,17 +4,24 @@ barriers, heartbeats). Everything weightgen reaches through a private path of JA
 so a JAX upgrade touches this file only. Checked against jax and jaxlib 0.10.2.
 
 Why not ``jax.distributed.initialize`` itself: it starts the same service and client, but
-with a client that aborts the whole process (a C++ fatal error and a stack trace) the moment
-the service reports a dead peer, that waits on shutdown for minutes, and with JAX's
-preemption service, which swallows SIGTERM. weightgen starts the service and client the
-same way with its own timeouts, never aborts on a peer's death (it notices first, see
-hosts.py, and ends cleanly), and uses JAX's own cluster detection for ``--cluster auto``.
-The backend is left alone: each process generates on its local devices only.
+runs the service inside process 0, so that process 0's death takes it down and every other
+client aborts at once (a C++ fatal error and a stack trace, measured with jax 0.10.2); its
+client waits minutes on shutdown and aborts when the service reports a dead peer; and it
+starts JAX's preemption service, which swallows SIGTERM. weightgen starts the same service
+in a small child process of process 0 (``python -m weightgen.coordination``), which outlives
+process 0 long enough for the others to notice its death and leave cleanly, and the same
+client with its own timeouts; it notices a dead peer itself (hosts.Watcher) well before the
+service would. ``--cluster auto`` uses JAX's own cluster detection. The backend is left
+alone: each process generates on its local devices only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 
 from .errors import UsageError, WeightgenError
@@ -80,9 +87,10 @@ def _error(exc: Exception, doing: str) -> CoordinationError:
 
 
 class Session:
-    """One process's connection to the job: process 0 also runs the service."""
+    """One process's connection to the job; process 0 also starts the service."""
 
     def __init__(self, cluster: Cluster):
+        # Through jax, not jaxlib alone: importing jax quiets the C++ client's INFO logs.
         from jax._src.lib import _jax
 
         self.process_id = cluster.process_id
@@ -91,28 +99,26 @@ class Session:
         address = cluster.coordinator_address
         _exempt_from_proxy(address)
         seconds = max(1, int(cluster.timeout))
-        self._service = None
+        self._service: subprocess.Popen | None = None
+        self._client = None
         try:
             if self.process_id == 0:
-                port = address.rsplit(":", 1)[1]
-                self._service = _jax.get_distributed_runtime_service(
-                    f"[::]:{port}",
-                    self.num_processes,
-                    # JAX's own dead-peer detection (which aborts processes) comes well after
-                    # weightgen's (hosts.Watcher, after `timeout`): it is only a backstop.
-                    heartbeat_timeout=3 * seconds,
-                    shutdown_timeout=seconds,
-                )
+                self._service = _start_service(address, self.num_processes, seconds)
             self._client = _jax.get_distributed_runtime_client(
                 address,
                 self.process_id,
                 init_timeout=seconds,
                 shutdown_timeout=seconds,
+                # JAX's own dead-peer detection (which aborts processes) comes well after
+                # weightgen's (hosts.Watcher, after `timeout`): it is only a backstop.
                 heartbeat_timeout=3 * seconds,
                 shutdown_on_destruction=False,
                 use_compression=True,
             )
             self._client.connect()
+        except CoordinationError:
+            self.abandon()
+            raise
         except Exception as exc:  # JaxRuntimeError and friends: one line, no traceback
             self.abandon()
             raise _error(
@@ -181,20 +187,72 @@ class Session:
     # --- the end --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """A clean end, every process alive: shut the client, then the service, down."""
+        """A clean end, every process alive: shut the client down (a barrier of every
+        process), then the service."""
         try:
             self._client.shutdown()
         except Exception as exc:
+            self.abandon()
             raise _error(exc, "shutting the coordination client down") from None
-        finally:
-            if self._service is not None:
-                self._service.shutdown()
-                self._service = None
+        self._stop_service("done")
 
     def abandon(self) -> None:
-        """After a failure: drop the connection without waiting for peers that may be gone
-        (the service stops with the process)."""
-        self._client = getattr(self, "_client", None)
+        """After a failure: leave without waiting for peers that may be gone. The service
+        stays a moment longer, so that the others still reach it while they leave."""
+        self._stop_service("failed")
+
+    def _stop_service(self, how: str) -> None:
+        service, self._service = self._service, None
+        if service is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            service.stdin.write(f"{how}\n".encode())
+            service.stdin.close()
+        if how == "done":
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.wait(timeout=self.timeout)
+
+
+def _start_service(address: str, count: int, seconds: int) -> subprocess.Popen:
+    """The coordination service, in a child process of its own session (a Ctrl-C for the
+    job does not reach it); it says "ready" once it listens."""
+    port = address.rsplit(":", 1)[1]
+    service = subprocess.Popen(
+        [sys.executable, "-m", "weightgen.coordination", f"[::]:{port}", str(count), str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # the service's own logs would only repeat our messages
+        start_new_session=True,
+    )
+    line = service.stdout.readline().decode(errors="replace").strip()
+    if line != "ready":
+        service.kill()
+        raise CoordinationError(
+            f"cannot start the coordination service on port {port}: "
+            f"{line.removeprefix('error: ') or 'it exited'}"
+        )
+    return service
+
+
+def _serve(bind: str, count: int, seconds: int) -> int:
+    """The service process: listen until process 0 says how the job ended; then stay a
+    moment (a failure: the others are leaving) or longer (no word: process 0 died, and the
+    others notice within `seconds`) before leaving."""
+    from jaxlib import _jax
+
+    try:
+        service = _jax.get_distributed_runtime_service(
+            bind, count, heartbeat_timeout=3 * seconds, shutdown_timeout=seconds
+        )
+    except Exception as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else exc}", flush=True)
+        return 1
+    print("ready", flush=True)
+    word = sys.stdin.readline().strip()
+    if word != "done":
+        time.sleep(min(5, seconds) if word == "failed" else seconds + 5)
+    del service
+    os._exit(0)  # the service's own teardown may wait for clients that are gone
 
 
 def cluster_of(
@@ -232,3 +290,7 @@ def cluster_of(
             + (f" ({num_processes - 1})" if num_processes else "")
         )
     return Cluster(coordinator_address, num_processes, process_id, cluster == "auto", timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(_serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))

@@ -203,9 +203,7 @@ class Team(Solo):
         for other in range(1, self.count):
             answer = self._wait(self.key("joined", step, other), f"process {other}", self.timeout)
             if answer != b"ok":
-                raise WeightgenError(
-                    f"process {other} cannot use {opened}: {answer.decode().removeprefix('error:')}"
-                )
+                raise WeightgenError(f"process {other}: {answer.decode().removeprefix('error:')}")
 
     def ranges(self, plan: Plan, block_bytes: int) -> list[TensorRange]:
         return plan.shares(self.count, block_bytes)[self.process_id]

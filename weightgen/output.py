@@ -142,15 +142,21 @@ class Target:
             return module.Sink(self._atomic.path, entries, file_metadata(self.format))
         return module.Sink(self._atomic.file, entries, file_metadata(self.format))
 
-    def join(self, temporary: str | os.PathLike):
-        """Another writer's sink into the temporary output another process created (a
-        safetensors file or folder, laid out already): positional writes only."""
+    def join(self, name: str):
+        """Another writer's sink into the temporary output another process created beside
+        the destination (``name``: its file or folder name), laid out already: positional
+        writes only. Found through this process's own output path, so a folder that is not
+        shared (or shared under another path) is refused."""
         entries = formats.entries_of(self.plan.tensors)
-        path = Path(temporary)
+        if os.sep in name or name in ("", ".", ".."):
+            raise WeightgenError(f"internal error: {name!r} is not a temporary's name")
+        folder = os.path.dirname(self.path) or "."
+        path = Path(folder) / name
         if not path.exists():
             raise WeightgenError(
-                f"{path} is not visible here: the output folder must be shared by every "
-                "process (the same filesystem, mounted at the same path)"
+                f"the output folder {folder!r} is not shared: process 0's temporary output is "
+                "not in it here; every process must see the same folder (a shared "
+                "filesystem, mounted at the same path)"
             )
         if self.kind == "folder":
             return sharded.Sink(path, entries, file_metadata(), self.shards, create=False)

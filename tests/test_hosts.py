@@ -1,0 +1,466 @@
+"""Many hosts: real jax.distributed coordination between real processes on 127.0.0.1.
+
+Each process runs in its own session with short timeouts, and every process a test started is
+killed when it ends, so a failing test never leaves one behind or hangs. The oracle for a
+shared run is one process writing the same command: the same bytes, the same manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import weightgen
+from weightgen import atomic
+from weightgen.plan import Plan, make_tensor
+
+TIMEOUT = 4  # --distributed-timeout in these tests: seconds
+LIMIT = 120  # no process of a test may run longer
+
+SPEC = {
+    "seed": 11,
+    "tensors": {
+        "big": {"init": "normal", "shape": [3000, 4000], "stddev": 0.02},  # 48 MB: cut inside
+        "emb": {"init": "normal", "shape": [1000, 64], "zero_rows": [3], "dtype": "bfloat16"},
+        "q": {"init": "orthogonal", "shape": [96, 96]},  # whole: never cut
+        "k": {
+            "init": "he-normal",
+            "shape": [3, 3, 64, 128],
+            "dtype": "bfloat16",
+            "sample_dtype": "float32",
+        },
+        "norm": {"init": "ones", "shape": [64]},
+        "empty": {"init": "zeros", "shape": [0, 8]},
+    },
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Job:
+    """N processes of one weightgen command, each in its own session; all killed at the end."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, count: int, args, *, cwd=None, env=None, per_process=None, port=None):
+        port = port or free_port()
+        self.procs = []
+        self.started = time.monotonic()
+        for pid in range(count):
+            extra = per_process(pid) if per_process else {}
+            command = [sys.executable, "-m", "weightgen", *extra.get("args", args)]
+            if not extra.get("no_cluster_args"):
+                command += [
+                    "--coordinator-address",
+                    f"127.0.0.1:{port}",
+                    "--num-processes",
+                    str(count),
+                    "--process-id",
+                    str(pid),
+                ]
+            command += ["--distributed-timeout", str(TIMEOUT)]
+            environment = {**os.environ, "XLA_FLAGS": "", **(env or {}), **extra.get("env", {})}
+            self.procs.append(
+                subprocess.Popen(
+                    command,
+                    cwd=extra.get("cwd", cwd or self.tmp),
+                    env=environment,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    start_new_session=True,
+                )
+            )
+        return self
+
+    def wait(self) -> list[tuple[int, str, str, float]]:
+        """(exit code, stdout, stderr, seconds since start) of each process."""
+        results = []
+        for proc in self.procs:
+            try:
+                out, err = proc.communicate(
+                    timeout=max(1, LIMIT - (time.monotonic() - self.started))
+                )
+            except subprocess.TimeoutExpired:
+                self.kill()
+                out, err = proc.communicate()
+            results.append((proc.returncode, out, err, time.monotonic() - self.started))
+        return results
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def job(tmp_path):
+    running = Job(tmp_path)
+    yield running
+    running.kill()
+
+
+def run_job(job: Job, count: int, args, **kwargs):
+    """Start and wait; once more on a fresh port if the first was taken meanwhile."""
+    results = job.start(count, args, **kwargs).wait()
+    if any("address already in use" in err.lower() for _, _, err, _ in results):
+        results = job.start(count, args, **kwargs).wait()
+    return results
+
+
+def spec_file(folder: Path, document=SPEC, name="spec.json") -> Path:
+    path = folder / name
+    path.write_text(json.dumps(document))
+    return path
+
+
+def one_process(tmp_path: Path, args) -> Path:
+    """The oracle: the same command, one process, in a folder of its own."""
+    alone = tmp_path / "alone"
+    alone.mkdir(exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "weightgen", *args],
+        cwd=alone,
+        check=True,
+        capture_output=True,
+        timeout=LIMIT,
+    )
+    return alone
+
+
+def devices(pid: int) -> dict:
+    """Any number of devices per process: process i has i + 1 CPU devices."""
+    return {"env": {"XLA_FLAGS": f"--xla_force_host_platform_device_count={pid + 1}"}}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if atomic.TMP_SUFFIX in p.name)
+
+
+# --- the same result as one process ------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_a_single_file_is_byte_identical_to_one_process(tmp_path, job, count):
+    spec = spec_file(tmp_path)
+    args = ["run", str(spec), "-o", "m.safetensors", "-q"]
+    alone = one_process(tmp_path, args)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    results = run_job(job, count, [*args, "--json"], cwd=shared, per_process=devices)
+    assert all(code == 0 for code, *_ in results), [err for *_, err, _ in results]
+    for name in ("m.safetensors", "m.safetensors.manifest.json"):
+        assert (shared / name).read_bytes() == (alone / name).read_bytes(), name
+    summary = json.loads(results[0][1])
+    shares = summary["processes"]
+    assert [s["process"] for s in shares] == list(range(count))
+    assert sum(s["bytes"] for s in shares) == summary["bytes"]
+    for pid, (_, out, _, _) in list(enumerate(results))[1:]:
+        assert json.loads(out)["bytes"] == shares[pid]["bytes"]  # each reports its share
+    assert weightgen.verify(None, shared / "m.safetensors") == []
+    assert leftovers(shared) == []
+
+
+@pytest.mark.slow
+def test_a_sharded_folder_is_byte_identical_to_one_process(tmp_path, job):
+    spec = spec_file(tmp_path)
+    args = ["run", str(spec), "-o", "ckpt", "-q", "--max-shard-size", "200KB"]
+    alone = one_process(tmp_path, args)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    results = run_job(job, 3, args, cwd=shared)
+    assert all(code == 0 for code, *_ in results), [err for *_, err, _ in results]
+    names = sorted(p.name for p in (alone / "ckpt").iterdir())
+    assert len([n for n in names if n.startswith("model-")]) >= 3
+    assert names == sorted(p.name for p in (shared / "ckpt").iterdir())
+    for name in names:
+        assert (shared / "ckpt" / name).read_bytes() == (alone / "ckpt" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_an_hf_folder_is_byte_identical_to_one_process(tmp_path, job):
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "vocab_size": 4096,
+                "hidden_size": 256,
+                "intermediate_size": 512,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "pad_token_id": 0,
+            }
+        )
+    )
+    args = ["hf", str(config), "-o", "llama", "-q", "--dtype", "bfloat16"]
+    alone = one_process(tmp_path, args)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    results = run_job(job, 2, args, cwd=shared)
+    assert all(code == 0 for code, *_ in results), [err for *_, err, _ in results]
+    for name in ("config.json", "model.safetensors", "weightgen.manifest.json"):
+        assert (shared / "llama" / name).read_bytes() == (alone / "llama" / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_cluster_auto_under_a_slurm_step(tmp_path, job):
+    """JAX's own detection: SLURM's variables name the step's nodes, tasks and ranks."""
+    spec = spec_file(tmp_path)
+    args = ["run", str(spec), "-o", "m.safetensors", "-q", "--cluster", "auto"]
+    alone = one_process(tmp_path, ["run", str(spec), "-o", "m.safetensors", "-q"])
+    for attempt in range(2):  # JAX derives the port from the job id: retry once if taken
+        job_id = 100_000 + free_port()
+        port = job_id % 2**12 + (65535 - 2**12 + 1)
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                continue
+        shared = tmp_path / f"shared{attempt}"
+        shared.mkdir()
+
+        def slurm(pid, job_id=job_id):
+            env = {
+                "SLURM_JOB_ID": str(job_id),
+                "SLURM_STEP_NODELIST": "localhost",
+                "SLURM_NTASKS": "2",
+                "SLURM_PROCID": str(pid),
+                "SLURM_LOCALID": str(pid),
+            }
+            return {"env": env, "no_cluster_args": True}
+
+        results = job.start(2, args, cwd=shared, per_process=slurm).wait()
+        if all(code == 0 for code, *_ in results):
+            break
+    assert all(code == 0 for code, *_ in results), [err for *_, err, _ in results]
+    assert (shared / "m.safetensors").read_bytes() == (alone / "m.safetensors").read_bytes()
+
+
+# --- refusals before any work --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_mismatched_plans_are_refused_naming_process_and_field(tmp_path, job):
+    other = json.loads(json.dumps(SPEC))
+    other["seed"] = 12
+
+    def plans(pid):
+        spec = spec_file(tmp_path, SPEC if pid == 0 else other, f"spec{pid}.json")
+        return {"args": ["run", str(spec), "-o", "m.safetensors", "-q"]}
+
+    results = run_job(job, 3, None, per_process=plans)
+    assert all(code == 2 for code, *_ in results), [err for *_, err, _ in results]
+    assert "disagree on the plan (spec or config, seed, dtype): process 0 has" in results[0][2]
+    assert "process 1 has" in results[0][2]
+    assert all(err.count("\n") == 1 and "Traceback" not in err for _, _, err, _ in results)
+    assert not (tmp_path / "m.safetensors").exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("output", "extra"),
+    [("m.npz", []), ("m.h5", []), ("-", ["--format", "safetensors"])],
+)
+def test_formats_that_cannot_be_shared_are_refused_at_once(tmp_path, output, extra):
+    """npz, HDF5 and stdout are refused before any coordination: one process, alone, at once."""
+    command = [
+        sys.executable,
+        "-m",
+        "weightgen",
+        "run",
+        str(spec_file(tmp_path)),
+        "-o",
+        output,
+        *extra,
+        "--coordinator-address",
+        f"127.0.0.1:{free_port()}",
+        "--num-processes",
+        "2",
+        "--process-id",
+        "1",
+        "--no-manifest",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=LIMIT)
+    assert done.returncode == 2, done.stderr
+    assert "cannot be written by several processes" in done.stderr
+    assert "write safetensors instead" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
+
+
+@pytest.mark.slow
+def test_an_unshared_output_folder_is_refused(tmp_path, job):
+    """Each process sees its own folder at the same (relative) path: not shared."""
+    spec = spec_file(tmp_path)
+    folders = [tmp_path / "host0", tmp_path / "host1"]
+    for folder in folders:
+        folder.mkdir()
+    results = run_job(
+        job,
+        2,
+        ["run", str(spec), "-o", "m.safetensors"],
+        per_process=lambda pid: {"cwd": folders[pid]},
+    )
+    assert all(code != 0 for code, *_ in results)
+    assert "the output folder '.' is not shared" in results[1][2]
+    assert "process 1: the output folder '.' is not shared" in results[0][2]
+    for folder in folders:
+        assert list(folder.iterdir()) == []
+
+
+# --- failures: a peer killed or terminated mid-write ----------------------------------------
+
+BIG = {"seed": 1, "tensors": {"w": {"init": "normal", "shape": [4096, 8192]}}}  # 128 MiB
+
+
+def _mid_write(tmp_path: Path, job: Job, victim: int, how: int):
+    """Start 3 processes writing over an old file; once the temporary output exists (the
+    writing has begun), stop ``victim`` with signal ``how``."""
+    spec = spec_file(tmp_path, BIG)
+    (tmp_path / "m.safetensors").write_bytes(b"the old file")
+    # Small chunks keep the processes busy for seconds on a small tensor.
+    job.start(3, ["run", str(spec), "-o", "m.safetensors", "--force", "--chunk-size", "2048"])
+    deadline = time.monotonic() + LIMIT / 2
+    while not leftovers(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftovers(tmp_path), "the shared run never started writing"
+    time.sleep(0.5)
+    assert all(p.poll() is None for p in job.procs), "the run ended before the failure"
+    stopped = time.monotonic()
+    os.kill(job.procs[victim].pid, how)
+    results = job.wait()
+    return results, stopped - job.started
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [0, 1])
+def test_a_killed_process_stops_every_process_and_commits_nothing(tmp_path, job, victim):
+    results, killed_at = _mid_write(tmp_path, job, victim, signal.SIGKILL)
+    assert results[victim][0] == -signal.SIGKILL
+    for pid, (code, _, err, ended) in enumerate(results):
+        if pid == victim:
+            continue
+        assert code == 1, err
+        assert ended - killed_at < 2 * TIMEOUT + 3, ended - killed_at  # within the bound
+        assert err.count("\n") == 1 and "nothing was committed" in err, err
+    assert (tmp_path / "m.safetensors").read_bytes() == b"the old file"
+    if victim != 0:  # process 0 removes the temporary; if it was the one killed, the next run
+        assert leftovers(tmp_path) == []
+    else:
+        weightgen.run_spec(str(spec_file(tmp_path, BIG)), tmp_path / "next.safetensors")
+        assert leftovers(tmp_path) == []  # ...removes what the dead process left
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_process_cleanly(tmp_path, job):
+    results, _ = _mid_write(tmp_path, job, 2, signal.SIGTERM)
+    assert results[2][0] == 143 and "terminated (SIGTERM)" in results[2][2]
+    for code, _, err, _ in results[:2]:
+        assert code == 1 and "process 2 was terminated (SIGTERM); nothing was committed" in err
+    assert (tmp_path / "m.safetensors").read_bytes() == b"the old file"
+    assert leftovers(tmp_path) == []
+
+
+# --- pure pieces ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--num-processes", "2"], "go together"),
+        (
+            ["--coordinator-address", "h:1", "--num-processes", "2", "--process-id", "2"],
+            "--process-id 2: must be from 0 to --num-processes - 1 (1)",
+        ),
+        (
+            ["--coordinator-address", "nohost", "--num-processes", "2", "--process-id", "0"],
+            "expected HOST:PORT",
+        ),
+        (["--cluster", "auto", "--distributed-timeout", "0"], "positive number of seconds"),
+    ],
+)
+def test_cluster_options_are_checked(run_cli, tmp_path, args, fragment):
+    result = run_cli("zeros", "--shape", "4", "-o", str(tmp_path / "z.safetensors"), *args)
+    assert result.code == 2 and fragment in result.stderr, result.stderr
+
+
+def test_cluster_options_come_from_the_environment_too(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("WEIGHTGEN_NUM_PROCESSES", "2")
+    result = run_cli("zeros", "--shape", "4", "-o", str(tmp_path / "z.safetensors"))
+    assert result.code == 2 and "go together" in result.stderr
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.tuples(st.integers(0, 5000), st.booleans()), min_size=1, max_size=8),
+    count=st.integers(1, 7),
+    block=st.sampled_from([8, 64, 1024]),
+)
+def test_shares_cover_every_byte_once_at_block_boundaries(sizes, count, block):
+    tensors = [
+        make_tensor(
+            "orthogonal" if whole and n > 1 else "normal",
+            (n, 2) if whole and n > 1 else (n,),
+            name=f"t{i:02d}",
+        )
+        for i, (n, whole) in enumerate(sizes)
+    ]
+    plan = Plan.of(tensors)
+    shares = plan.shares(count, block)
+    assert len(shares) == count
+    covered = {i: [] for i in range(len(plan.tensors))}
+    for share in shares:
+        for r in share:
+            covered[r.index].append((r.start, r.stop))
+            assert (r.start * 4) % block == 0  # each writer hashes whole blocks
+            if not plan.tensors[r.index].init.elementwise:
+                assert (r.start, r.stop) == (0, plan.tensors[r.index].numel)
+    for index, ranges in covered.items():
+        ranges.sort()
+        position = 0
+        for start, stop in ranges:
+            assert start == position and stop > start
+            position = stop
+        assert position == plan.tensors[index].numel
+    whole = max((t.nbytes for t in plan.tensors if not t.init.elementwise), default=0)
+    fair = plan.nbytes / count
+    for share in shares:  # balanced within a block (or one whole tensor) of a fair share
+        nbytes = sum((r.stop - r.start) * 4 for r in share)
+        assert abs(nbytes - fair) <= max(block, whole) * 2 + 4
+
+
+def test_stale_temporaries_are_judged_by_host_boot_and_pid(tmp_path):
+    host, _boot = atomic.HOST_TAG.split("~")
+    dead = 2**22 + 12345  # beyond any pid this test machine hands out
+    old = time.time() - 2 * atomic.ABANDONED_AFTER
+    names = {
+        f".m.x1.{dead}@{atomic.HOST_TAG}.weightgen-tmp": ("removed", None),  # here, dead
+        f".m.x2.{os.getpid()}@{atomic.HOST_TAG}.weightgen-tmp": ("kept", None),  # here, alive
+        f".m.x3.{os.getpid()}@{host}~other.weightgen-tmp": ("removed", None),  # here, rebooted
+        f".m.x4.{dead}@elsewhere~1234.weightgen-tmp": ("kept", None),  # another host's
+        f".m.x5.{dead}@elsewhere~1234.weightgen-tmp": ("removed", old),  # ...abandoned
+        f".m.x6.{dead}.weightgen-tmp": ("removed", None),  # weightgen 0.1.0's, dead
+    }
+    for name, (_, mtime) in names.items():
+        (tmp_path / name).write_bytes(b"x")
+        if mtime:
+            os.utime(tmp_path / name, (mtime, mtime))
+    removed = atomic.clean_stale(tmp_path)
+    assert sorted(removed) == sorted(n for n, (fate, _) in names.items() if fate == "removed")

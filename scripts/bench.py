@@ -380,30 +380,24 @@ class Bench:
             )
         self.clean()
 
+    def model(self, config: Path, folder: Path) -> tuple[dict, list[str]]:
+        """The sizes of a model in bfloat16, and the command that writes it."""
+        spec = json.loads(
+            subprocess.run(
+                [*self.weightgen, "hf", config, "--spec"], check=True, capture_output=True
+            ).stdout
+        )
+        elements = sum(math.prod(t["shape"]) for t in spec["tensors"].values())
+        command = [*self.weightgen, "hf", str(config), "-o", str(folder), "--force", "-q"]
+        command += ["--dtype", "bfloat16", *self.device_args]
+        return {"nbytes": elements * 2, "elements": elements}, command
+
     def models(self) -> None:
         """Whole Hugging Face models: weightgen hf against from_config + save_pretrained."""
         config_1b = CONFIGS / "llama-3.2-1b.json"
         folder = self.work / "out-model"
-        count = json.loads(
-            subprocess.run(
-                [*self.weightgen, "hf", config_1b, "--spec"], check=True, capture_output=True
-            ).stdout
-        )
-        elements = sum(math.prod(t["shape"]) for t in count["tensors"].values())
-        sizes = {"nbytes": elements * 2, "elements": elements}
+        sizes, hf = self.model(config_1b, folder)
         case = "Llama-3.2-1B bf16"
-        hf = [
-            *self.weightgen,
-            "hf",
-            str(config_1b),
-            "-o",
-            str(folder),
-            "--force",
-            "-q",
-            "--dtype",
-            "bfloat16",
-            *self.device_args,
-        ]
         self.measure(case, "weightgen hf", hf, **sizes, env=self.warm_env)
         if have("transformers"):
             config_dir = self.work / "config-1b"
@@ -419,32 +413,13 @@ class Bench:
             self.skip(case, "transformers from_config + save_pretrained", "not installed")
         if self.args.quick:
             return
-        config_8b = CONFIGS / "llama-3-8b.json"
-        spec = json.loads(
-            subprocess.run(
-                [*self.weightgen, "hf", config_8b, "--spec"], check=True, capture_output=True
-            ).stdout
-        )
-        elements = sum(math.prod(t["shape"]) for t in spec["tensors"].values())
-        sizes = {"nbytes": elements * 2, "elements": elements}
+        sizes, hf = self.model(CONFIGS / "llama-3-8b.json", folder)
         case = "Llama-3-8B bf16"
-        hf = [
-            *self.weightgen,
-            "hf",
-            str(config_8b),
-            "-o",
-            str(folder),
-            "--force",
-            "-q",
-            "--dtype",
-            "bfloat16",
-            *self.device_args,
-        ]
         self.measure(case, "weightgen hf", hf, **sizes, env=self.warm_env, repeat=1, note="1 run")
         self.measure(
             case,
             "floor: disk write + fdatasync",
-            self.script("disk", elements * 2, self.work / "out.bin"),
+            self.script("disk", sizes["nbytes"], self.work / "out.bin"),
             **sizes,
             repeat=1,
             note="1 run",

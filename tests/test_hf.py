@@ -38,6 +38,15 @@ SMALL = {  # sizes every decoder family shares: big enough for statistics, small
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
+BERT = {
+    "model_type": "bert",
+    "vocab_size": 512,
+    "hidden_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 192,
+    "max_position_embeddings": 64,
+}
 TINY: dict[str, dict] = {
     "llama": {"model_type": "llama", **SMALL, "pad_token_id": 3},
     "llama-tied-bias": {
@@ -63,34 +72,10 @@ TINY: dict[str, dict] = {
         "n_head": 4,
         "n_positions": 64,
     },
-    "bert-base": {
-        "model_type": "bert",
-        "vocab_size": 512,
-        "hidden_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 192,
-        "max_position_embeddings": 64,
-        "architectures": ["BertModel"],
-    },
-    "bert-mlm": {
-        "model_type": "bert",
-        "vocab_size": 512,
-        "hidden_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 192,
-        "max_position_embeddings": 64,
-        "architectures": ["BertForMaskedLM"],
-    },
+    "bert-base": {**BERT, "architectures": ["BertModel"]},
+    "bert-mlm": {**BERT, "architectures": ["BertForMaskedLM"]},
     "bert-pretraining-untied": {
-        "model_type": "bert",
-        "vocab_size": 512,
-        "hidden_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 192,
-        "max_position_embeddings": 64,
+        **BERT,
         "architectures": ["BertForPreTraining"],
         "tie_word_embeddings": False,
     },

@@ -19,6 +19,7 @@ from .api import (
     write_model,
     write_parsed,
 )
+from .coordination import Cluster
 from .errors import (
     FileFormatError,
     GenerationError,
@@ -33,6 +34,7 @@ from .stats import inspect_file
 from .version import __version__
 
 __all__ = [
+    "Cluster",
     "FileFormatError",
     "GenerationError",
     "HashMismatchError",

@@ -1,6 +1,7 @@
 """The parts most decoder families share (transformers' Llama layout), as data to compose:
 ``model.embed_tokens``, ``model.layers.{i}.self_attn.{q,k,v,o}_proj``, a gated MLP, per-layer
-norms, ``model.norm`` and an untied ``lm_head``. Families pass their own defaults and rules.
+norms, ``model.norm`` and an untied ``lm_head``; ``decoder`` puts them together with a
+family's differences as options. Families pass their own defaults and rules.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from .family import EMBEDDING, NORMAL, ZEROS, Config, Field, Rule, Tensor
 ATTN = "model.layers.{i}.self_attn."
 MLP = "model.layers.{i}.mlp."
 Flag = Callable[[Config], bool]
+ATTENTION_BIAS: Flag = lambda c: c.attention_bias  # noqa: E731 - the common bias flag
 
 
 def q_width(c: Config) -> int:
@@ -116,7 +118,7 @@ def layer_norms(rule: Rule, *names: str) -> tuple[Tensor, ...]:
     )
 
 
-def qk_norms(rule: Rule, *, per_head: bool) -> tuple[Tensor, ...]:
+def qk_norm_tensors(rule: Rule, *, per_head: bool) -> tuple[Tensor, ...]:
     """q_norm and k_norm: [head_dim] (qwen3, gemma3) or the full width (olmo2)."""
     if per_head:
         return (
@@ -143,4 +145,29 @@ def lm_head() -> tuple[Tensor, ...]:
             NORMAL,
             when=lambda c: not c.tie_word_embeddings,
         ),
+    )
+
+
+def decoder(
+    norm: Rule,
+    *,
+    qkv_bias: Flag | None = None,
+    o_bias: Flag | None = None,
+    mlp_bias: Flag | None = None,
+    qk_norms: str | None = None,
+    norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm"),
+    mlp: tuple[Tensor, ...] | None = None,
+) -> tuple[Tensor, ...]:
+    """The Llama layout, with a family's differences as options: the norms' rule (ones, or
+    zeros where they compute x * (1 + w)), which biases exist, q/k norms per head
+    (``"head"``) or over the projection width (``"width"``), the per-layer norms, and the
+    MLP (default: a gated MLP)."""
+    return (
+        *embedding(),
+        *attention(qkv_bias=qkv_bias, o_bias=o_bias),
+        *(qk_norm_tensors(norm, per_head=qk_norms == "head") if qk_norms else ()),
+        *(mlp if mlp is not None else gated_mlp(bias=mlp_bias)),
+        *layer_norms(norm, *norms),
+        *final_norm(norm),
+        *lm_head(),
     )

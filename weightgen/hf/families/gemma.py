@@ -1,23 +1,14 @@
 """Gemma (GemmaForCausalLM): RMSNorms compute x * (1 + w), so transformers initialises
 their weights to zero; embeddings tied by default; pad_token_id 0; head_dim 256."""
 
-from ..blocks import (
-    KV_HEADS_DIVIDE_HEADS,
-    attention,
-    decoder_fields,
-    embedding,
-    final_norm,
-    gated_mlp,
-    layer_norms,
-    lm_head,
-)
+from .. import blocks
 from ..family import ZEROS, Family, Field, Head
 
 FAMILY = Family(
     model_type="gemma",
     heads=(Head("causal-lm", "GemmaForCausalLM"),),
     fields=(
-        *decoder_fields(
+        *blocks.decoder_fields(
             vocab=256000,
             hidden=3072,
             intermediate=24576,
@@ -30,14 +21,7 @@ FAMILY = Family(
         ),
         Field("attention_bias", False, "bool"),
     ),
-    checks=(KV_HEADS_DIVIDE_HEADS,),
-    tensors=(
-        *embedding(),
-        *attention(qkv_bias=lambda c: c.attention_bias, o_bias=lambda c: c.attention_bias),
-        *gated_mlp(),
-        *layer_norms(ZEROS, "input_layernorm", "post_attention_layernorm"),
-        *final_norm(ZEROS),
-        *lm_head(),
-    ),
+    checks=(blocks.KV_HEADS_DIVIDE_HEADS,),
+    tensors=blocks.decoder(ZEROS, qkv_bias=blocks.ATTENTION_BIAS, o_bias=blocks.ATTENTION_BIAS),
     rules="norms **zeros** (x * (1 + w)); biases (attention_bias) zeros",
 )

@@ -1,17 +1,7 @@
 """Gemma 2 (Gemma2ForCausalLM): Gemma's layout with norms before and after the MLP too
 (four per layer, all zero-initialised)."""
 
-from ..blocks import (
-    HEADS_DIVIDE_HIDDEN,
-    KV_HEADS_DIVIDE_HEADS,
-    attention,
-    decoder_fields,
-    embedding,
-    final_norm,
-    gated_mlp,
-    layer_norms,
-    lm_head,
-)
+from .. import blocks
 from ..family import ZEROS, Family, Field, Head
 
 NORMS = (
@@ -25,7 +15,7 @@ FAMILY = Family(
     model_type="gemma2",
     heads=(Head("causal-lm", "Gemma2ForCausalLM"),),
     fields=(
-        *decoder_fields(
+        *blocks.decoder_fields(
             vocab=256000,
             hidden=2304,
             intermediate=9216,
@@ -38,14 +28,9 @@ FAMILY = Family(
         ),
         Field("attention_bias", False, "bool"),
     ),
-    checks=(HEADS_DIVIDE_HIDDEN, KV_HEADS_DIVIDE_HEADS),
-    tensors=(
-        *embedding(),
-        *attention(qkv_bias=lambda c: c.attention_bias, o_bias=lambda c: c.attention_bias),
-        *gated_mlp(),
-        *layer_norms(ZEROS, *NORMS),
-        *final_norm(ZEROS),
-        *lm_head(),
+    checks=(blocks.HEADS_DIVIDE_HIDDEN, blocks.KV_HEADS_DIVIDE_HEADS),
+    tensors=blocks.decoder(
+        ZEROS, qkv_bias=blocks.ATTENTION_BIAS, o_bias=blocks.ATTENTION_BIAS, norms=NORMS
     ),
     rules="norms **zeros** (x * (1 + w)); biases (attention_bias) zeros",
 )

@@ -2,15 +2,7 @@
 (block_sparse_moe.gate) and num_local_experts experts (w1, w3 [I, H]; w2 [H, I]), written one
 tensor per expert, as save_pretrained writes them in 4.x and 5.x alike."""
 
-from ..blocks import (
-    KV_HEADS_DIVIDE_HEADS,
-    attention,
-    decoder_fields,
-    embedding,
-    final_norm,
-    layer_norms,
-    lm_head,
-)
+from .. import blocks
 from ..family import NORMAL, ONES, Family, Field, Head, Tensor
 
 MOE = "model.layers.{i}.block_sparse_moe."
@@ -20,14 +12,14 @@ FAMILY = Family(
     model_type="mixtral",
     heads=(Head("causal-lm", "MixtralForCausalLM"),),
     fields=(
-        *decoder_fields(
+        *blocks.decoder_fields(
             vocab=32000, hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8
         ),
         Field("num_local_experts", 8, high=100_000),
         Field("num_experts_per_tok", 2, high=100_000),
     ),
     checks=(
-        KV_HEADS_DIVIDE_HEADS,
+        blocks.KV_HEADS_DIVIDE_HEADS,
         (
             lambda c: c.num_experts_per_tok <= c.num_local_experts,
             "num_experts_per_tok {num_experts_per_tok} exceeds num_local_experts "
@@ -35,16 +27,14 @@ FAMILY = Family(
         ),
     ),
     experts="num_local_experts",
-    tensors=(
-        *embedding(),
-        *attention(),
-        Tensor(MOE + "gate.weight", lambda c: (c.num_local_experts, c.hidden_size), NORMAL),
-        Tensor(EXPERT + "w1.weight", lambda c: (c.intermediate_size, c.hidden_size), NORMAL),
-        Tensor(EXPERT + "w2.weight", lambda c: (c.hidden_size, c.intermediate_size), NORMAL),
-        Tensor(EXPERT + "w3.weight", lambda c: (c.intermediate_size, c.hidden_size), NORMAL),
-        *layer_norms(ONES, "input_layernorm", "post_attention_layernorm"),
-        *final_norm(ONES),
-        *lm_head(),
+    tensors=blocks.decoder(
+        ONES,
+        mlp=(
+            Tensor(MOE + "gate.weight", lambda c: (c.num_local_experts, c.hidden_size), NORMAL),
+            Tensor(EXPERT + "w1.weight", lambda c: (c.intermediate_size, c.hidden_size), NORMAL),
+            Tensor(EXPERT + "w2.weight", lambda c: (c.hidden_size, c.intermediate_size), NORMAL),
+            Tensor(EXPERT + "w3.weight", lambda c: (c.intermediate_size, c.hidden_size), NORMAL),
+        ),
     ),
     rules="norms ones; router and experts normal; no biases",
 )

@@ -1,24 +1,14 @@
 """Phi-3 (Phi3ForCausalLM): q, k and v fused in qkv_proj, gate and up fused in gate_up_proj;
 no biases."""
 
-from ..blocks import (
-    ATTN,
-    KV_HEADS_DIVIDE_HEADS,
-    MLP,
-    decoder_fields,
-    embedding,
-    final_norm,
-    kv_width,
-    layer_norms,
-    lm_head,
-    q_width,
-)
+from .. import blocks
+from ..blocks import ATTN, MLP, kv_width, q_width
 from ..family import NORMAL, ONES, Family, Head, Tensor
 
 FAMILY = Family(
     model_type="phi3",
     heads=(Head("causal-lm", "Phi3ForCausalLM"),),
-    fields=decoder_fields(
+    fields=blocks.decoder_fields(
         vocab=32064,
         hidden=3072,
         intermediate=8192,
@@ -27,9 +17,9 @@ FAMILY = Family(
         kv_heads=None,
         pad=32000,
     ),
-    checks=(KV_HEADS_DIVIDE_HEADS,),
+    checks=(blocks.KV_HEADS_DIVIDE_HEADS,),
     tensors=(
-        *embedding(),
+        *blocks.embedding(),
         Tensor(
             ATTN + "qkv_proj.weight",
             lambda c: (q_width(c) + 2 * kv_width(c), c.hidden_size),
@@ -40,9 +30,9 @@ FAMILY = Family(
             MLP + "gate_up_proj.weight", lambda c: (2 * c.intermediate_size, c.hidden_size), NORMAL
         ),
         Tensor(MLP + "down_proj.weight", lambda c: (c.hidden_size, c.intermediate_size), NORMAL),
-        *layer_norms(ONES, "input_layernorm", "post_attention_layernorm"),
-        *final_norm(ONES),
-        *lm_head(),
+        *blocks.layer_norms(ONES, "input_layernorm", "post_attention_layernorm"),
+        *blocks.final_norm(ONES),
+        *blocks.lm_head(),
     ),
     rules="norms ones; no biases",
 )

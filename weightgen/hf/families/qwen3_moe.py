@@ -2,18 +2,7 @@
 num_experts experts of moe_intermediate_size, one tensor per expert) unless it is in
 mlp_only_layers or (i + 1) is not a multiple of decoder_sparse_step, then a dense MLP."""
 
-from ..blocks import (
-    KV_HEADS_DIVIDE_HEADS,
-    MLP,
-    attention,
-    decoder_fields,
-    embedding,
-    final_norm,
-    gated_mlp,
-    layer_norms,
-    lm_head,
-    qk_norms,
-)
+from .. import blocks
 from ..family import NORMAL, ONES, Family, Field, Head, Tensor
 
 
@@ -29,7 +18,7 @@ FAMILY = Family(
     model_type="qwen3_moe",
     heads=(Head("causal-lm", "Qwen3MoeForCausalLM"),),
     fields=(
-        *decoder_fields(
+        *blocks.decoder_fields(
             vocab=151936, hidden=2048, intermediate=6144, layers=24, heads=32, kv_heads=4
         ),
         Field("attention_bias", False, "bool"),
@@ -42,25 +31,30 @@ FAMILY = Family(
         Field("mlp_only_layers", [], "ints"),
     ),
     checks=(
-        KV_HEADS_DIVIDE_HEADS,
+        blocks.KV_HEADS_DIVIDE_HEADS,
         (
             lambda c: c.num_experts_per_tok <= c.num_experts,
             "num_experts_per_tok {num_experts_per_tok} exceeds num_experts {num_experts}",
         ),
     ),
     experts="num_experts",
-    tensors=(
-        *embedding(),
-        *attention(qkv_bias=lambda c: c.attention_bias, o_bias=lambda c: c.attention_bias),
-        *qk_norms(ONES, per_head=True),
-        Tensor(
-            MLP + "gate.weight", lambda c: (c.num_experts, c.hidden_size), NORMAL, layer_when=sparse
+    tensors=blocks.decoder(
+        ONES,
+        qkv_bias=blocks.ATTENTION_BIAS,
+        o_bias=blocks.ATTENTION_BIAS,
+        qk_norms="head",
+        mlp=(
+            Tensor(
+                blocks.MLP + "gate.weight",
+                lambda c: (c.num_experts, c.hidden_size),
+                NORMAL,
+                layer_when=sparse,
+            ),
+            *blocks.gated_mlp(
+                blocks.MLP + "experts.{e}.", width="moe_intermediate_size", layer_when=sparse
+            ),
+            *blocks.gated_mlp(layer_when=dense),
         ),
-        *gated_mlp(MLP + "experts.{e}.", width="moe_intermediate_size", layer_when=sparse),
-        *gated_mlp(layer_when=dense),
-        *layer_norms(ONES, "input_layernorm", "post_attention_layernorm"),
-        *final_norm(ONES),
-        *lm_head(),
     ),
     rules="norms (q_norm, k_norm too) ones; router and experts normal; biases zeros",
 )

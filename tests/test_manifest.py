@@ -376,3 +376,19 @@ def test_manifest_written_beside_output_by_default(run_cli, tmp_path):
     none = tmp_path / "n.npz"
     assert run_cli("run", _spec_file(tmp_path), "-o", str(none), "-q", "--no-manifest").code == 0
     assert not (tmp_path / "n.npz.manifest.json").exists()
+
+
+def test_verify_takes_the_manifest_alone(run_cli, tmp_path):
+    out = tmp_path / "m.safetensors"
+    assert run_cli("run", _spec_file(tmp_path), "-o", str(out), "-q").code == 0
+    assert run_cli("verify", str(out) + ".manifest.json").code == 0
+    folder = tmp_path / "ckpt"
+    assert (
+        run_cli(
+            "run", _spec_file(tmp_path), "-o", str(folder), "-q", "--max-shard-size", "8KB"
+        ).code
+        == 0
+    )
+    assert run_cli("verify", str(folder / "weightgen.manifest.json")).code == 0
+    missing = run_cli("verify", str(tmp_path))
+    assert missing.code == 2 and "holds no weightgen.manifest.json" in missing.stderr

@@ -20,6 +20,7 @@ from .dtypes import DTYPE_NAMES
 from .errors import WeightgenError
 from .hf import FAMILIES
 from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
+from .manifest import FOLDER_MANIFEST
 from .version import __version__
 
 EPILOG_FORMATS = "Formats: .safetensors, .npz, .h5/.hdf5 (from the suffix, or --format)."
@@ -571,10 +572,11 @@ def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> N
 
     PATH is a file (any format), a checkpoint folder or its index file. MANIFEST defaults
     to the one a folder holds (weightgen.manifest.json), or the one beside a file
-    (PATH.manifest.json). Every file is read once, on several threads, never loaded whole.
-    Reports tensors that differ (and the first differing block, as a byte range of the
-    tensor's data), are missing or extra, change shape or dtype, and any change outside the
-    tensors' data (a header, the metadata, config.json).
+    (PATH.manifest.json); a manifest given alone checks the output it sits beside (or in).
+    Every file is read once, on several threads, never loaded whole. Reports tensors that
+    differ (and the first differing block, as a byte range of the tensor's data), are
+    missing or extra, change shape or dtype, and any change outside the tensors' data (a
+    header, the metadata, config.json).
 
     Example:
 
@@ -588,6 +590,10 @@ def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> N
     if len(paths) > 2:
         raise click.UsageError("expected PATH, or MANIFEST then PATH")
     manifest, path = (None, paths[0]) if len(paths) == 1 else paths
+    if manifest is None and path.endswith(".manifest.json"):  # the manifest alone: its output
+        manifest = path
+        folder_manifest = os.path.basename(path) == FOLDER_MANIFEST
+        path = os.path.dirname(path) or "." if folder_manifest else path[: -len(".manifest.json")]
     manifest = api.find_manifest(manifest, path)
     problems = api.verify(manifest, path, jobs=jobs)
     if as_json:

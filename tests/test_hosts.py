@@ -121,7 +121,7 @@ def job(tmp_path):
 def run_job(job: Job, count: int, args, **kwargs):
     """Start and wait; once more on a fresh port if the first was taken meanwhile."""
     results = job.start(count, args, **kwargs).wait()
-    if any("address already in use" in err.lower() for _, _, err, _ in results):
+    if any("cannot start the coordination service" in err for _, _, err, _ in results):
         results = job.start(count, args, **kwargs).wait()
     return results
 
@@ -464,3 +464,24 @@ def test_stale_temporaries_are_judged_by_host_boot_and_pid(tmp_path):
             os.utime(tmp_path / name, (mtime, mtime))
     removed = atomic.clean_stale(tmp_path)
     assert sorted(removed) == sorted(n for n, (fate, _) in names.items() if fate == "removed")
+
+
+@pytest.mark.slow
+def test_a_missing_process_stops_start_up_within_the_timeout(tmp_path, job):
+    spec = spec_file(tmp_path)
+    job.start(2, ["run", str(spec), "-o", "m.safetensors", "-q"])
+    os.killpg(job.procs[1].pid, signal.SIGKILL)  # process 1 never joins
+    code, _, err, seconds = job.wait()[0]
+    assert code == 1 and seconds < 2 * TIMEOUT + 10, (seconds, err)
+    assert "process 0 of 2 could not join the job" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
+
+
+@pytest.mark.slow
+def test_an_existing_destination_is_refused_by_every_process(tmp_path, job):
+    spec = spec_file(tmp_path)
+    (tmp_path / "m.safetensors").write_bytes(b"mine")
+    results = run_job(job, 2, ["run", str(spec), "-o", "m.safetensors", "-q"])
+    for code, _, err, _ in results:
+        assert code == 1 and "exists; pass --force to replace it" in err, err
+    assert (tmp_path / "m.safetensors").read_bytes() == b"mine"

@@ -521,7 +521,7 @@ def test_names_round_trip_or_fail_before_io(tmp_path_factory, name):
 def test_positional_writer_puts_every_byte_where_asked(tmp_path_factory, cuts, order, chunk, mode):
     """Streams (writes that continue one another) and jumps, of any sizes and alignments,
     land exactly, whether direct I/O works, is unavailable, or is refused midway."""
-    from weightgen import atomic
+    from weightgen import writes
 
     path = tmp_path_factory.mktemp("pw") / "f"
     size = 2**20
@@ -532,9 +532,9 @@ def test_positional_writer_puts_every_byte_where_asked(tmp_path_factory, cuts, o
     rng = np.random.default_rng(len(layout) * 7919 + chunk)
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     os.ftruncate(fd, size)
-    real_pwrite, real_block = os.pwrite, atomic.DIRECT_BLOCK
-    atomic.DIRECT_BLOCK = 1 << 16  # many full blocks in a small file
-    writer = atomic.PositionalWriter(fd, None if mode == "no-direct" else path)
+    real_pwrite, real_block = os.pwrite, writes.DIRECT_BLOCK
+    writes.DIRECT_BLOCK = 1 << 16  # many full blocks in a small file
+    writer = writes.PositionalWriter(fd, None if mode == "no-direct" else path)
     assert (writer._direct is None) == (mode == "no-direct")  # tmp_path takes O_DIRECT here
     if mode == "einval" and writer._direct is not None:
         direct = writer._direct
@@ -553,6 +553,6 @@ def test_positional_writer_puts_every_byte_where_asked(tmp_path_factory, cuts, o
                 writer.write(start + at, data[at : at + chunk])
         writer.close()
     finally:
-        os.pwrite, atomic.DIRECT_BLOCK = real_pwrite, real_block
+        os.pwrite, writes.DIRECT_BLOCK = real_pwrite, real_block
         os.close(fd)
     assert path.read_bytes() == bytes(expected)

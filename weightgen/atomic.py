@@ -12,7 +12,6 @@ import ctypes
 import errno
 import hashlib
 import io
-import mmap
 import os
 import shutil
 import socket
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 from .errors import InsufficientSpaceError, OutputExistsError, UsageError, WeightgenError
+from .writes import Writeback
 
 TMP_SUFFIX = ".weightgen-tmp"
 # A folder that holds one of these is a checkpoint folder, which --force may replace.
@@ -193,153 +193,6 @@ def check_destination(
             "choose another folder or free some space"
         )
     return path
-
-
-def _sync_file_range():
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-    return function
-
-
-_SYNC_FILE_RANGE = _sync_file_range()  # Linux only; None elsewhere
-_SYNC_FILE_RANGE_WRITE = 2
-_WRITEBACK_EVERY = 64 << 20
-
-
-def pwrite_all(fd: int, data, offset: int) -> None:
-    """``os.pwrite`` until every byte is written: a short write (a file-size limit, a
-    signal) is completed, or its error raised, never silently cut."""
-    view = memoryview(data).cast("B")
-    done = 0
-    while done < len(view):
-        written = os.pwrite(fd, view[done:], offset + done)
-        if not written:
-            raise OSError(errno.EIO, "write made no progress")
-        done += written
-
-
-class Writeback:
-    """Asks the kernel to start writing a file's data out as it is written.
-
-    Without this, a GiB sits dirty in the page cache until the commit's fsync, which then
-    waits for the whole disk write; started early, the disk works while chunks are generated
-    and the final fsync finds little left to do. Tracks the span written since the last
-    request (sequential writers make it exact; others just start a little more early).
-    """
-
-    def __init__(self, fd: int):
-        self._fd = fd
-        self._low: int | None = None
-        self._high = 0
-
-    def wrote(self, offset: int, nbytes: int) -> None:
-        if _SYNC_FILE_RANGE is None:
-            return
-        self._low = offset if self._low is None else min(self._low, offset)
-        self._high = max(self._high, offset + nbytes)
-        if self._high - self._low >= _WRITEBACK_EVERY:
-            _SYNC_FILE_RANGE(self._fd, self._low, self._high - self._low, _SYNC_FILE_RANGE_WRITE)
-            self._low = None
-            self._high = 0
-
-
-DIRECT_ALIGN = 4096  # O_DIRECT's alignment: every common logical block size divides it
-DIRECT_BLOCK = 8 << 20  # bytes staged per direct write
-
-
-class PositionalWriter:
-    """Positional writes to one file, sent to the disk in large aligned blocks with O_DIRECT
-    where the filesystem takes it, through the page cache otherwise.
-
-    Weights are incompressible: measured on the project's machine, 2.5 GB of them cost 2 to
-    6 s of system time through the page cache and 0.1 to 0.3 s with O_DIRECT, time taken
-    from the cores that generate. Writes that continue where the last one ended form a
-    stream: its bytes are staged in an aligned buffer and written in DIRECT_BLOCK blocks; its
-    unaligned head and tail (a few KiB, shared with a neighbouring writer's range) go through
-    the page cache. Ranges written by different writers never share an aligned page, so
-    direct and cached writes never overlap. Any refusal (EINVAL: tmpfs, some FUSE or network
-    filesystems, an alignment the device wants larger) falls back to the page cache.
-    """
-
-    def __init__(self, fd: int, path: str | os.PathLike | None = None):
-        self._fd = fd
-        self._writeback = Writeback(fd)
-        self._direct: int | None = None
-        if path is not None and hasattr(os, "O_DIRECT"):
-            with contextlib.suppress(OSError):
-                self._direct = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
-        self._stage = mmap.mmap(-1, DIRECT_BLOCK) if self._direct is not None else None
-        self._next: int | None = None  # the offset a write must start at to continue the stream
-        self._base = 0  # the file offset of the stage's first byte (aligned)
-        self._fill = 0
-
-    def write(self, offset: int, data) -> None:
-        view = memoryview(data).cast("B")
-        end = offset + len(view)
-        if self._direct is None:
-            pwrite_all(self._fd, view, offset)
-            self._writeback.wrote(offset, len(view))
-            return
-        if offset != self._next:  # a new stream (the staged one is written out first)
-            self._end_stream()
-            self._base = offset
-        if not self._fill and self._base % DIRECT_ALIGN:  # the stream's unaligned head
-            head = min(len(view), -self._base % DIRECT_ALIGN)
-            pwrite_all(self._fd, view[:head], self._base)
-            self._base += head
-            view = view[head:]
-        while len(view):  # staged from an aligned offset on
-            take = min(len(view), DIRECT_BLOCK - self._fill)
-            self._stage[self._fill : self._fill + take] = view[:take]
-            self._fill += take
-            view = view[take:]
-            if self._fill == DIRECT_BLOCK:
-                self._flush(DIRECT_BLOCK)
-        self._next = end
-
-    def _flush(self, nbytes: int) -> None:
-        """Write the stage's first ``nbytes`` (aligned) directly, then keep the rest."""
-        if self._direct is not None:
-            try:
-                pwrite_all(self._direct, memoryview(self._stage)[:nbytes], self._base)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:
-                    raise
-                self._close_direct()  # not for this file: the page cache from here on
-        if self._direct is None:
-            pwrite_all(self._fd, memoryview(self._stage)[:nbytes], self._base)
-        rest = self._fill - nbytes
-        if rest:
-            self._stage.move(0, nbytes, rest)
-        self._base += nbytes
-        self._fill = rest
-
-    def _end_stream(self) -> None:
-        if self._fill:
-            self._flush(self._fill // DIRECT_ALIGN * DIRECT_ALIGN)
-        if self._fill:  # the unaligned tail
-            pwrite_all(self._fd, memoryview(self._stage)[: self._fill], self._base)
-            self._fill = 0
-        self._next = None
-
-    def _close_direct(self) -> None:
-        if self._direct is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._direct)
-            self._direct = None
-
-    def close(self) -> None:
-        """Write what is staged and fsync; the caller closes its own descriptor."""
-        if self._stage is not None:
-            self._end_stream()
-        self._close_direct()
-        os.fsync(self._fd)
-
-    def abort(self) -> None:
-        self._close_direct()
 
 
 class _WritebackFile(io.FileIO):

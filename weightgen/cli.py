@@ -708,7 +708,7 @@ def _fmt_stat(value) -> str:
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"weightgen: error: {message}", err=True)
-    from .hosts import ABANDONED
+    from .coordination import ABANDONED
 
     if ABANDONED.is_set():  # a failed shared run: leave now, without waiting for peers
         sys.stdout.flush()

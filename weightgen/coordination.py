@@ -8,7 +8,7 @@ runs the service inside process 0, so that process 0's death takes it down and e
 client aborts at once (a C++ fatal error and a stack trace, measured with jax 0.10.2); its
 client waits minutes on shutdown and aborts when the service reports a dead peer; and it
 starts JAX's preemption service, which swallows SIGTERM. weightgen starts the same service
-in a small child process of process 0 (``python -m weightgen.coordination``), which outlives
+in a small child process of process 0 (``_SERVICE``: jaxlib alone), which outlives
 process 0 long enough for the others to notice its death and leave cleanly, and the same
 client with its own timeouts; it notices a dead peer itself (hosts.Watcher) well before the
 service would. ``--cluster auto`` uses JAX's own cluster detection. The backend is left
@@ -21,12 +21,16 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
 from .errors import UsageError, WeightgenError
 
 CHECKED_WITH = "0.10.2"
+# Set when a session ended in failure: the process should then end at once (os._exit),
+# since tearing the coordination client down normally waits for peers that may be gone.
+ABANDONED = threading.Event()
 PART_BYTES = 1 << 20  # values larger than this are stored in parts (gRPC caps a message)
 
 
@@ -90,9 +94,6 @@ class Session:
     """One process's connection to the job; process 0 also starts the service."""
 
     def __init__(self, cluster: Cluster):
-        # Through jax, not jaxlib alone: importing jax quiets the C++ client's INFO logs.
-        from jax._src.lib import _jax
-
         self.process_id = cluster.process_id
         self.num_processes = cluster.num_processes
         self.timeout = cluster.timeout
@@ -101,32 +102,57 @@ class Session:
         seconds = max(1, int(cluster.timeout))
         self._service: subprocess.Popen | None = None
         self._client = None
-        try:
-            if self.process_id == 0:
-                self._service = _start_service(address, self.num_processes, seconds)
-            self._client = _jax.get_distributed_runtime_client(
-                address,
-                self.process_id,
-                init_timeout=seconds,
-                shutdown_timeout=seconds,
-                # JAX's own dead-peer detection (which aborts processes) comes well after
-                # weightgen's (hosts.Watcher, after `timeout`): it is only a backstop.
-                heartbeat_timeout=3 * seconds,
-                shutdown_on_destruction=False,
-                use_compression=True,
-            )
-            self._client.connect()
-        except CoordinationError:
+        if self.process_id == 0:  # first: it starts while this process imports JAX
+            self._service = _start_service(address, self.num_processes, seconds)
+        # Through jax, not jaxlib alone: importing jax quiets the C++ client's INFO logs.
+        from jax._src.lib import _jax
+
+        self._client = _jax.get_distributed_runtime_client(
+            address,
+            self.process_id,
+            # The client aborts the process when its own start-up deadline passes: so it
+            # waits ten times longer than this process does (below), and never gets there.
+            init_timeout=10 * seconds,
+            shutdown_timeout=seconds,
+            # JAX's own dead-peer detection (which aborts processes too) comes well after
+            # weightgen's (hosts.Watcher, after `timeout`): it is only a backstop.
+            heartbeat_timeout=3 * seconds,
+            shutdown_on_destruction=False,
+            use_compression=True,
+        )
+        self._connect(address, seconds)
+
+    def _connect(self, address: str, seconds: int) -> None:
+        """Join the job (every process must), waiting at most ``seconds``; on a thread, so
+        that giving up is a clean error rather than the client's abort."""
+        failure: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                self._client.connect()
+            except BaseException as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=connect, name="weightgen-connect", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + seconds
+        while thread.is_alive() and time.monotonic() < deadline:
+            thread.join(0.05)
+            reason = _service_error(self._service)
+            if reason is not None:
+                self.abandon()
+                raise CoordinationError(
+                    f"cannot start the coordination service on port "
+                    f"{address.rsplit(':', 1)[1]}: {reason}"
+                )
+        if thread.is_alive() or failure:
             self.abandon()
-            raise
-        except Exception as exc:  # JaxRuntimeError and friends: one line, no traceback
-            self.abandon()
-            raise _error(
-                exc,
+            detail = f": {str(failure[0]).splitlines()[0]}" if failure else ""
+            raise CoordinationError(
                 f"process {self.process_id} of {self.num_processes} could not join the job at "
                 f"{address} within {seconds} s (are all processes started, with the same "
-                "--coordinator-address and --num-processes?)",
-            ) from None
+                f"--coordinator-address and --num-processes?){detail}"
+            )
 
     # --- the key-value store ---------------------------------------------------------------
 
@@ -198,7 +224,9 @@ class Session:
 
     def abandon(self) -> None:
         """After a failure: leave without waiting for peers that may be gone. The service
-        stays a moment longer, so that the others still reach it while they leave."""
+        stays a moment longer, so that the others still reach it while they leave. The
+        process should end soon (ABANDONED): JAX's client aborts it later otherwise."""
+        ABANDONED.set()
         self._stop_service("failed")
 
     def _stop_service(self, how: str) -> None:
@@ -208,51 +236,50 @@ class Session:
         with contextlib.suppress(OSError, ValueError):
             service.stdin.write(f"{how}\n".encode())
             service.stdin.close()
-        if how == "done":
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                service.wait(timeout=self.timeout)
+
+
+# The service process (``python -c``, importing jaxlib alone: it starts in a fifth of a
+# second): it listens until process 0 says how the job ended, then stays a moment (the others
+# are closing their clients, or leaving after a failure) or longer (no word: process 0 died,
+# and the others notice within `seconds`) before leaving, without the service's own teardown
+# (it may wait for clients that are gone).
+_SERVICE = """
+import os, sys, time
+from jaxlib import _jax
+bind, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    service = _jax.get_distributed_runtime_service(
+        bind, count, heartbeat_timeout=3 * seconds, shutdown_timeout=seconds)
+except Exception as exc:
+    print("error: " + (str(exc).splitlines() or [repr(exc)])[0], flush=True)
+    sys.exit(1)
+print("ready", flush=True)
+word = sys.stdin.readline().strip()
+# Done: the others are closing their clients (a client that loses the service aborts).
+time.sleep({"done": 2, "failed": min(5, seconds)}.get(word, seconds + 5))
+os._exit(0)
+"""
 
 
 def _start_service(address: str, count: int, seconds: int) -> subprocess.Popen:
-    """The coordination service, in a child process of its own session (a Ctrl-C for the
-    job does not reach it); it says "ready" once it listens."""
+    """Start the coordination service in a child process of its own session (a Ctrl-C for
+    the job does not reach it); the clients wait for it to listen (``connect``)."""
     port = address.rsplit(":", 1)[1]
-    service = subprocess.Popen(
-        [sys.executable, "-m", "weightgen.coordination", f"[::]:{port}", str(count), str(seconds)],
+    return subprocess.Popen(
+        [sys.executable, "-c", _SERVICE, f"[::]:{port}", str(count), str(seconds)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,  # the service's own logs would only repeat our messages
         start_new_session=True,
     )
+
+
+def _service_error(service: subprocess.Popen | None) -> str | None:
+    """Why the service process ended, if it did (it could not listen: a port in use)."""
+    if service is None or service.poll() is None:
+        return None
     line = service.stdout.readline().decode(errors="replace").strip()
-    if line != "ready":
-        service.kill()
-        raise CoordinationError(
-            f"cannot start the coordination service on port {port}: "
-            f"{line.removeprefix('error: ') or 'it exited'}"
-        )
-    return service
-
-
-def _serve(bind: str, count: int, seconds: int) -> int:
-    """The service process: listen until process 0 says how the job ended; then stay a
-    moment (a failure: the others are leaving) or longer (no word: process 0 died, and the
-    others notice within `seconds`) before leaving."""
-    from jaxlib import _jax
-
-    try:
-        service = _jax.get_distributed_runtime_service(
-            bind, count, heartbeat_timeout=3 * seconds, shutdown_timeout=seconds
-        )
-    except Exception as exc:
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else exc}", flush=True)
-        return 1
-    print("ready", flush=True)
-    word = sys.stdin.readline().strip()
-    if word != "done":
-        time.sleep(min(5, seconds) if word == "failed" else seconds + 5)
-    del service
-    os._exit(0)  # the service's own teardown may wait for clients that are gone
+    return line.removeprefix("error: ") or f"it exited with code {service.returncode}"
 
 
 def cluster_of(
@@ -290,7 +317,3 @@ def cluster_of(
             + (f" ({num_processes - 1})" if num_processes else "")
         )
     return Cluster(coordinator_address, num_processes, process_id, cluster == "auto", timeout)
-
-
-if __name__ == "__main__":
-    sys.exit(_serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))

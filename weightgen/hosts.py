@@ -43,9 +43,6 @@ from .errors import UsageError, WeightgenError
 from .plan import Plan, TensorRange
 
 PREFIX = "weightgen"
-# Set when a shared run ended in failure: the process should then end at once (os._exit),
-# since tearing down the coordination service normally waits for peers that may be gone.
-ABANDONED = threading.Event()
 
 
 class PeerFailure(WeightgenError):
@@ -249,7 +246,6 @@ class Team(Solo):
         if ok:
             self.session.close()
         else:
-            ABANDONED.set()
             self.session.abandon()
 
 

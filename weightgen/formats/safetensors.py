@@ -19,9 +19,9 @@ from typing import BinaryIO
 import numpy as np
 
 from .. import strictjson
-from ..atomic import PositionalWriter, pwrite_all
 from ..dtypes import from_safetensors_code
 from ..errors import FileFormatError, UsageError
+from ..writes import PositionalWriter, pwrite_all
 from .base import READ_CHUNK_BYTES, TensorEntry, as_bytes
 
 MAX_HEADER_BYTES = 100_000_000  # the reference reader's limit

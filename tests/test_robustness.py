@@ -556,3 +556,27 @@ def test_positional_writer_puts_every_byte_where_asked(tmp_path_factory, cuts, o
         os.pwrite, writes.DIRECT_BLOCK = real_pwrite, real_block
         os.close(fd)
     assert path.read_bytes() == bytes(expected)
+
+
+def test_many_shard_files_never_wait_for_a_buffer(tmp_path):
+    """More files than buffers, each with a stream staged: none may wait for a buffer that
+    only another file's unfinished stream holds (a hang). Run apart, with a deadline."""
+    spec = {"tensors": {f"t{i}": {"init": "normal", "shape": [50_000]} for i in range(9)}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    code = (
+        "import sys, weightgen; from weightgen import writes\n"
+        "writes.DIRECT_BLOCK = 1 << 16\n"
+        "weightgen.run_spec(sys.argv[1], sys.argv[2], max_shard_size=150_000)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "spec.json"), str(tmp_path / "ckpt")],
+        check=True,
+        timeout=120,
+        env={**os.environ, "XLA_FLAGS": ""},
+    )
+    assert len(list((tmp_path / "ckpt").glob("model-*.safetensors"))) == 9
+    whole = weightgen.run_spec(str(tmp_path / "spec.json"), tmp_path / "one.safetensors")
+    loaded = weightgen.load(tmp_path / "ckpt")
+    assert {t.name: t.digest for t in whole.tensors} == {
+        n: weightgen.digest.digest_of(a.tobytes()).hex() for n, a in loaded.items()
+    }

@@ -10,6 +10,7 @@ blocks per thread whatever the size.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Mapping
@@ -167,6 +168,8 @@ class _Scanner:
         want_sha = not v2 or "sha256" in _recorded_of(parsed, found.name)
         file_sha = hashlib.sha256() if want_sha else None
         with open(found.path, "rb") as f:
+            with contextlib.suppress(AttributeError, OSError):  # read ahead further
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             if v2 and file_sha is None:
                 pieces = self._scan_parallel(f.fileno(), found, comparable, hashed)
             else:

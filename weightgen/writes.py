@@ -83,7 +83,26 @@ class _DirectIO:
         for _ in range(DIRECT_BUFFERS):
             self.free.put(mmap.mmap(-1, self.block))  # anonymous maps are page-aligned
         self.jobs: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._in_flight = 0
         threading.Thread(target=self._run, name="weightgen-direct-io", daemon=True).start()
+
+    def take(self) -> mmap.mmap:
+        """A free buffer: waits for the I/O thread to return one, unless none is in flight
+        (every buffer is some writer's unfinished stage: then one more is made, never a
+        wait that cannot end)."""
+        while True:
+            try:
+                return self.free.get(timeout=0.05)
+            except queue.Empty:
+                with self._lock:
+                    if not self._in_flight:
+                        return mmap.mmap(-1, self.block)
+
+    def submit(self, writer, buffer: mmap.mmap, nbytes: int, offset: int) -> None:
+        with self._lock:
+            self._in_flight += 1
+        self.jobs.put((writer, buffer, nbytes, offset))
 
     def _run(self) -> None:
         while True:
@@ -94,6 +113,8 @@ class _DirectIO:
                 writer._error = writer._error or exc
             finally:
                 self.free.put(buffer)
+                with self._lock:
+                    self._in_flight -= 1
                 writer._done()
 
 
@@ -159,7 +180,7 @@ class PositionalWriter:
         block = self._io.block
         while len(view):  # staged from an aligned offset on
             if self._stage is None:
-                self._stage = self._io.free.get()
+                self._stage = self._io.take()
             take = min(len(view), block - self._fill)
             self._stage[self._fill : self._fill + take] = view[:take]
             self._fill += take
@@ -174,11 +195,11 @@ class PositionalWriter:
         full, rest = self._stage, self._fill - nbytes
         self._stage = None
         if rest:
-            self._stage = self._io.free.get()
+            self._stage = self._io.take()
             self._stage[:rest] = full[nbytes : self._fill]
         with self._idle:
             self._pending += 1
-        self._io.jobs.put((self, full, nbytes, self._base))
+        self._io.submit(self, full, nbytes, self._base)
         self._base += nbytes
         self._fill = rest
 
@@ -198,6 +219,12 @@ class PositionalWriter:
         with self._idle:
             self._pending -= 1
             self._idle.notify_all()
+
+    def pause(self) -> None:
+        """The writer moves on to another file: write out what is staged (a stream that
+        resumes here later starts anew), so that idle files hold no buffer."""
+        if self._direct is not None:
+            self._end_stream()
 
     def _end_stream(self) -> None:
         if self._fill:

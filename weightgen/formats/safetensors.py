@@ -136,6 +136,10 @@ class PositionalSink:
             raise AssertionError(f"tensor {entry.name!r}: chunk outside its data")
         self._writer.write(position, as_bytes(chunk))
 
+    def pause(self) -> None:
+        """Writes move on to another file for now (see PositionalWriter.pause)."""
+        self._writer.pause()
+
     def close(self) -> None:
         self._writer.close()
 

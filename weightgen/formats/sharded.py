@@ -105,6 +105,7 @@ class Sink:
         self._fds: list[int] = []
         self._sinks: list[safetensors.PositionalSink] = []
         self._where: dict[int, tuple[int, int]] = {}  # entry index -> (file, index in file)
+        self._last: int | None = None  # the file written last
         flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
         if create:
             flags |= os.O_CREAT | os.O_EXCL
@@ -125,6 +126,9 @@ class Sink:
 
     def write(self, index: int, offset: int, chunk: np.ndarray) -> None:
         f, position = self._where[index]
+        if f != self._last and self._last is not None:
+            self._sinks[self._last].pause()  # tensors come in file order: done with it
+        self._last = f
         self._sinks[f].write(position, offset, chunk)
 
     def close(self) -> None:

@@ -328,6 +328,10 @@ class _progress:
             self.bar.close()
 
 
+def _kind(fmt: str) -> str:
+    return "checkpoint folder" if fmt == "safetensors-sharded" else fmt
+
+
 def _report(result, *, quiet: bool, as_json: bool) -> None:
     if result.process:  # one of several processes: its share only, and only when asked
         if as_json:
@@ -360,9 +364,10 @@ def _report(result, *, quiet: bool, as_json: bool) -> None:
         manifest = f"; manifest {result.manifest}" if result.manifest else ""
         if result.processes:
             manifest += f"; {len(result.processes)} processes"
+        size = f"{human_bytes(result.nbytes)} ({_kind(result.format)})"
         click.echo(
-            f"wrote {where}: {count} tensor{'s' if count != 1 else ''}, "
-            f"{human_bytes(result.nbytes)} ({result.format}) in {result.seconds:.2f} s{manifest}",
+            f"wrote {where}: {count} tensor{'s' if count != 1 else ''}, {size} in "
+            f"{result.seconds:.2f} s{manifest}",
             err=True,
         )
 
@@ -677,7 +682,7 @@ def inspect_command(path: str, as_json: bool) -> None:
         return
     total = sum(r.bytes for r in reports)
     count = len(reports)
-    kind = "checkpoint folder" if fmt == "sharded" else fmt
+    kind = _kind("safetensors-sharded" if fmt == "sharded" else fmt)
     click.echo(f"{path}: {kind}, {count} tensor{'' if count == 1 else 's'}, {human_bytes(total)}")
     header = ("name", "shape", "dtype", "bytes", "mean", "std", "min", "max")
     table = [header] + [

@@ -138,3 +138,48 @@ def test_file_digests_in_the_manifest_cover_every_file(outputs):
     on_disk = sorted(p.name for p in outputs["folder"].iterdir())
     assert names == [n for n in on_disk if n != "weightgen.manifest.json"]
     assert all(len(f["digest"]) == 64 and "sha256" not in f for f in manifest["output"]["files"])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"output": [1]},
+        {"output": "x"},
+        {"output": {"format": "safetensors-sharded", "files": 5}},
+        {"output": {"format": "safetensors-sharded", "files": [{"name": "n" * 300}]}},
+    ],
+)
+def test_verify_reports_rather_than_crashes_on_an_odd_manifest(outputs, tmp_path, change):
+    manifest = json.loads((outputs["folder"] / "weightgen.manifest.json").read_text())
+    manifest.update(change)
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(manifest))
+    problems = weightgen.verify(str(odd), outputs["folder"])
+    assert all(isinstance(p, weightgen.verifier.Problem) for p in problems)
+
+
+def test_a_weight_file_the_manifest_does_not_know_is_reported(outputs, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(outputs["folder"], folder)
+    shutil.copy(outputs["safetensors"], folder / "model.safetensors")  # a loader takes it first
+    problems = weightgen.verify(None, folder)
+    assert [str(p) for p in problems] == [f"model.safetensors: in {folder} but not in the manifest"]
+
+
+@pytest.mark.parametrize("size", [4098, 3 << 20, 1 << 30])
+def test_block_sizes_must_be_powers_of_two_in_range(outputs, tmp_path, size):
+    manifest = json.loads((outputs["folder"] / "weightgen.manifest.json").read_text())
+    manifest["digest"]["block_bytes"] = size
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(manifest))
+    with pytest.raises(weightgen.UsageError, match="power of two"):
+        weightgen.verify(str(odd), outputs["folder"])
+
+
+def test_a_short_read_is_one_problem_not_a_traceback(outputs, tmp_path, monkeypatch):
+    import os
+
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: real(fd, n, off)[: max(0, n - 1)])
+    problems = weightgen.verify(None, outputs["safetensors"])
+    assert problems and all(p.kind == "file" for p in problems)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -242,9 +243,16 @@ def test_values_follow_transformers_init(world, version, label):
 
 
 def test_config_json_is_completed_with_every_field_used(tmp_path):
-    config = {"model_type": "qwen3", "vocab_size": 256, "hidden_size": 64,
-              "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 32,
-              "rope_theta": 1000000, "custom_field": {"kept": [1, 2]}}  # fmt: skip
+    config = {
+        "model_type": "qwen3",
+        "vocab_size": 256,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 32,
+        "rope_theta": 1000000,
+        "custom_field": {"kept": [1, 2]},
+    }
     weightgen.write_model(config, tmp_path / "m", dtype="bfloat16")
     written = json.loads((tmp_path / "m" / "config.json").read_text())
     assert written["head_dim"] == 128  # qwen3's class default, not 64 // 4
@@ -408,3 +416,29 @@ def test_a_failed_write_leaves_no_partial_folder(tmp_path, run_cli, monkeypatch)
     assert not (tmp_path / "new").exists()
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "old"]
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ({**TINY["llama"], "initializer_range": 10**400}, "initializer_range must be a number"),
+        (
+            {**TINY["qwen3_moe"], "num_hidden_layers": 2000, "num_experts": 10_000},
+            "tensors; a model may have at most 100,000",
+        ),
+        ({**TINY["qwen3_moe"], "mlp_only_layers": list(range(20_000))}, "at most 10000"),
+    ],
+)
+def test_configs_that_would_take_forever_are_refused_at_once(config, fragment):
+    with pytest.raises(weightgen.UsageError, match=re.escape(fragment)):
+        weightgen.model_spec(config)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc, where nothing is written")
+def test_a_manifest_that_cannot_be_written_stops_the_run_before_the_commit(tmp_path):
+    """The manifest beside the output is made before the output is committed, so the run
+    never ends with an output and no manifest."""
+    out = tmp_path / "w.safetensors"
+    with pytest.raises(weightgen.WeightgenError, match="cannot create a file in /proc"):
+        weightgen.generate("normal", (8, 8), out, manifest="/proc/weightgen-test.manifest.json")
+    assert list(tmp_path.iterdir()) == []

@@ -212,7 +212,8 @@ def _write(
         taps.append(digest.Sha256Check(work, replay.expected_sha256))
 
     started = time.perf_counter()
-    sink = None
+    sink = beside = None
+    committed = False
     try:
         sink = team.decide("create the temporary output", lambda: target.open(tag=_tag(team)))
         opened = target.temporary.name if target.temporary is not None else ""
@@ -272,16 +273,25 @@ def _write(
             )
             if inside:
                 target.add_file(os.path.basename(manifest_path), manifest_mod.dumps(document))
+            else:  # written now, renamed into place just after the output
+                beside = AtomicFile(manifest_path)
+                beside.file.write(manifest_mod.dumps(document))
         team.check()
         target.commit()
-        if document is not None and not inside:
-            from . import manifest as manifest_mod
-
-            _write_bytes_atomically(manifest_path, manifest_mod.dumps(document))
+        committed = True
+        if beside is not None:
+            beside.commit()
         team.committed(b"ok")
     except BaseException as exc:
         if sink is not None:
             sink.abort()
+        if beside is not None:
+            beside.abort()
+        if committed:  # the output is whole and in place; only its manifest is not
+            raise WeightgenError(
+                f"{target.path} was written, but its manifest {manifest_path} was not: "
+                f"{describe_os_error(exc, manifest_path) if isinstance(exc, OSError) else exc}"
+            ) from exc
         target.abort()
         if isinstance(exc, OSError) and target.path != "-":
             raise WeightgenError(describe_os_error(exc, target.path)) from exc
@@ -369,16 +379,6 @@ def _manifest_place(target: Target, manifest) -> tuple[str | None, bool]:
     if target.kind != "stdout" and Path(path).resolve() == Path(target.path).resolve():
         raise UsageError(f"--manifest {path} is the output itself; choose another path")
     return path, False
-
-
-def _write_bytes_atomically(path, data: bytes) -> None:
-    target = AtomicFile(path)
-    try:
-        target.file.write(data)
-        target.commit()
-    except BaseException:
-        target.abort()
-        raise
 
 
 def generate(

@@ -123,7 +123,9 @@ class Team(Solo):
 
     def _wait(self, key: str, what: str, timeout: float | None = None) -> bytes:
         """A value the others publish: wait for it in short steps (a failure elsewhere stops
-        the wait), at most ``timeout`` seconds (None: as long as the others are alive)."""
+        the wait), at most ``timeout`` seconds (None: as long as the others are alive: the
+        watcher's heartbeats bound a wait for a peer that died; a live peer's work, such as
+        removing a dead run's temporaries on a slow filesystem, may take its time)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self.check()
@@ -149,7 +151,7 @@ class Team(Solo):
         self.session.set(self.key("agree", self.process_id), json.dumps(mine))
         if self.leader:
             for other in range(1, self.count):
-                theirs = json.loads(self._wait(self.key("agree", other), "agreement", self.timeout))
+                theirs = json.loads(self._wait(self.key("agree", other), "agreement"))
                 for name, value in mine.items():
                     if theirs.get(name) != value:
                         verdict = (
@@ -161,7 +163,7 @@ class Team(Solo):
                         raise UsageError(verdict)
             self.session.set(self.key("agreed"), "ok")
             return
-        verdict = self._wait(self.key("agreed"), "agreement", self.timeout).decode()
+        verdict = self._wait(self.key("agreed"), "agreement").decode()
         if verdict != "ok":
             raise UsageError(verdict.removeprefix("error:"))
 
@@ -175,7 +177,7 @@ class Team(Solo):
                 raise
             self.session.set(self.key("decide", step), "ok")
             return result
-        verdict = self._wait(self.key("decide", step), f"process 0 to {step}", self.timeout)
+        verdict = self._wait(self.key("decide", step), f"process 0 to {step}")
         text = verdict.decode()
         if text != "ok":
             kind, _, message = text.partition(":")
@@ -189,7 +191,7 @@ class Team(Solo):
         if self.leader:
             self.session.set(self.key("join", step), opened)
         else:
-            path = self._wait(self.key("join", step), f"process 0 to {step}", self.timeout)
+            path = self._wait(self.key("join", step), f"process 0 to {step}")
             try:
                 follower_step(path.decode())
             except (WeightgenError, OSError) as exc:
@@ -198,7 +200,7 @@ class Team(Solo):
             self.session.set(self.key("joined", step, self.process_id), "ok")
             return
         for other in range(1, self.count):
-            answer = self._wait(self.key("joined", step, other), f"process {other}", self.timeout)
+            answer = self._wait(self.key("joined", step, other), f"process {other}")
             if answer != b"ok":
                 raise WeightgenError(f"process {other}: {answer.decode().removeprefix('error:')}")
 
@@ -241,10 +243,15 @@ class Team(Solo):
             self.session.set(self.key("abort"), f"process {self.process_id} {why}")
 
     def close(self, *, ok: bool = True) -> None:
+        """End this process's part. ``ok``: the output is committed, so a peer that dies
+        now changes nothing (the clean shutdown is tried, and given up quietly)."""
         self._watcher.halt()
         _restore_sigterm(self._previous_sigterm)
         if ok:
-            self.session.close()
+            try:
+                self.session.close()
+            except CoordinationError:
+                self.session.abandon()
         else:
             self.session.abandon()
 

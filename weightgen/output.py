@@ -258,11 +258,18 @@ class _OwningSink:
 
     def close(self) -> None:
         try:
-            self._sink.close()
+            self._sink.close()  # waits for its writes, even when it fails
         finally:
-            os.close(self._fd)
+            self._release()
 
     def abort(self) -> None:
-        self._sink.abort()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        if self._fd is not None:
+            self._sink.abort()
+        self._release()
+
+    def _release(self) -> None:
+        """Close the descriptor once: its number may soon belong to another file."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -46,7 +46,7 @@ MANIFEST_TOP_KEYS = {
     1: ("weightgen_manifest", "created_by", "environment", "output"),
     2: ("weightgen_manifest", "digest", "created_by", "environment", "output"),
 }
-MIN_BLOCK, MAX_BLOCK = 1 << 12, 1 << 32
+MIN_BLOCK, MAX_BLOCK = 1 << 12, 1 << 28  # a power of two: whole elements, one read each
 
 
 @dataclass
@@ -216,9 +216,14 @@ def _block_bytes(document: Mapping[str, Any]) -> int:
             f"manifest: digest algorithm {scheme['algorithm']!r} is unknown (expected {ALGORITHM})"
         )
     size = scheme["block_bytes"]
-    if isinstance(size, bool) or not isinstance(size, int) or not MIN_BLOCK <= size <= MAX_BLOCK:
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, int)
+        or not MIN_BLOCK <= size <= MAX_BLOCK
+        or size & (size - 1)
+    ):
         raise UsageError(
-            f"manifest: block_bytes must be an integer from {MIN_BLOCK} to {MAX_BLOCK}"
+            f"manifest: block_bytes must be a power of two from {MIN_BLOCK} to {MAX_BLOCK}"
         )
     return size
 

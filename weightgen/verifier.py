@@ -58,13 +58,17 @@ def verify(parsed: ParsedSpec, target: str | os.PathLike, *, jobs: int | None = 
     try:
         files, file_problems = _recorded_files(parsed, target)
         problems += file_problems
-        hashed: dict[str, object] = {}  # tensor -> its BlockHasher (format 2) or sha256 (1)
+        hashed: dict[str, object] = {}  # tensor -> its block futures (format 2) or sha256 (1)
         results = []
         for recorded, found in files:
+            mine: dict[str, object] = {}
             try:
-                results.append((recorded, found, scanner.scan(parsed, found, comparable, hashed)))
-            except (FileFormatError, OSError) as exc:
+                results.append((recorded, found, scanner.scan(parsed, found, comparable, mine)))
+            except (FileFormatError, OSError) as exc:  # this file's tensors: unreadable
                 problems.append(Problem("", "file", f"{found.name}: {exc}"))
+                hashed.update(dict.fromkeys(mine))
+                continue
+            hashed.update(mine)
         rest = [n for n in comparable if n not in hashed]
         if rest:
             problems += _scan_by_reader(parsed, target, [comparable[n] for n in rest], hashed)
@@ -107,8 +111,10 @@ def _recorded_files(parsed: ParsedSpec, target) -> tuple[list, list[Problem]]:
     """
     from .formats.sharded import find_index
 
-    output = parsed.manifest.get("output") or {}
-    recorded = [f for f in output.get("files") or [] if isinstance(f, dict)]
+    output = parsed.manifest.get("output")
+    output = output if isinstance(output, dict) else {}
+    files = output.get("files")
+    recorded = [f for f in files if isinstance(f, dict)] if isinstance(files, list) else []
     fmt = output.get("format")
     pairs, problems = [], []
     if fmt == FOLDER_FORMAT:
@@ -116,11 +122,16 @@ def _recorded_files(parsed: ParsedSpec, target) -> tuple[list, list[Problem]]:
         folder = index.parent if index is not None else Path(target)
         if not folder.is_dir():
             return [], []
+        problems += _unrecorded(folder, recorded)
         for entry in recorded:
             name = str(entry.get("name"))
             path = folder / name
-            if "/" in name or name in ("", ".", "..") or not path.is_file():
-                problems.append(Problem("", "file", f"{name}: missing from {folder}"))
+            try:
+                present = "/" not in name and name not in ("", ".", "..") and path.is_file()
+            except OSError:  # a name no filesystem takes: not there
+                present = False
+            if not present:
+                problems.append(Problem("", "file", f"{name[:100]}: missing from {folder}"))
                 continue
             try:
                 if name.endswith(layout.WEIGHT_SUFFIX):
@@ -139,6 +150,18 @@ def _recorded_files(parsed: ParsedSpec, target) -> tuple[list, list[Problem]]:
     except (FileFormatError, OSError):
         return [], []  # tensors not stored as raw bytes: compared through the reader
     return [(recorded[0], found)], []
+
+
+def _unrecorded(folder: Path, recorded: list[dict]) -> list[Problem]:
+    """Weight files or indexes in the folder that the manifest does not describe: a loader
+    would read them (transformers takes model.safetensors before an index)."""
+    names = {str(f.get("name")) for f in recorded}
+    extra = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name.endswith((".safetensors", ".safetensors.index.json")) and p.name not in names
+    )
+    return [Problem("", "file", f"{name}: in {folder} but not in the manifest") for name in extra]
 
 
 @dataclass

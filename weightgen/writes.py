@@ -156,7 +156,8 @@ class PositionalWriter:
         self._next: int | None = None  # the offset a write must start at to continue the stream
         self._base = 0  # the file offset of the stage's first byte (aligned)
         self._fill = 0
-        self._pending = 0
+        self._submitted = 0  # blocks handed to the I/O thread...
+        self._completed = 0  # ...and written by it (or failed)
         self._idle = threading.Condition()
         self._error: BaseException | None = None
         self._refused = False  # the filesystem refused a direct write: the page cache now
@@ -197,9 +198,9 @@ class PositionalWriter:
         if rest:
             self._stage = self._io.take()
             self._stage[:rest] = full[nbytes : self._fill]
-        with self._idle:
-            self._pending += 1
         self._io.submit(self, full, nbytes, self._base)
+        with self._idle:  # counted after the hand-over: an interrupt between the two
+            self._submitted += 1  # can make a wait end early, never hang
         self._base += nbytes
         self._fill = rest
 
@@ -217,7 +218,7 @@ class PositionalWriter:
 
     def _done(self) -> None:
         with self._idle:
-            self._pending -= 1
+            self._completed += 1
             self._idle.notify_all()
 
     def pause(self) -> None:
@@ -227,7 +228,7 @@ class PositionalWriter:
             self._end_stream()
 
     def _end_stream(self) -> None:
-        if self._fill:
+        if self._fill >= DIRECT_ALIGN:
             self._submit(self._fill // DIRECT_ALIGN * DIRECT_ALIGN)
         if self._fill:  # the unaligned tail
             pwrite_all(self._fd, memoryview(self._stage)[: self._fill], self._base)
@@ -237,10 +238,10 @@ class PositionalWriter:
             self._stage = None
         self._next = None
 
-    def _wait(self) -> None:
+    def _wait(self, timeout: float | None = None) -> None:
+        """Until the I/O thread has written every block handed to it (or ``timeout``)."""
         with self._idle:
-            while self._pending:
-                self._idle.wait()
+            self._idle.wait_for(lambda: self._completed >= self._submitted, timeout)
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -250,10 +251,13 @@ class PositionalWriter:
     def close(self) -> None:
         """Write what is staged, wait for the I/O thread, and fsync; the caller closes its
         own descriptor."""
-        if self._direct is not None:
-            self._end_stream()
-            self._wait()
-        self._close_direct()
+        try:
+            if self._direct is not None:
+                self._end_stream()
+        finally:  # blocks in flight are waited for even when the tail's write failed
+            if self._io is not None:
+                self._wait()
+            self._close_direct()
         self._raise()
         os.fsync(self._fd)
 
@@ -264,7 +268,7 @@ class PositionalWriter:
                 self._io.free.put(self._stage)
                 self._stage = None
             self._fill = 0
-            self._wait()
+            self._wait(timeout=60)  # a disk that hangs must not hang the clean-up forever
         self._close_direct()
 
     def _close_direct(self) -> None:

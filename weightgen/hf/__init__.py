@@ -113,7 +113,7 @@ def spec_for(
     else:
         sample_dtype = get_dtype(sample_dtype, option="--sample-dtype").name
     hf_config = dict(config)
-    hf_config.update(vars(model.config))
+    hf_config.update({k: v for k, v in vars(model.config).items() if not k.startswith("_")})
     hf_config["architectures"] = [model.head.architecture]
     hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
     tensors = {}

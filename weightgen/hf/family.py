@@ -19,6 +19,7 @@ from ..errors import UsageError
 Config = SimpleNamespace  # the resolved fields, as attributes: c.hidden_size
 MAX_INT = 1 << 24  # larger than any size, count or id of a real model; a typo otherwise
 MAX_LAYERS = 10_000
+MAX_TENSORS = 100_000  # what a spec may hold (specfile.MAX_TENSORS)
 
 
 @dataclass(frozen=True)
@@ -55,21 +56,35 @@ class Field:
                 raise UsageError(f"{where} must be true or false, got {value!r}")
         elif self.kind == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UsageError(f"{where} must be a number, got {value!r}")
-            if not (math.isfinite(value) and 0 <= value <= 1e6):
-                raise UsageError(f"{where} must be a finite non-negative number, got {value!r}")
+                raise UsageError(f"{where} must be a number, got {_short(value)}")
+            if not (0 <= value <= 1e6 and math.isfinite(float(value))):  # ints compare exactly
+                raise UsageError(f"{where} must be a number from 0 to 1e6, got {_short(value)}")
             value = float(value)
         elif self.kind == "token":
             if not is_int or not 0 <= value < MAX_INT:
                 raise UsageError(f"{where} must be a token id (a non-negative integer) or null")
         elif self.kind == "ints":
-            if not isinstance(value, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_INT for v in value
+            if (
+                not isinstance(value, list)
+                or len(value) > MAX_LAYERS
+                or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_INT
+                    for v in value
+                )
             ):
-                raise UsageError(f"{where} must be a list of non-negative integers")
+                raise UsageError(
+                    f"{where} must be a list of at most {MAX_LAYERS} non-negative integers"
+                )
         elif not is_int or not 1 <= value <= self.high:
-            raise UsageError(f"{where} must be an integer from 1 to {self.high}, got {value!r}")
+            raise UsageError(
+                f"{where} must be an integer from 1 to {self.high}, got {_short(value)}"
+            )
         return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -164,9 +179,19 @@ class Family:
         return c
 
     def tensors_of(self, head: Head, c: Config) -> list[tuple[str, tuple[int, ...], Rule]]:
-        """(name, shape, rule) of every tensor save_pretrained writes, in declaration order."""
+        """(name, shape, rule) of every tensor save_pretrained writes, in declaration order;
+        refused before it is built when it would be more than a spec may hold."""
         layers = range(getattr(c, self.layers))
         experts = range(getattr(c, self.experts)) if self.experts else range(0)
+        most = sum(
+            (len(layers) if "{i}" in t.name else 1) * (len(experts) if "{e}" in t.name else 1)
+            for t in self.tensors
+        )
+        if most > MAX_TENSORS:
+            raise UsageError(
+                f"config.json: {self.layers} and the expert count make {most:,} tensors; "
+                f"a model may have at most {MAX_TENSORS:,}"
+            )
         found = []
         for t in self.tensors:
             if t.heads is not None and head.name not in t.heads:

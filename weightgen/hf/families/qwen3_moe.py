@@ -7,7 +7,8 @@ from ..family import NORMAL, ONES, Family, Field, Head, Tensor
 
 
 def sparse(c, i: int) -> bool:
-    return i not in c.mlp_only_layers and (i + 1) % c.decoder_sparse_step == 0
+    dense_layers = c.__dict__.setdefault("_dense_layers", frozenset(c.mlp_only_layers))
+    return i not in dense_layers and (i + 1) % c.decoder_sparse_step == 0
 
 
 def dense(c, i: int) -> bool:

@@ -313,6 +313,10 @@ def _compare_tensors(parsed: ParsedSpec, comparable, hashed) -> list[Problem]:
             continue
         blocks = [future.result() for future in got]
         want_blocks = parsed.expected_blocks[name]
+        if len(blocks) != len(want_blocks):
+            detail = f"{len(blocks)} blocks of data, the manifest has {len(want_blocks)}"
+            problems.append(Problem(name, "differs", detail))
+            continue
         for i, (have, want) in enumerate(zip(blocks, want_blocks)):
             if have != want:
                 start = i * parsed.block_bytes

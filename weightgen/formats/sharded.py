@@ -231,10 +231,6 @@ class Reader:
             raise FileFormatError(f"index lists {missing[0]!r} but no shard holds it")
         self.entries = sorted(entries, key=lambda e: e.name)
 
-    def file_spans(self) -> dict[str, list[tuple[str, int, int]]]:
-        """Per weight file: (tensor, file offset, bytes) of each tensor's data."""
-        return {name: reader.spans() for name, reader in self._readers.items()}
-
     def iter_chunks(
         self, entry: TensorEntry, chunk_bytes: int = READ_CHUNK_BYTES
     ) -> Iterator[np.ndarray]:

@@ -193,14 +193,10 @@ def _write(
     block_bytes = replay.block_bytes if replay is not None and replay.block_bytes else None
     block_bytes = block_bytes or digest.BLOCK_BYTES
     ranges = team.ranges(plan, block_bytes)
-    work = [
-        (
-            plan.tensors[r.index].name,
-            plan.tensors[r.index].nbytes,
-            r.start * plan.tensors[r.index].dtype.itemsize,
-            r.stop * plan.tensors[r.index].dtype.itemsize,
-        )
-        for r in ranges
+    specs = [plan.tensors[r.index] for r in ranges]
+    work = [  # (tensor, its bytes, first byte, end byte) of each range, for the digests
+        (t.name, t.nbytes, r.start * t.dtype.itemsize, r.stop * t.dtype.itemsize)
+        for t, r in zip(specs, ranges)
     ]
     taps: list = [_Counter(team)] if isinstance(team, hosts.Team) else []
     digests = None

@@ -379,18 +379,33 @@ for _entry in REGISTRY.values():
 # --- run, verify ---------------------------------------------------------------------------
 
 
-def _run_callback(spec: str, **options: Any) -> None:
+def _write_spec(parsed, options: dict[str, Any]) -> None:
+    """What run and hf share: the manifest flags, the progress bar, the write, the report."""
     from . import api
     from .formats.sharded import parse_size
-    from .specfile import load_spec
 
     if options["manifest"] is not None and options["no_manifest"]:
         raise click.UsageError("--manifest and --no-manifest contradict each other")
-    output = options["output"]
     manifest = options["manifest"]
-    if manifest is None and not options["no_manifest"] and output != "-":
+    if manifest is None and not options["no_manifest"] and options["output"] != "-":
         manifest = True  # beside a file, inside a folder
     shard = options["max_shard_size"]
+    quiet = options["quiet"]
+    with _progress(parsed.plan.nbytes, quiet) as bar:
+        result = api.write_parsed(
+            parsed,
+            options["output"],
+            manifest=manifest,
+            max_shard_size=parse_size(shard) if shard is not None else None,
+            **_write_options(options, bar),
+        )
+    _report(result, quiet=quiet, as_json=options["as_json"])
+
+
+def _run_callback(spec: str, **options: Any) -> None:
+    from . import api
+    from .specfile import load_spec
+
     parsed = load_spec(spec)
     quiet = options["quiet"]
     hinted = [t.name for t in parsed.plan.tensors if api.half_precision_hint(t)]
@@ -401,15 +416,7 @@ def _run_callback(spec: str, **options: Any) -> None:
             'dtype, as JAX does; set sample_dtype = "float32" to draw in float32 and round',
             err=True,
         )
-    with _progress(parsed.plan.nbytes, quiet) as bar:
-        result = api.write_parsed(
-            parsed,
-            output,
-            manifest=manifest,
-            max_shard_size=parse_size(shard) if shard is not None else None,
-            **_write_options(options, bar),
-        )
-    _report(result, quiet=quiet, as_json=options["as_json"])
+    _write_spec(parsed, options)
 
 
 run_command = click.Command(
@@ -453,7 +460,6 @@ cli.add_command(run_command)
 
 def _hf_callback(config: str, **options: Any) -> None:
     from . import api
-    from .formats.sharded import parse_size
     from .manifest import dumps
     from .specfile import parse_spec
 
@@ -471,11 +477,8 @@ def _hf_callback(config: str, **options: Any) -> None:
         return
     if options["output"] is None:
         raise click.UsageError("-o DIR is required (or --spec to print the spec)")
-    if options["manifest"] is not None and options["no_manifest"]:
-        raise click.UsageError("--manifest and --no-manifest contradict each other")
     parsed = parse_spec(spec)
-    quiet = options["quiet"]
-    if not quiet and not options["process_id"]:
+    if not options["quiet"] and not options["process_id"]:
         count = len(parsed.plan.tensors)
         params = sum(t.numel for t in parsed.plan.tensors)
         click.echo(
@@ -484,15 +487,7 @@ def _hf_callback(config: str, **options: Any) -> None:
             f"{spec['dtype']}",
             err=True,
         )
-    with _progress(parsed.plan.nbytes, quiet) as bar:
-        result = api.write_parsed(
-            parsed,
-            options["output"],
-            manifest=False if options["no_manifest"] else (options["manifest"] or True),
-            max_shard_size=parse_size(options["max_shard_size"]),
-            **_write_options(options, bar),
-        )
-    _report(result, quiet=quiet, as_json=options["as_json"])
+    _write_spec(parsed, options)
 
 
 hf_command = click.Command(

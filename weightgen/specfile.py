@@ -25,7 +25,6 @@ nesting, duplicate keys, NaN and unknown keys are all refused with a message nam
 
 from __future__ import annotations
 
-import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,16 +65,7 @@ class ParsedSpec:
 
 def read_text(source: str) -> tuple[str, str]:
     """(text, kind) from a path or ``-`` (stdin); kind is "toml" or "json"."""
-    try:
-        if source == "-":
-            raw = sys.stdin.buffer.read(MAX_SPEC_BYTES + 1)
-        else:
-            with open(source, "rb") as f:
-                raw = f.read(MAX_SPEC_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read spec {source}: {exc.strerror}") from None
-    if len(raw) > MAX_SPEC_BYTES:
-        raise UsageError(f"spec {source} is larger than {MAX_SPEC_BYTES >> 20} MiB")
+    raw = strictjson.read_bounded(source, MAX_SPEC_BYTES, error=UsageError, what=f"spec {source}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

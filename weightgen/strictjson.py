@@ -5,6 +5,7 @@ with the caller's error type, never a traceback."""
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 
@@ -32,3 +33,18 @@ def loads(text: str | bytes, *, error: type[Exception], what: str) -> Any:
         if isinstance(exc, error):
             raise
         raise error(f"{what}: not valid JSON ({exc})") from None
+
+
+def read_bounded(source: str, limit: int, *, error: type[Exception], what: str) -> bytes:
+    """The bytes of a path (or ``-``: stdin), refused past ``limit`` without reading more."""
+    try:
+        if source == "-":
+            raw = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(source, "rb") as f:
+                raw = f.read(limit + 1)
+    except OSError as exc:
+        raise error(f"cannot read {what}: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise error(f"{what} is larger than {limit >> 20} MiB")
+    return raw

@@ -42,13 +42,7 @@ def load_config(source: str | os.PathLike) -> dict[str, Any]:
     path = Path(source)
     if path.is_dir():
         path = path / "config.json"
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise UsageError(f"{path} is larger than 1 MiB; not a config.json")
+    raw = strictjson.read_bounded(str(path), MAX_CONFIG_BYTES, error=UsageError, what=str(path))
     config = strictjson.loads(raw, error=UsageError, what=str(path))
     if not isinstance(config, dict):
         raise UsageError(f"{path}: a config.json holds a JSON object")

@@ -62,6 +62,7 @@ def write(
     hashes: bool = True,
     max_shard_size: int | None = None,
     hf_config: dict | None = None,
+    recipe: dict | None = None,
     manifest: str | os.PathLike | bool | None = None,
     file_sha256: bool = False,
     root_seed: int | None = None,
@@ -74,7 +75,8 @@ def write(
 
     ``output`` is a file (format from the suffix, or ``format``), ``"-"`` (stdout), or a
     checkpoint folder when ``max_shard_size`` (bytes) or ``hf_config`` (a Hugging Face
-    config.json, written beside the weights) is given. ``manifest`` writes a manifest: a
+    config.json, written beside the weights) is given; ``recipe`` is the record of how a
+    model's init rules were chosen, kept in the manifest. ``manifest`` writes a manifest: a
     path, or True for the default place (beside a file, inside a folder); ``root_seed`` and
     ``own_seed`` say how keys were made (by default every tensor has its own seed).
     ``file_sha256`` records each file's plain sha256 too (one more read of the output).
@@ -116,6 +118,7 @@ def write(
             root_seed=root_seed,
             own_seed=own_seed,
             replay=replay,
+            recipe=recipe,
             on_bytes=on_bytes,
             options={
                 "format": target.format,
@@ -163,6 +166,7 @@ def _write(
     root_seed: int | None,
     own_seed: Iterable[str] | None,
     replay: ParsedSpec | None,
+    recipe: dict | None,
     on_bytes: Callable[[int], None] | None,
     options: dict,
 ) -> WriteResult:
@@ -266,6 +270,7 @@ def _write(
                     "files": files,
                 },
                 hf_config=target.hf_config,
+                recipe=recipe,
             )
             if inside:
                 target.add_file(os.path.basename(manifest_path), manifest_mod.dumps(document))
@@ -418,10 +423,18 @@ def model_spec(
     dtype: str | None = None,
     sample_dtype: str | None = None,
     seed: int = 0,
+    init: str | None = None,
+    init_std: float | None = None,
+    rules: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """The spec of a whole Hugging Face model (``config`` a config.json, a folder holding
-    one, or its contents): every tensor save_pretrained writes, with transformers' init
-    rules, and the completed config under ``hf_config``. No torch or transformers needed."""
+    one, or its contents): every tensor save_pretrained writes, and the completed config
+    under ``hf_config``. No torch or transformers needed.
+
+    Each tensor's init follows the recipe ``init`` (``"hf"``, the default: transformers'
+    own rules; ``"megatron"``, ``"neox"``, ``"olmo2"``, ``"torchtitan"``) with the base
+    std ``init_std`` (default: the recipe's), then ``rules`` (``"GLOB=INIT[,param=value]"``,
+    later ones winning), e.g. ``rules=["*.o_proj.weight=zeros"]``."""
     from . import hf
     from .plan import parse_seed
 
@@ -432,6 +445,9 @@ def model_spec(
         dtype=dtype,
         sample_dtype=sample_dtype,
         seed=parse_seed(seed),
+        init=init,
+        init_std=init_std,
+        rules=list(rules) if rules is not None else None,
     )
 
 
@@ -443,14 +459,27 @@ def write_model(
     dtype: str | None = None,
     sample_dtype: str | None = None,
     seed: int = 0,
+    init: str | None = None,
+    init_std: float | None = None,
+    rules: Iterable[str] | None = None,
     **write_options: Any,
 ) -> WriteResult:
     """Write a Hugging Face model folder (config.json, weights, manifest) for ``config``,
-    e.g. ``write_model("config.json", "llama/")``; ``transformers`` loads it as is.
-    ``write_options`` are those of ``write`` (``max_shard_size`` defaults to 5 GB)."""
+    e.g. ``write_model("config.json", "llama/", init="megatron")``; ``transformers`` loads
+    it as is. ``init``, ``init_std`` and ``rules`` are those of ``model_spec``;
+    ``write_options`` those of ``write``."""
     from .specfile import parse_spec
 
-    spec = model_spec(config, head=head, dtype=dtype, sample_dtype=sample_dtype, seed=seed)
+    spec = model_spec(
+        config,
+        head=head,
+        dtype=dtype,
+        sample_dtype=sample_dtype,
+        seed=seed,
+        init=init,
+        init_std=init_std,
+        rules=rules,
+    )
     write_options.setdefault("manifest", True)
     return write_parsed(parse_spec(spec), output, **write_options)
 
@@ -474,6 +503,7 @@ def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> Wri
             root_seed=parsed.root_seed,
             own_seed=parsed.own_seed,
             hf_config=hf_config,
+            recipe=parsed.recipe,
             replay=parsed if parsed.manifest is not None else None,
             **write_options,
         )

@@ -18,7 +18,7 @@ import click
 from .atomic import human_bytes
 from .dtypes import DTYPE_NAMES
 from .errors import WeightgenError
-from .hf import FAMILIES
+from .hf import FAMILIES, RECIPES
 from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
 from .manifest import FOLDER_MANIFEST
 from .version import __version__
@@ -469,6 +469,9 @@ def _hf_callback(config: str, **options: Any) -> None:
         dtype=options["dtype"],
         sample_dtype=options["sample_dtype"],
         seed=options["seed"],
+        init=options["init"],
+        init_std=options["init_std"],
+        rules=options["rule"],
     )
     if options["spec"]:
         if options["output"] is not None:
@@ -516,6 +519,31 @@ hf_command = click.Command(
             "[default: the config's architectures, else the first]",
         ),
         click.Option(
+            ["--init", "init"],
+            type=click.Choice(list(RECIPES)),
+            default="hf",
+            show_default=True,
+            help="the init recipe: "
+            + "; ".join(f"{name}: {recipe.summary}" for name, recipe in RECIPES.items()),
+        ),
+        click.Option(
+            ["--init-std"],
+            type=float,
+            default=None,
+            help="the recipe's base std σ [default: the config's initializer_range for hf, "
+            "megatron, olmo2; 0.02 for torchtitan; neox takes none]",
+        ),
+        click.Option(
+            ["--rule", "rule"],
+            multiple=True,
+            metavar="'GLOB=INIT[,param=value...]'",
+            help="set the init of the tensors GLOB matches, after the recipe (repeatable; "
+            "later rules win), e.g. '*.o_proj.weight=zeros'. INIT is any initializer with its "
+            "parameters as in spec files; fan-based ones (he-normal, lecun-normal, "
+            "variance-scaling, ...) use the torch layout [out, in] (fan in = last axis) "
+            "unless the rule gives in_axis/out_axis",
+        ),
+        click.Option(
             ["--max-shard-size"],
             default="5GB",
             show_default=True,
@@ -545,11 +573,18 @@ rules (normal(initializer_range), zero biases, unit norms, the pad row zeroed, .
 same distributions as transformers' init, not torch's numbers for a seed. Streamed in
 bounded memory, whatever the model's size; no torch or transformers needed.
 
+--init RECIPE initialises the model as a trainer does instead (Megatron-LM, GPT-NeoX,
+OLMo 2, torchtitan), so the folder is that trainer's seed checkpoint; --init-std sets the
+recipe's base std and --rule sets single tensors. The manifest records all three.
+
 Example:
 
 \b
   weightgen hf config.json -o llama/
   weightgen hf Meta-Llama-3-8B/ -o llama8b/ --dtype bfloat16 --seed 7
+  weightgen hf llama-3-8b.json -o seed/ --init torchtitan --dtype float32
+  weightgen hf config.json -o m/ --init megatron --init-std 0.006
+  weightgen hf config.json -o m/ --init olmo2 --rule '*.o_proj.weight=zeros'
   weightgen hf bert-config.json -o bert/ --head pretraining
   weightgen hf config.json --spec > model.json   # edit, then:
   weightgen run model.json -o llama/""",

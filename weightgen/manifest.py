@@ -92,6 +92,7 @@ def build(
     digests: Mapping[str, digest.TensorDigest],
     output: dict,
     hf_config: dict | None = None,
+    recipe: dict | None = None,
 ) -> dict:
     created_by, env = environment()
     own = set(own_seed)
@@ -102,6 +103,8 @@ def build(
     }
     if hf_config is not None:
         document["hf_config"] = hf_config
+    if recipe is not None:
+        document["recipe"] = recipe
     document["tensors"] = {
         t.name: tensor_entry(
             t, own_seed=t.name in own, key_hex=keys[t.name], tensor_digest=digests[t.name]

@@ -40,7 +40,7 @@ MAX_TENSORS = 100_000
 TENSOR_KEYS = ("init", "shape", "dtype", "sample_dtype", "seed", "zero_rows")
 # What a manifest adds per tensor, by manifest format version.
 MANIFEST_TENSOR_KEYS = {1: ("key", "sha256", "bytes"), 2: ("key", "bytes", "digest", "blocks")}
-TOP_KEYS = ("seed", "dtype", "sample_dtype", "hf_config", "tensors")
+TOP_KEYS = ("seed", "dtype", "sample_dtype", "hf_config", "recipe", "tensors")
 MANIFEST_TOP_KEYS = {
     1: ("weightgen_manifest", "created_by", "environment", "output"),
     2: ("weightgen_manifest", "digest", "created_by", "environment", "output"),
@@ -54,6 +54,7 @@ class ParsedSpec:
     root_seed: int
     own_seed: set[str]  # tensors that carry their own seed
     hf_config: dict[str, Any] | None = None  # a Hugging Face config.json to write beside
+    recipe: dict[str, Any] | None = None  # how a model's init rules were chosen (a record)
     manifest: dict[str, Any] | None = None  # the whole document, when it is a manifest
     version: int = 0  # the manifest format (0: a spec)
     expected_key: dict[str, str] = field(default_factory=dict)  # from a manifest
@@ -118,6 +119,7 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
     hf_config = document.get("hf_config")
     if hf_config is not None and not isinstance(hf_config, dict):
         raise UsageError("spec: hf_config must be a table (a Hugging Face config.json)")
+    recipe = _recipe(document.get("recipe"))
     block_bytes = _block_bytes(document) if version >= 2 else 0
     tensors = document.get("tensors")
     if not isinstance(tensors, dict) or not tensors:
@@ -130,6 +132,7 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
         root_seed=root_seed,
         own_seed=set(),
         hf_config=dict(hf_config) if hf_config is not None else None,
+        recipe=recipe,
         manifest=dict(document) if is_manifest else None,
         version=version,
         block_bytes=block_bytes,
@@ -181,6 +184,30 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
             _expectations(parsed, specs[-1], entry, where)
     parsed.plan = Plan.of(specs)
     return parsed
+
+
+def _recipe(value: Any) -> dict[str, Any] | None:
+    """The record of how a model's rules were chosen (``weightgen hf --init``): kept and
+    written to the manifest as it is; every tensor's entry already says how it is made."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"name", "init_std", "rules"}
+        or not isinstance(value["name"], str)
+        or not (value["init_std"] is None or _number(value["init_std"]))
+        or not isinstance(value["rules"], list)
+        or not all(isinstance(r, str) for r in value["rules"])
+    ):
+        raise UsageError(
+            "spec: 'recipe' must be a table with 'name' (a string), 'init_std' (a number or "
+            "null) and 'rules' (a list of strings)"
+        )
+    return dict(value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _manifest_version(document: Mapping[str, Any]) -> int:

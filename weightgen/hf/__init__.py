@@ -17,24 +17,39 @@ from typing import Any
 from .. import strictjson
 from ..dtypes import get_dtype
 from ..errors import UsageError
+from . import overrides
 from .family import Family, Model
+from .recipe import Recipe, check_std, resolve
 
 MAX_CONFIG_BYTES = 1 << 20
 # The dtypes transformers builds models in.
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
-def _discover() -> dict[str, Family]:
-    from . import families
-
+def _discover(package, attribute: str, key: str) -> dict:
     found = {}
-    for info in pkgutil.iter_modules(families.__path__):
-        family = importlib.import_module(f"{families.__name__}.{info.name}").FAMILY
-        found[family.model_type] = family
+    for info in pkgutil.iter_modules(package.__path__):
+        item = getattr(importlib.import_module(f"{package.__name__}.{info.name}"), attribute)
+        found[getattr(item, key)] = item
     return dict(sorted(found.items()))
 
 
-FAMILIES: dict[str, Family] = _discover()
+def _families() -> dict[str, Family]:
+    from . import families
+
+    return _discover(families, "FAMILY", "model_type")
+
+
+def _recipes() -> dict[str, Recipe]:
+    from . import recipes
+
+    found = _discover(recipes, "RECIPE", "name")
+    return {"hf": found.pop("hf"), **found}  # the default first
+
+
+FAMILIES: dict[str, Family] = _families()
+RECIPES: dict[str, Recipe] = _recipes()
+DEFAULT_RECIPE = "hf"
 
 
 def load_config(source: str | os.PathLike) -> dict[str, Any]:
@@ -84,6 +99,13 @@ def config_dtype(config: dict[str, Any]) -> str:
     return "float32"
 
 
+def recipe_of(name: str | None) -> Recipe:
+    recipe = RECIPES.get(name or DEFAULT_RECIPE)
+    if recipe is None:
+        raise UsageError(f"--init {name!r}: the recipes are {', '.join(RECIPES)}")
+    return recipe
+
+
 def spec_for(
     config: dict[str, Any],
     *,
@@ -91,11 +113,20 @@ def spec_for(
     dtype: str | None = None,
     sample_dtype: str | None = None,
     seed: int = 0,
+    init: str | None = None,
+    init_std: float | None = None,
+    rules: list[str] | tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """The weightgen spec of a whole model: every tensor with transformers' init rule, and
+    """The weightgen spec of a whole model: every tensor with its init rule (the family's
+    own, or the recipe ``init``'s with base std ``init_std``, then the ``rules`` given), and
     the config to write beside it (``hf_config``), completed with every field the shapes
-    came from, the architecture and the dtype."""
+    came from, the architecture and the dtype. A recipe other than the default, a base std
+    or rules are recorded under ``recipe``."""
+    recipe = recipe_of(init)
+    given_std = check_std(init_std) if init_std is not None else None
+    parsed_rules = overrides.parse_all(rules)
     model = model_of(config, head)
+    scheme = recipe.scheme_for(model.family.model_type)
     dtype_name = get_dtype(dtype).name if dtype is not None else config_dtype(config)
     if dtype_name not in MODEL_DTYPES:
         raise UsageError(
@@ -110,16 +141,37 @@ def spec_for(
     hf_config.update({k: v for k, v in vars(model.config).items() if not k.startswith("_")})
     hf_config["architectures"] = [model.head.architecture]
     hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
+    c = model.config
+    sigma = recipe.base_std(c, given_std)
+    entries = resolve(
+        model.tensors,
+        scheme,
+        c,
+        sigma=sigma,
+        layers=getattr(c, model.family.layers),
+        hidden=getattr(c, model.family.hidden),
+    )
+    overrides.apply(parsed_rules, model.tensors, entries)
     tensors = {}
-    for name, shape, rule in model.tensors:
-        tensors[name] = {"shape": list(shape), **rule.entry(model.config)}
-    return {
+    for t in model.tensors:
+        entry = {"shape": list(t.shape), **entries[t.name]}
+        if t.decl.float32 and dtype_name in ("bfloat16", "float16"):
+            entry["dtype"] = entry["sample_dtype"] = "float32"
+        tensors[t.name] = entry
+    spec: dict[str, Any] = {
         "seed": seed,
         "dtype": dtype_name,
         "sample_dtype": sample_dtype,
         "hf_config": hf_config,
-        "tensors": tensors,
     }
+    if recipe.name != DEFAULT_RECIPE or given_std is not None or parsed_rules:
+        spec["recipe"] = {
+            "name": recipe.name,
+            "init_std": sigma,
+            "rules": [r.text for r in parsed_rules],
+        }
+    spec["tensors"] = tensors
+    return spec
 
 
 def config_with_dtype(hf_config: dict[str, Any], dtype: str) -> dict[str, Any]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from . import roles
 from .family import EMBEDDING, NORMAL, ZEROS, Config, Field, Rule, Tensor
 
 ATTN = "model.layers.{i}.self_attn."
 MLP = "model.layers.{i}.mlp."
 Flag = Callable[[Config], bool]
 ATTENTION_BIAS: Flag = lambda c: c.attention_bias  # noqa: E731 - the common bias flag
+IN, OUT, BIAS = roles.ATTN_IN, roles.ATTN_OUT, roles.BIAS
 
 
 def q_width(c: Config) -> int:
@@ -65,55 +67,79 @@ KV_HEADS_DIVIDE_HEADS = (
 
 def embedding() -> tuple[Tensor, ...]:
     return (
-        Tensor("model.embed_tokens.weight", lambda c: (c.vocab_size, c.hidden_size), EMBEDDING),
+        Tensor(
+            "model.embed_tokens.weight",
+            lambda c: (c.vocab_size, c.hidden_size),
+            EMBEDDING,
+            roles.EMBEDDING,
+            tied=True,
+        ),
     )
 
 
 def attention(*, qkv_bias: Flag | None = None, o_bias: Flag | None = None) -> tuple[Tensor, ...]:
     """q, k, v, o projections; o_proj is [hidden, heads * head_dim]."""
     tensors = [
-        Tensor(ATTN + "q_proj.weight", lambda c: (q_width(c), c.hidden_size), NORMAL),
-        Tensor(ATTN + "k_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL),
-        Tensor(ATTN + "v_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL),
-        Tensor(ATTN + "o_proj.weight", lambda c: (c.hidden_size, q_width(c)), NORMAL),
+        Tensor(ATTN + "q_proj.weight", lambda c: (q_width(c), c.hidden_size), NORMAL, IN),
+        Tensor(ATTN + "k_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN),
+        Tensor(ATTN + "v_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN),
+        Tensor(ATTN + "o_proj.weight", lambda c: (c.hidden_size, q_width(c)), NORMAL, OUT),
     ]
     if qkv_bias is not None:
         tensors += [
-            Tensor(ATTN + "q_proj.bias", lambda c: (q_width(c),), ZEROS, when=qkv_bias),
-            Tensor(ATTN + "k_proj.bias", lambda c: (kv_width(c),), ZEROS, when=qkv_bias),
-            Tensor(ATTN + "v_proj.bias", lambda c: (kv_width(c),), ZEROS, when=qkv_bias),
+            Tensor(ATTN + "q_proj.bias", lambda c: (q_width(c),), ZEROS, BIAS, when=qkv_bias),
+            Tensor(ATTN + "k_proj.bias", lambda c: (kv_width(c),), ZEROS, BIAS, when=qkv_bias),
+            Tensor(ATTN + "v_proj.bias", lambda c: (kv_width(c),), ZEROS, BIAS, when=qkv_bias),
         ]
     if o_bias is not None:
-        tensors.append(Tensor(ATTN + "o_proj.bias", lambda c: (c.hidden_size,), ZEROS, when=o_bias))
+        tensors.append(
+            Tensor(ATTN + "o_proj.bias", lambda c: (c.hidden_size,), ZEROS, BIAS, when=o_bias)
+        )
     return tuple(tensors)
 
 
 def gated_mlp(
-    prefix: str = MLP, *, bias: Flag | None = None, width: str = "intermediate_size", **where
+    prefix: str = MLP,
+    *,
+    bias: Flag | None = None,
+    width: str = "intermediate_size",
+    mlp_roles: tuple[str, str, str] = (roles.MLP_GATE, roles.MLP_UP, roles.MLP_OUT),
+    rule: Rule = NORMAL,
+    **where,
 ) -> tuple[Tensor, ...]:
-    """gate_proj, up_proj [width, hidden] and down_proj [hidden, width]."""
+    """gate_proj, up_proj [width, hidden] and down_proj [hidden, width], with the roles
+    (gate, up, down) of a dense MLP unless ``mlp_roles`` says otherwise (experts)."""
 
     def inner(c: Config) -> int:
         return getattr(c, width)
 
+    gate, up, down = mlp_roles
     tensors = [
-        Tensor(prefix + "gate_proj.weight", lambda c: (inner(c), c.hidden_size), NORMAL, **where),
-        Tensor(prefix + "up_proj.weight", lambda c: (inner(c), c.hidden_size), NORMAL, **where),
-        Tensor(prefix + "down_proj.weight", lambda c: (c.hidden_size, inner(c)), NORMAL, **where),
+        Tensor(
+            prefix + "gate_proj.weight", lambda c: (inner(c), c.hidden_size), rule, gate, **where
+        ),
+        Tensor(prefix + "up_proj.weight", lambda c: (inner(c), c.hidden_size), rule, up, **where),
+        Tensor(
+            prefix + "down_proj.weight", lambda c: (c.hidden_size, inner(c)), rule, down, **where
+        ),
     ]
     if bias is not None:
         tensors += [
-            Tensor(prefix + "gate_proj.bias", lambda c: (inner(c),), ZEROS, when=bias),
-            Tensor(prefix + "up_proj.bias", lambda c: (inner(c),), ZEROS, when=bias),
-            Tensor(prefix + "down_proj.bias", lambda c: (c.hidden_size,), ZEROS, when=bias),
+            Tensor(prefix + "gate_proj.bias", lambda c: (inner(c),), ZEROS, BIAS, when=bias),
+            Tensor(prefix + "up_proj.bias", lambda c: (inner(c),), ZEROS, BIAS, when=bias),
+            Tensor(prefix + "down_proj.bias", lambda c: (c.hidden_size,), ZEROS, BIAS, when=bias),
         ]
     return tuple(tensors)
+
+
+EXPERT_ROLES = (roles.EXPERT_GATE, roles.EXPERT_UP, roles.EXPERT_OUT)
+SHARED_ROLES = (roles.SHARED_GATE, roles.SHARED_UP, roles.SHARED_OUT)
 
 
 def layer_norms(rule: Rule, *names: str) -> tuple[Tensor, ...]:
     """Per-layer norm weights [hidden]: ``model.layers.{i}.<name>.weight``."""
     return tuple(
-        Tensor(f"model.layers.{{i}}.{name}.weight", lambda c: (c.hidden_size,), rule)
+        Tensor(f"model.layers.{{i}}.{name}.weight", lambda c: (c.hidden_size,), rule, roles.NORM)
         for name in names
     )
 
@@ -122,17 +148,17 @@ def qk_norm_tensors(rule: Rule, *, per_head: bool) -> tuple[Tensor, ...]:
     """q_norm and k_norm: [head_dim] (qwen3, gemma3) or the full width (olmo2)."""
     if per_head:
         return (
-            Tensor(ATTN + "q_norm.weight", lambda c: (c.head_dim,), rule),
-            Tensor(ATTN + "k_norm.weight", lambda c: (c.head_dim,), rule),
+            Tensor(ATTN + "q_norm.weight", lambda c: (c.head_dim,), rule, roles.NORM),
+            Tensor(ATTN + "k_norm.weight", lambda c: (c.head_dim,), rule, roles.NORM),
         )
     return (
-        Tensor(ATTN + "q_norm.weight", lambda c: (q_width(c),), rule),
-        Tensor(ATTN + "k_norm.weight", lambda c: (kv_width(c),), rule),
+        Tensor(ATTN + "q_norm.weight", lambda c: (q_width(c),), rule, roles.NORM),
+        Tensor(ATTN + "k_norm.weight", lambda c: (kv_width(c),), rule, roles.NORM),
     )
 
 
 def final_norm(rule: Rule) -> tuple[Tensor, ...]:
-    return (Tensor("model.norm.weight", lambda c: (c.hidden_size,), rule),)
+    return (Tensor("model.norm.weight", lambda c: (c.hidden_size,), rule, roles.NORM),)
 
 
 def lm_head() -> tuple[Tensor, ...]:
@@ -143,6 +169,7 @@ def lm_head() -> tuple[Tensor, ...]:
             "lm_head.weight",
             lambda c: (c.vocab_size, c.hidden_size),
             NORMAL,
+            roles.HEAD,
             when=lambda c: not c.tie_word_embeddings,
         ),
     )

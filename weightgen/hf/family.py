@@ -93,13 +93,20 @@ class Rule:
 
     init: str  # "normal", "zeros" or "ones"
     pad_row: bool = False  # an embedding whose row pad_token_id is zeroed
-    std: Callable[[Config], float] | None = None  # normal's stddev (default: init_std)
+    # normal's stddev from the config and the base std (default: the base std itself)
+    std: Callable[[Config, float], float] | None = None
 
-    def entry(self, c: Config) -> dict:
+    def entry(self, c: Config, sigma: float | None = None, *, pad_row: bool = True) -> dict:
+        """The spec entry; ``sigma`` is the base std (default: ``init_std(c)``);
+        ``pad_row=False`` leaves the padding row as drawn (the trainers do not zero it)."""
         if self.init != "normal":
             return {"init": self.init}
-        entry: dict[str, Any] = {"init": "normal", "stddev": (self.std or init_std)(c)}
-        if self.pad_row and c.pad_token_id is not None:
+        sigma = init_std(c) if sigma is None else sigma
+        entry: dict[str, Any] = {
+            "init": "normal",
+            "stddev": self.std(c, sigma) if self.std is not None else sigma,
+        }
+        if pad_row and self.pad_row and c.pad_token_id is not None:
             entry["zero_rows"] = [c.pad_token_id]
         return entry
 
@@ -114,18 +121,32 @@ EMBEDDING = Rule("normal", pad_row=True)  # nn.Embedding(..., padding_idx=pad_to
 ZEROS = Rule("zeros")  # biases; gemma's norms, which compute x * (1 + w)
 ONES = Rule("ones")  # norm weights
 
+TORCH_LINEAR = (-1, -2, ())  # fan axes (in, out, batch) of a torch Linear weight [out, in]
+
 
 @dataclass(frozen=True)
 class Tensor:
     """One tensor, or one per layer (``{i}`` in the name) and per expert (``{e}``);
-    ``{p}`` is the head's prefix. ``when`` and ``layer_when`` say where it exists."""
+    ``{p}`` is the head's prefix. ``when`` and ``layer_when`` say where it exists.
+
+    ``role`` says what the tensor is (roles.py), for init recipes; ``rule`` is how the
+    family's own ``_init_weights`` initialises it. ``tied`` marks the token embedding, which
+    is also the output head when ``tie_word_embeddings``. ``fans`` are the (in, out, batch)
+    axes a fan-based initializer uses by default (torch's Linear layout [out, in]; Conv1D
+    and fused experts store [..., in, out]). ``float32``: save_pretrained keeps it in
+    float32 whatever the model's dtype (``_keep_in_fp32_modules_strict``).
+    """
 
     name: str
     shape: Callable[[Config], tuple[int, ...]]
     rule: Rule
+    role: str
     when: Callable[[Config], bool] | None = None
     layer_when: Callable[[Config, int], bool] | None = None
     heads: tuple[str, ...] | None = None  # None: every head
+    tied: bool = False
+    fans: tuple = TORCH_LINEAR
+    float32: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +165,7 @@ class Family:
     checks: tuple[tuple[Callable[[Config], bool], str], ...] = ()
     layers: str = "num_hidden_layers"  # the field that counts {i}
     experts: str | None = None  # the field that counts {e}
+    hidden: str = "hidden_size"  # the field that is the model width (d in init recipes)
     rules: str = ""  # one line for the README's table of init rules
 
     def head(self, name: str | None, architectures: Any) -> Head:
@@ -178,9 +200,9 @@ class Family:
                 raise UsageError(f"config.json: {message.format(**vars(c))}")
         return c
 
-    def tensors_of(self, head: Head, c: Config) -> list[tuple[str, tuple[int, ...], Rule]]:
-        """(name, shape, rule) of every tensor save_pretrained writes, in declaration order;
-        refused before it is built when it would be more than a spec may hold."""
+    def tensors_of(self, head: Head, c: Config) -> list[Built]:
+        """Every tensor save_pretrained writes, in declaration order; refused before it is
+        built when it would be more than a spec may hold."""
         layers = range(getattr(c, self.layers))
         experts = range(getattr(c, self.experts)) if self.experts else range(0)
         most = sum(
@@ -203,9 +225,19 @@ class Family:
                 if i is not None and t.layer_when is not None and not t.layer_when(c, i):
                     continue
                 for e in experts if "{e}" in t.name else [None]:
-                    name = t.name.format(p=head.prefix, i=i, e=e)
-                    found.append((name, shape, t.rule))
+                    found.append(Built(t.name.format(p=head.prefix, i=i, e=e), shape, t, i))
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """One tensor of a model: its name and shape, its declaration and its layer index
+    (None outside the layer stack)."""
+
+    name: str
+    shape: tuple[int, ...]
+    decl: Tensor
+    layer: int | None
 
 
 @dataclass
@@ -215,8 +247,8 @@ class Model:
     family: Family
     head: Head
     config: Config
-    tensors: list[tuple[str, tuple[int, ...], Rule]] = field(default_factory=list)
+    tensors: list[Built] = field(default_factory=list)
 
     @property
     def parameters(self) -> int:
-        return sum(math.prod(shape) for _, shape, _ in self.tensors)
+        return sum(math.prod(t.shape) for t in self.tensors)

@@ -2,10 +2,14 @@
 residual stream (attn.c_proj, mlp.c_proj) drawn with std / sqrt(2 * n_layer); no zero row
 (its embeddings take no padding_idx)."""
 
-from ..family import ONES, ZEROS, Family, Field, Head, Rule, Tensor, init_std
+from .. import roles
+from ..family import ONES, ZEROS, Family, Field, Head, Rule, Tensor
+from ..roles import ATTN_IN, ATTN_OUT, BIAS, NORM
 
 H = "transformer.h.{i}."
-RESIDUAL = Rule("normal", std=lambda c: init_std(c) / (2 * c.n_layer) ** 0.5)
+RESIDUAL = Rule("normal", std=lambda c, sigma: sigma / (2 * c.n_layer) ** 0.5)
+NORMAL = Rule("normal")
+CONV1D = (-2, -1, ())  # Conv1D stores its weight [in, out]: JAX's own default fan axes
 CROSS = lambda c: c.add_cross_attention  # noqa: E731
 
 
@@ -38,47 +42,92 @@ FAMILY = Family(
         ),
     ),
     layers="n_layer",
+    hidden="n_embd",
     tensors=(
-        Tensor("transformer.wte.weight", lambda c: (c.vocab_size, width(c)), Rule("normal")),
-        Tensor("transformer.wpe.weight", lambda c: (c.n_positions, width(c)), Rule("normal")),
-        Tensor(H + "ln_1.weight", lambda c: (width(c),), ONES),
-        Tensor(H + "ln_1.bias", lambda c: (width(c),), ZEROS),
-        Tensor(H + "attn.c_attn.weight", lambda c: (width(c), 3 * width(c)), Rule("normal")),
-        Tensor(H + "attn.c_attn.bias", lambda c: (3 * width(c),), ZEROS),
-        Tensor(H + "attn.c_proj.weight", lambda c: (width(c), width(c)), RESIDUAL),
-        Tensor(H + "attn.c_proj.bias", lambda c: (width(c),), ZEROS),
-        Tensor(H + "ln_cross_attn.weight", lambda c: (width(c),), ONES, when=CROSS),
-        Tensor(H + "ln_cross_attn.bias", lambda c: (width(c),), ZEROS, when=CROSS),
+        Tensor(
+            "transformer.wte.weight",
+            lambda c: (c.vocab_size, width(c)),
+            NORMAL,
+            roles.EMBEDDING,
+            tied=True,
+        ),
+        Tensor(
+            "transformer.wpe.weight", lambda c: (c.n_positions, width(c)), NORMAL, roles.EMBEDDING
+        ),
+        Tensor(H + "ln_1.weight", lambda c: (width(c),), ONES, NORM),
+        Tensor(H + "ln_1.bias", lambda c: (width(c),), ZEROS, BIAS),
+        Tensor(
+            H + "attn.c_attn.weight",
+            lambda c: (width(c), 3 * width(c)),
+            NORMAL,
+            ATTN_IN,
+            fans=CONV1D,
+        ),
+        Tensor(H + "attn.c_attn.bias", lambda c: (3 * width(c),), ZEROS, BIAS),
+        Tensor(
+            H + "attn.c_proj.weight",
+            lambda c: (width(c), width(c)),
+            RESIDUAL,
+            ATTN_OUT,
+            fans=CONV1D,
+        ),
+        Tensor(H + "attn.c_proj.bias", lambda c: (width(c),), ZEROS, BIAS),
+        Tensor(H + "ln_cross_attn.weight", lambda c: (width(c),), ONES, NORM, when=CROSS),
+        Tensor(H + "ln_cross_attn.bias", lambda c: (width(c),), ZEROS, BIAS, when=CROSS),
         Tensor(
             H + "crossattention.c_attn.weight",
             lambda c: (width(c), 2 * width(c)),
-            Rule("normal"),
+            NORMAL,
+            ATTN_IN,
             when=CROSS,
+            fans=CONV1D,
         ),
-        Tensor(H + "crossattention.c_attn.bias", lambda c: (2 * width(c),), ZEROS, when=CROSS),
+        Tensor(
+            H + "crossattention.c_attn.bias", lambda c: (2 * width(c),), ZEROS, BIAS, when=CROSS
+        ),
         Tensor(
             H + "crossattention.q_attn.weight",
             lambda c: (width(c), width(c)),
-            Rule("normal"),
+            NORMAL,
+            ATTN_IN,
             when=CROSS,
+            fans=CONV1D,
         ),
-        Tensor(H + "crossattention.q_attn.bias", lambda c: (width(c),), ZEROS, when=CROSS),
+        Tensor(H + "crossattention.q_attn.bias", lambda c: (width(c),), ZEROS, BIAS, when=CROSS),
         Tensor(
-            H + "crossattention.c_proj.weight", lambda c: (width(c), width(c)), RESIDUAL, when=CROSS
+            H + "crossattention.c_proj.weight",
+            lambda c: (width(c), width(c)),
+            RESIDUAL,
+            ATTN_OUT,
+            when=CROSS,
+            fans=CONV1D,
         ),
-        Tensor(H + "crossattention.c_proj.bias", lambda c: (width(c),), ZEROS, when=CROSS),
-        Tensor(H + "ln_2.weight", lambda c: (width(c),), ONES),
-        Tensor(H + "ln_2.bias", lambda c: (width(c),), ZEROS),
-        Tensor(H + "mlp.c_fc.weight", lambda c: (width(c), inner(c)), Rule("normal")),
-        Tensor(H + "mlp.c_fc.bias", lambda c: (inner(c),), ZEROS),
-        Tensor(H + "mlp.c_proj.weight", lambda c: (inner(c), width(c)), RESIDUAL),
-        Tensor(H + "mlp.c_proj.bias", lambda c: (width(c),), ZEROS),
-        Tensor("transformer.ln_f.weight", lambda c: (width(c),), ONES),
-        Tensor("transformer.ln_f.bias", lambda c: (width(c),), ZEROS),
+        Tensor(H + "crossattention.c_proj.bias", lambda c: (width(c),), ZEROS, BIAS, when=CROSS),
+        Tensor(H + "ln_2.weight", lambda c: (width(c),), ONES, NORM),
+        Tensor(H + "ln_2.bias", lambda c: (width(c),), ZEROS, BIAS),
+        Tensor(
+            H + "mlp.c_fc.weight",
+            lambda c: (width(c), inner(c)),
+            NORMAL,
+            roles.MLP_IN,
+            fans=CONV1D,
+        ),
+        Tensor(H + "mlp.c_fc.bias", lambda c: (inner(c),), ZEROS, BIAS),
+        Tensor(
+            H + "mlp.c_proj.weight",
+            lambda c: (inner(c), width(c)),
+            RESIDUAL,
+            roles.MLP_OUT,
+            fans=CONV1D,
+        ),
+        Tensor(H + "mlp.c_proj.bias", lambda c: (width(c),), ZEROS, BIAS),
+        Tensor("transformer.ln_f.weight", lambda c: (width(c),), ONES, NORM),
+        Tensor("transformer.ln_f.bias", lambda c: (width(c),), ZEROS, BIAS),
         Tensor(
             "lm_head.weight",
             lambda c: (c.vocab_size, width(c)),
-            Rule("normal"),
+            NORMAL,
+            roles.HEAD,
             when=lambda c: not c.tie_word_embeddings,
         ),
     ),

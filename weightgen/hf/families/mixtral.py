@@ -2,11 +2,16 @@
 (block_sparse_moe.gate) and num_local_experts experts (w1, w3 [I, H]; w2 [H, I]), written one
 tensor per expert, as save_pretrained writes them in 4.x and 5.x alike."""
 
-from .. import blocks
+from .. import blocks, roles
 from ..family import NORMAL, ONES, Family, Field, Head, Tensor
 
 MOE = "model.layers.{i}.block_sparse_moe."
 EXPERT = MOE + "experts.{e}."
+
+
+def inner(c) -> tuple[int, int]:
+    return (c.intermediate_size, c.hidden_size)
+
 
 FAMILY = Family(
     model_type="mixtral",
@@ -30,10 +35,15 @@ FAMILY = Family(
     tensors=blocks.decoder(
         ONES,
         mlp=(
-            Tensor(MOE + "gate.weight", lambda c: (c.num_local_experts, c.hidden_size), NORMAL),
-            Tensor(EXPERT + "w1.weight", lambda c: (c.intermediate_size, c.hidden_size), NORMAL),
-            Tensor(EXPERT + "w2.weight", lambda c: (c.hidden_size, c.intermediate_size), NORMAL),
-            Tensor(EXPERT + "w3.weight", lambda c: (c.intermediate_size, c.hidden_size), NORMAL),
+            Tensor(
+                MOE + "gate.weight",
+                lambda c: (c.num_local_experts, c.hidden_size),
+                NORMAL,
+                roles.ROUTER,
+            ),
+            Tensor(EXPERT + "w1.weight", inner, NORMAL, roles.EXPERT_GATE),
+            Tensor(EXPERT + "w2.weight", lambda c: inner(c)[::-1], NORMAL, roles.EXPERT_OUT),
+            Tensor(EXPERT + "w3.weight", inner, NORMAL, roles.EXPERT_UP),
         ),
     ),
     rules="norms ones; router and experts normal; no biases",

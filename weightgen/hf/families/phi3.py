@@ -1,7 +1,7 @@
 """Phi-3 (Phi3ForCausalLM): q, k and v fused in qkv_proj, gate and up fused in gate_up_proj;
 no biases."""
 
-from .. import blocks
+from .. import blocks, roles
 from ..blocks import ATTN, MLP, kv_width, q_width
 from ..family import NORMAL, ONES, Family, Head, Tensor
 
@@ -24,12 +24,23 @@ FAMILY = Family(
             ATTN + "qkv_proj.weight",
             lambda c: (q_width(c) + 2 * kv_width(c), c.hidden_size),
             NORMAL,
+            roles.ATTN_IN,
         ),
-        Tensor(ATTN + "o_proj.weight", lambda c: (c.hidden_size, q_width(c)), NORMAL),
         Tensor(
-            MLP + "gate_up_proj.weight", lambda c: (2 * c.intermediate_size, c.hidden_size), NORMAL
+            ATTN + "o_proj.weight", lambda c: (c.hidden_size, q_width(c)), NORMAL, roles.ATTN_OUT
         ),
-        Tensor(MLP + "down_proj.weight", lambda c: (c.hidden_size, c.intermediate_size), NORMAL),
+        Tensor(
+            MLP + "gate_up_proj.weight",
+            lambda c: (2 * c.intermediate_size, c.hidden_size),
+            NORMAL,
+            roles.MLP_IN,
+        ),
+        Tensor(
+            MLP + "down_proj.weight",
+            lambda c: (c.hidden_size, c.intermediate_size),
+            NORMAL,
+            roles.MLP_OUT,
+        ),
         *blocks.layer_norms(ONES, "input_layernorm", "post_attention_layernorm"),
         *blocks.final_norm(ONES),
         *blocks.lm_head(),

@@ -2,7 +2,7 @@
 num_experts experts of moe_intermediate_size, one tensor per expert) unless it is in
 mlp_only_layers or (i + 1) is not a multiple of decoder_sparse_step, then a dense MLP."""
 
-from .. import blocks
+from .. import blocks, roles
 from ..family import NORMAL, ONES, Family, Field, Head, Tensor
 
 
@@ -49,10 +49,14 @@ FAMILY = Family(
                 blocks.MLP + "gate.weight",
                 lambda c: (c.num_experts, c.hidden_size),
                 NORMAL,
+                roles.ROUTER,
                 layer_when=sparse,
             ),
             *blocks.gated_mlp(
-                blocks.MLP + "experts.{e}.", width="moe_intermediate_size", layer_when=sparse
+                blocks.MLP + "experts.{e}.",
+                width="moe_intermediate_size",
+                mlp_roles=blocks.EXPERT_ROLES,
+                layer_when=sparse,
             ),
             *blocks.gated_mlp(layer_when=dense),
         ),

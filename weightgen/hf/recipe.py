@@ -1,0 +1,216 @@
+"""Init recipes: what a trainer gives each role (roles.py), as data; the formulas in one place.
+
+A recipe page (``recipes/*.py``) is a table from role to rule, citing the trainer's source.
+A rule is a small function of ``Where`` (the base std σ, the layer count L, the width d, the
+layer index l, the tensor's shape) that returns a spec entry (an initializer and its
+parameters), or ``KEEP``: the family's own rule (``_init_weights``). Roles are looked up most
+specific first (``mlp_in.up``, then ``mlp_in``); ``special`` tensors always keep the family's
+rule. No recipe knows a family's tensor names and no family knows a recipe: ``resolve`` joins
+them, for the one builder in ``hf/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UsageError
+from . import roles
+from .family import Built, Config, init_std
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """What a recipe's rule may depend on."""
+
+    sigma: float  # the base std: --init-std, else the recipe's default
+    layers: int  # L: the model's layer count
+    hidden: int  # d: the model's width
+    layer: int | None  # l: the layer index, from 0 (None outside the layer stack)
+    shape: tuple[int, ...]
+
+
+RuleFn = Callable[[Where], dict | None]
+
+
+def KEEP(where: Where) -> None:
+    """The family's own rule (transformers' ``_init_weights``), with the recipe's σ."""
+    return None
+
+
+IDENTITY = KEEP  # norms: ones, or zeros where the norm computes x * (1 + w)
+
+
+# --- Standard deviations, as the trainers compute them (sources cited on each page) -------
+
+
+def sigma(w: Where) -> float:
+    return w.sigma
+
+
+def scaled(w: Where) -> float:
+    """Megatron's scaled_init_method_normal: σ / sqrt(2 L)."""
+    return w.sigma / math.sqrt(2.0 * w.layers)
+
+
+def small_init(w: Where) -> float:
+    """GPT-NeoX's small_init_init_method: sqrt(2 / (5 d)) (Nguyen & Salazar 2019)."""
+    return math.sqrt(2 / (5 * w.hidden))
+
+
+def wang_init(w: Where) -> float:
+    """GPT-NeoX's wang_init_method: 2 / (L sqrt(d))."""
+    return 2 / w.layers / math.sqrt(w.hidden)
+
+
+def depth(w: Where) -> float:
+    """torchtitan's depth init: σ / sqrt(2 (l + 1)), l the layer index from 0."""
+    if w.layer is None:
+        raise AssertionError("depth init outside the layer stack")
+    return w.sigma / math.sqrt(2 * (w.layer + 1))
+
+
+def inverse_sqrt_width(w: Where) -> float:
+    """d ** -0.5 (torchtitan's output head)."""
+    return w.hidden**-0.5
+
+
+# --- Rules ---------------------------------------------------------------------------------
+
+
+def normal(std: Callable[[Where], float]) -> RuleFn:
+    """torch ``normal_(std=s)``: ``jax.nn.initializers.normal(s)``."""
+    return lambda w: {"init": "normal", "stddev": std(w)}
+
+
+def truncated(std: Callable[[Where], float], cut: float) -> RuleFn:
+    """A normal of std s cut at ±cut·s: torch ``trunc_normal_(std=s, a=-cut*s, b=cut*s)`` is
+    ``jax.nn.initializers.truncated_normal(s, lower=-cut, upper=cut)`` (JAX's bounds are in
+    units of the std, torch's are absolute)."""
+    return lambda w: {"init": "truncated-normal", "stddev": std(w), "lower": -cut, "upper": cut}
+
+
+def torch_trunc_normal(std: Callable[[Where], float], a: float = -2.0, b: float = 2.0) -> RuleFn:
+    """torch ``trunc_normal_(std=s, a, b)`` with absolute bounds (torch's default ±2: about
+    ±100σ at s = 0.02, so effectively untruncated), exactly: ``truncated_normal(s, a/s, b/s)``."""
+
+    def rule(w: Where) -> dict:
+        s = std(w)
+        return {"init": "truncated-normal", "stddev": s, "lower": a / s, "upper": b / s}
+
+    return rule
+
+
+def zeros(w: Where) -> dict:
+    return {"init": "zeros"}
+
+
+def ones(w: Where) -> dict:
+    return {"init": "ones"}
+
+
+# --- Recipes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One trainer's init of a model: a rule per role. ``tied``: the role whose rule the
+    token embedding gets when it is also the output head (the trainer inits the shared
+    tensor as its embedding, or as its head). ``pad_row``: the trainer zeroes the embedding
+    row at pad_token_id (transformers does; the trainers do not)."""
+
+    roles: Mapping[str, RuleFn]
+    tied: str = roles.EMBEDDING
+    pad_row: bool = False
+    model: str = ""  # the trainer's own model this follows (torchtitan's "llama3", ...)
+
+    def rule(self, role: str) -> RuleFn:
+        for candidate in roles.lineage(role):
+            if candidate in self.roles:
+                return self.roles[candidate]
+        if roles.base(role) == roles.SPECIAL:
+            return KEEP
+        raise AssertionError(f"no rule for the role {role!r}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A trainer's initialisation, as data. ``scheme`` applies to every family; a recipe
+    that follows the trainer's own model per family gives ``models`` (model_type -> scheme)
+    instead and refuses the others. ``default_std``: the base std σ when --init-std is not
+    given (None: the recipe's formulas take no σ)."""
+
+    name: str
+    summary: str  # one line: --help and the README
+    source: str  # the trainer's files and functions it follows
+    default_std: Callable[[Config], float] | None
+    default_std_text: str  # how the README says it
+    scheme: Scheme | None = None
+    models: Mapping[str, Scheme] = field(default_factory=dict)
+    start: str = ""  # how the trainer starts from the folder (README)
+
+    def scheme_for(self, model_type: str) -> Scheme:
+        if self.scheme is not None:
+            return self.scheme
+        scheme = self.models.get(model_type)
+        if scheme is None:
+            have = {}
+            for family, s in self.models.items():
+                have.setdefault(s.model, []).append(family)
+            known = "; ".join(f"{m} ({', '.join(f)})" for m, f in have.items())
+            raise UsageError(
+                f"--init {self.name}: {self.summary.split(':')[0]} has no model for "
+                f"{model_type}; it covers {known}. Use --init megatron, neox or olmo2, "
+                "which apply to every family"
+            )
+        return scheme
+
+    def base_std(self, c: Config, given: float | None) -> float | None:
+        if given is None:
+            return self.default_std(c) if self.default_std is not None else None
+        if self.default_std is None:
+            raise UsageError(
+                f"--init-std: the {self.name} recipe takes no base std ({self.default_std_text})"
+            )
+        return given
+
+
+def config_std(c: Config) -> float:
+    """The config's initializer_range (or 0.02 when absent or 0, as transformers 5 reads it)."""
+    return init_std(c)
+
+
+def check_std(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"--init-std: expected a number, got {value!r}")
+    if not (0 < value <= 10 and math.isfinite(value)):
+        raise UsageError(f"--init-std {value}: must be a standard deviation above 0, at most 10")
+    return float(value)
+
+
+def resolve(
+    tensors: list[Built],
+    scheme: Scheme,
+    c: Config,
+    *,
+    sigma: float | None,
+    layers: int,
+    hidden: int,
+) -> dict[str, dict]:
+    """name -> spec entry for every tensor: the scheme's rule for its role, or the
+    family's own rule where the scheme keeps it."""
+    tied = bool(getattr(c, "tie_word_embeddings", False))
+    rules: dict[str, RuleFn] = {}
+    entries = {}
+    for t in tensors:
+        role = scheme.tied if t.decl.tied and tied else t.decl.role
+        rule = rules.get(role)
+        if rule is None:
+            rule = rules[role] = scheme.rule(role)
+        entry = rule(Where(sigma or 0.0, layers, hidden, t.layer, t.shape))
+        if entry is None:
+            entry = t.decl.rule.entry(c, sigma, pad_row=scheme.pad_row)
+        entries[t.name] = entry
+    return entries

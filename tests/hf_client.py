@@ -6,9 +6,11 @@ Jobs:
 - ``{"kind": "load", "folder": DIR}``: from_pretrained(output_loading_info=True); the loading
   report, the model's dtype, whether tied weights share storage, one forward pass.
 - ``{"kind": "names", "config": {...}}``: the tensors save_pretrained would write, as
-  {name: shape}, from the model built on the meta device (no memory).
+  {name: [shape, dtype]}, from the model built on the meta device in the config's dtype (no
+  memory; modules transformers keeps in float32 stay float32).
 - ``{"kind": "init", "config": {...}}``: transformers' own init of a small model: per tensor,
-  whether it is all zeros or all ones, its std, and its all-zero rows.
+  whether it is all zeros or all ones, its value if constant, its mean and std, and its
+  all-zero rows.
 """
 
 from __future__ import annotations
@@ -74,9 +76,13 @@ def load(job: dict) -> dict:
 
 def names(job: dict) -> dict:
     config = build_config(job["config"])
+    dtype = getattr(torch, job["config"].get("dtype") or "float32")
     with torch.device("meta"):
-        model = model_class(job["config"])(config)
-    return {name: list(t.shape) for name, t in saved_tensors(model).items()}
+        model = model_class(job["config"])._from_config(config, dtype=dtype)
+    return {
+        name: [list(t.shape), str(t.dtype).removeprefix("torch.")]
+        for name, t in saved_tensors(model).items()
+    }
 
 
 def init(job: dict) -> dict:
@@ -88,9 +94,13 @@ def init(job: dict) -> dict:
         rows = []
         if values.ndim == 2:
             rows = torch.nonzero((values == 0).all(dim=1)).flatten().tolist()
+        flat = values.flatten()
+        constant = bool((flat == flat[0]).all()) if flat.numel() else False
         report[name] = {
             "zeros": bool((values == 0).all()),
             "ones": bool((values == 1).all()),
+            "constant": float(flat[0]) if constant and flat.numel() > 1 else None,
+            "mean": float(values.mean()) if values.numel() else 0.0,
             "std": float(values.std()) if values.numel() > 1 else 0.0,
             "zero_rows": rows,
         }

@@ -10,6 +10,7 @@ meta device; tensor statistics to transformers' own init of the same small model
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -130,6 +131,11 @@ def test_transformers_loads_the_folder_cleanly(world, version, layout, label):
     assert report["mismatched"] == [] and report["errors"] == []
     assert report["dtype"] == layout.split("-")[0]
     assert report["finite"]
+    # Every tensor as loaded is the tensor written: nothing re-initialised on load.
+    written = weightgen.load(world["folders"][(label, layout)])
+    ours = {n: hashlib.sha256(a.tobytes()).hexdigest() for n, a in written.items()}
+    assert report["digests"] == {n: ours[n] for n in report["digests"]}
+    assert set(ours) - set(report["digests"]) <= set(_aliases(version, ours))
     tied = world["specs"][label]["hf_config"]["tie_word_embeddings"]
     if label.startswith("bert-base"):
         assert report["tied_shared"] is None  # BertModel has no output embedding

@@ -15,8 +15,10 @@ are still read, replayed and verified.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,17 @@ FOLDER_MANIFEST = "weightgen.manifest.json"  # a folder output carries its manif
 def manifest_path_for(output: str) -> str:
     """Where a file's manifest goes by default: beside it, ``OUTPUT.manifest.json``."""
     return output.rstrip("/") + ".manifest.json"
+
+
+def locate(target: str | os.PathLike) -> tuple[str, str | None]:
+    """(where target's own manifest would be, and that path if it exists): a folder's (or
+    its index's) ``weightgen.manifest.json``, else the file's ``FILE.manifest.json``."""
+    path = Path(target)
+    if path.is_dir() or path.name.endswith(".index.json"):
+        where = (path if path.is_dir() else path.parent) / FOLDER_MANIFEST
+    else:
+        where = Path(manifest_path_for(str(path)))
+    return str(where), str(where) if where.is_file() else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -226,10 +226,19 @@ def _write(
             sink = target.join(path)
 
         team.join("open the temporary output", opened, follow)
-        engine_mod.run(
-            engine, plan, sink, ranges=ranges, taps=taps, on_bytes=on_bytes, stop=team.stop
-        )
-        sink.close()
+        with team.working():  # a team's watchers see this process's work move
+            engine_mod.run(
+                engine,
+                plan,
+                sink,
+                ranges=ranges,
+                taps=taps,
+                on_bytes=on_bytes,
+                stop=team.stop,
+                progress=team.progress,
+            )
+            team.flushing()
+            sink.close()
         seconds = time.perf_counter() - started
         share = {
             "process": team.process_id,
@@ -330,13 +339,14 @@ def _tag(team: hosts.Solo) -> str:
 
 
 class _Counter:
-    """The engine tap that counts a shared run's bytes for its watcher's beats."""
+    """The engine tap that tells a shared run's team what the writer wrote (its beats' bytes,
+    and its progress clock)."""
 
     def __init__(self, team: hosts.Solo):
         self._team = team
 
     def update(self, number: int, data) -> None:
-        self._team.wrote(len(data))
+        self._team.wrote(number, len(data))
 
     def close(self) -> None:
         pass

@@ -33,11 +33,13 @@ BEFORE = HERE / "fixtures" / "hf_before_recipes"
 # (the family's own rule: norms at the identity, and the tensors only one family has).
 
 
-def megatron(role: str, sigma: float, d: int, layers: int, layer: int | None):
+def megatron(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
     """Megatron-LM megatron/core/utils.py: init_method_normal(σ) = normal_(0, σ);
     scaled_init_method_normal(σ, L) = normal_(0, σ / sqrt(2 L)) for linear_proj and
     linear_fc2 (experts' too); biases zero; norms one."""
     base = role.split(".")[0]
+    if role == "bias.router":  # TopKRouter's bias takes init_method, as its weight
+        return ("normal", sigma)
     if base in ("norm", "special"):
         return ("family",)
     if base == "bias":
@@ -47,7 +49,7 @@ def megatron(role: str, sigma: float, d: int, layers: int, layer: int | None):
     return ("normal", sigma)
 
 
-def neox(role: str, sigma: float, d: int, layers: int, layer: int | None):
+def neox(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
     """GPT-NeoX megatron/model/init_functions.py, as configs/pythia/*.yml use them:
     small_init_init_method(d) = normal_(0, sqrt(2 / (5 d))) for init_method (embedding,
     query_key_value, dense_h_to_4h, the final linear); wang_init_method(L, d) =
@@ -62,7 +64,7 @@ def neox(role: str, sigma: float, d: int, layers: int, layer: int | None):
     return ("normal", math.sqrt(2 / (5 * d)))
 
 
-def olmo2(role: str, sigma: float, d: int, layers: int, layer: int | None):
+def olmo2(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
     """OLMo-core src/olmo_core/nn/transformer/init.py, InitMethod.normal: every Linear,
     the embedding and the head trunc_normal_(std=σ, a=-3σ, b=3σ); biases zero."""
     base = role.split(".")[0]
@@ -73,8 +75,67 @@ def olmo2(role: str, sigma: float, d: int, layers: int, layer: int | None):
     return ("truncated", sigma, 3.0)
 
 
-FORMULAS = {"megatron": megatron, "neox": neox, "olmo2": olmo2}
-DEFAULT_STD = {"megatron": "config", "neox": None, "olmo2": "config"}
+TITAN_MODELS = {
+    "llama": "llama3",
+    "mistral": "llama3",
+    "qwen3": "qwen3",
+    "qwen3_moe": "qwen3_moe",
+    "deepseek_v3": "deepseek_v3",
+    "gpt_oss": "gpt_oss",
+}
+
+
+def torchtitan(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
+    """torchtitan 0.3.0, torchtitan/models/<model>/__init__.py. trunc_normal_(std=s) with its
+    absolute default bounds (±2, i.e. ±100 s) is no cut: a normal of std s.
+    llama3: _LINEAR_INIT 0.02 (q/k/v, w1), _depth_init(l) 0.02/sqrt(2(l+1)) (wo, w2, w3),
+    _EMBEDDING_INIT normal_(1.0), _output_linear_init(dim) trunc_normal_(dim**-0.5, ±3 std).
+    qwen3: normal_(0.02) everywhere; MoE: wo and the experts' w2 at 0.02/sqrt(2L).
+    deepseek_v3: llama3's, plus router and experts' (routed and shared) w2, w3 at depth.
+    gpt_oss: every matrix, sinks and expert biases at depth; embedding 0.02; head as llama3."""
+    kind = TITAN_MODELS[model]
+    base = role.split(".")[0]
+    depth = sigma / math.sqrt(2 * (layer + 1)) if layer is not None else None
+    head = ("truncated", d**-0.5, 3.0)
+    if base == "norm":
+        return ("family",)
+    if kind in ("qwen3", "qwen3_moe"):
+        if base == "bias" or base == "special":
+            return ("zeros",) if base == "bias" else ("family",)
+        if kind == "qwen3_moe" and base in ("attn_out", "expert_out"):
+            return ("normal", sigma / math.sqrt(2 * layers))
+        return ("normal", sigma)
+    if kind == "gpt_oss":
+        if role in ("bias.expert", "special.sinks"):
+            return ("normal", depth)
+        if base == "bias":
+            return ("zeros",)
+        if base == "embedding":
+            return ("normal", sigma)
+        if base == "head":
+            return head
+        return ("normal", depth)
+    # llama3 and deepseek_v3
+    if base == "bias":
+        return ("zeros",)
+    if base == "special":
+        return ("family",)
+    if base == "embedding":
+        return ("normal", 1.0)
+    if base == "head":
+        return head
+    if base == "attn_in" or role.startswith(("mlp_in.gate", "expert_in.gate")):
+        return ("normal", sigma)
+    return ("normal", depth)  # attn_out, up, down; deepseek_v3's router
+
+
+FORMULAS = {"megatron": megatron, "neox": neox, "olmo2": olmo2, "torchtitan": torchtitan}
+DEFAULT_STD = {"megatron": "config", "neox": None, "olmo2": "config", "torchtitan": 0.02}
+TIED_ROLE = {"torchtitan": "head"}  # the others init a tied embedding as an embedding
+
+
+def takes(recipe: str, label: str) -> bool:
+    return recipe != "torchtitan" or TINY[label]["model_type"] in TITAN_MODELS
 
 
 def _truncated_std(cut: float) -> float:
@@ -124,6 +185,8 @@ def written(tmp_path_factory):
     folders = {}
     for recipe in FORMULAS:
         for label, config in TINY.items():
+            if not takes(recipe, label):
+                continue
             folder = root / f"{recipe}-{label}"
             weightgen.write_model(config, folder, init=recipe, seed=3, manifest=True)
             folders[(recipe, label)] = folder
@@ -134,10 +197,13 @@ def written(tmp_path_factory):
 @pytest.mark.parametrize("recipe", sorted(FORMULAS))
 @pytest.mark.parametrize("label", sorted(TINY))
 def test_every_tensor_follows_the_trainers_formula(written, recipe, label):
+    if not takes(recipe, label):
+        pytest.skip(f"torchtitan has no model for {TINY[label]['model_type']}")
     config = TINY[label]
     model = hf.model_of(config)
     c, family = model.config, model.family
-    sigma = hf.family.init_std(c) if DEFAULT_STD[recipe] == "config" else None
+    default = DEFAULT_STD[recipe]
+    sigma = hf.family.init_std(c) if default == "config" else default
     d, layers = getattr(c, family.hidden), getattr(c, family.layers)
     tied = getattr(c, "tie_word_embeddings", False)
     family_spec = weightgen.model_spec(config)["tensors"]
@@ -145,9 +211,9 @@ def test_every_tensor_follows_the_trainers_formula(written, recipe, label):
     assert set(values) == {t.name for t in model.tensors}
     for t in model.tensors:
         role = t.decl.role
-        if t.decl.tied and tied:  # the shared tensor: Megatron, NeoX, OLMo init it as embedding
-            role = "embedding"
-        formula = FORMULAS[recipe](role, sigma, d, layers, t.layer)
+        if t.decl.tied and tied:  # the shared tensor: torchtitan inits it last, as the head
+            role = TIED_ROLE.get(recipe, "embedding")
+        formula = FORMULAS[recipe](role, sigma, d, layers, t.layer, family.model_type)
         _check_tensor(t.name, values[t.name], formula, family_spec[t.name])
 
 
@@ -296,6 +362,18 @@ def test_bad_recipe_options_are_refused(tmp_path, run_cli, options, fragment):
     config.write_text(json.dumps(TINY["llama"]))
     result = run_cli("hf", str(config), "-o", str(tmp_path / "out"), *options)
     assert result.code == 2 and fragment in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("label", ["gemma", "bert-mlm", "phi3", "olmo2", "mixtral"])
+def test_torchtitan_refuses_the_families_it_has_no_model_for(tmp_path, run_cli, label):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY[label]))
+    result = run_cli("hf", str(config), "-o", str(tmp_path / "out"), "--init", "torchtitan")
+    model_type = TINY[label]["model_type"]
+    want = f"--init torchtitan: torchtitan 0.3.0 has no model for {model_type} (it has llama3"
+    assert result.code == 2 and want in result.stderr, result.stderr
+    assert "--init megatron, neox and olmo2 apply to every family" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

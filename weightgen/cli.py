@@ -459,12 +459,13 @@ cli.add_command(run_command)
 
 
 def _hf_callback(config: str, **options: Any) -> None:
-    from . import api
+    from . import api, hf
     from .manifest import dumps
     from .specfile import parse_spec
 
+    document = hf.load_config(config)
     spec = api.model_spec(
-        config,
+        document,
         head=options["head"],
         dtype=options["dtype"],
         sample_dtype=options["sample_dtype"],
@@ -473,6 +474,9 @@ def _hf_callback(config: str, **options: Any) -> None:
         init_std=options["init_std"],
         rules=options["rule"],
     )
+    if not options["quiet"] and not options["process_id"]:
+        for note in hf.config_notes(document):
+            click.echo(note, err=True)
     if options["spec"]:
         if options["output"] is not None:
             raise click.UsageError("--spec prints the spec instead of writing; drop -o")

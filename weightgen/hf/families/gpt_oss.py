@@ -6,10 +6,11 @@ num_local_experts experts kept fused, as save_pretrained writes them in 4.x and 
 
 GptOssPreTrainedModel._init_weights (5.24.0, and 4.57.6 the same): experts normal, their
 biases zeros, sinks normal, router weight **and bias** normal. Roles: the router bias is
-drawn like a weight, so a recipe's "bias" rule (zeros) would change the family's own
-choice: it is ``special.router_bias`` and keeps that rule (normal, the recipe's σ). The
-sinks are ``special.sinks``. layer_types (sliding or full attention) does not change any
-shape; it is checked, since the model indexes its masks by it.
+``bias.router`` and the experts' biases ``bias.expert``, so a recipe can follow its trainer
+(Megatron draws a router bias like the weight, torchtitan zeroes it and draws the experts'
+biases at its depth std; a recipe that says nothing zeroes biases); the sinks are
+``special.sinks``. layer_types (sliding or full attention) does not change any shape; it is
+checked, since the model indexes its masks by it.
 
 transformers 4.57.6 builds q/k/v/o biases whatever attention_bias says (it sets the
 attribute to True); 5.24.0 follows the field. With attention_bias false the folder is what
@@ -22,6 +23,7 @@ from ..family import NORMAL, ONES, ZEROS, Family, Field, Head, Tensor
 MLP = blocks.MLP
 EXPERTS = MLP + "experts."
 EXPERT_FANS = (-2, -1, (0,))  # [expert, in, out]
+EXPERT_BIAS, ROUTER_BIAS = roles.EXPERT_BIAS, roles.ROUTER_BIAS
 LAYER_TYPES = ("full_attention", "sliding_attention")  # the masks the model builds
 
 
@@ -79,9 +81,7 @@ FAMILY = Family(
             roles.SPECIAL + ".sinks",
         ),
         Tensor(MLP + "router.weight", lambda c: (experts(c), c.hidden_size), NORMAL, roles.ROUTER),
-        Tensor(
-            MLP + "router.bias", lambda c: (experts(c),), NORMAL, roles.SPECIAL + ".router_bias"
-        ),
+        Tensor(MLP + "router.bias", lambda c: (experts(c),), NORMAL, ROUTER_BIAS),
         Tensor(
             EXPERTS + "gate_up_proj",
             lambda c: (experts(c), c.hidden_size, 2 * c.intermediate_size),
@@ -93,7 +93,7 @@ FAMILY = Family(
             EXPERTS + "gate_up_proj_bias",
             lambda c: (experts(c), 2 * c.intermediate_size),
             ZEROS,
-            roles.BIAS,
+            EXPERT_BIAS,
         ),
         Tensor(
             EXPERTS + "down_proj",
@@ -103,7 +103,7 @@ FAMILY = Family(
             fans=EXPERT_FANS,
         ),
         Tensor(
-            EXPERTS + "down_proj_bias", lambda c: (experts(c), c.hidden_size), ZEROS, roles.BIAS
+            EXPERTS + "down_proj_bias", lambda c: (experts(c), c.hidden_size), ZEROS, EXPERT_BIAS
         ),
         *blocks.layer_norms(ONES, "input_layernorm", "post_attention_layernorm"),
         *blocks.final_norm(ONES),

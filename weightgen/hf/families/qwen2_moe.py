@@ -78,7 +78,7 @@ FAMILY = Family(
                 blocks.MLP + "shared_expert_gate.weight",
                 lambda c: (1, c.hidden_size),
                 NORMAL,
-                roles.ROUTER + ".shared_expert_gate",
+                roles.SHARED_EXPERT_GATE,
                 layer_when=sparse,
             ),
             *blocks.gated_mlp(layer_when=dense),

@@ -36,7 +36,7 @@ RECIPE = Recipe(
             roles.HEAD: normal(sigma),
             roles.NORM: IDENTITY,
             roles.BIAS: zeros,
-            "bias.router": normal(sigma),  # TopKRouter's bias: init_method, like its weight
+            roles.ROUTER_BIAS: normal(sigma),  # TopKRouter's bias: init_method, like its weight
         },
         tied=roles.EMBEDDING,
     ),

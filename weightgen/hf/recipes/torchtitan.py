@@ -116,7 +116,7 @@ GPT_OSS = Scheme(
         roles.ROUTER: DEPTH,
         roles.EXPERT_IN: DEPTH,
         roles.EXPERT_OUT: DEPTH,
-        "bias.expert": DEPTH,  # mlp1_bias_EG, mlp2_bias_ED: not zero
+        roles.EXPERT_BIAS: DEPTH,  # mlp1_bias_EG, mlp2_bias_ED: not zero
         "special.sinks": DEPTH,
     },
     tied=roles.HEAD,

@@ -303,6 +303,48 @@ def test_bad_configs_are_refused_by_name(tmp_path, run_cli, change, fragment):
 
 
 @pytest.mark.parametrize(
+    ("label", "change", "fragment"),
+    [
+        (
+            "olmo3",
+            {"layer_types": ["full_attention"] * 3},
+            "layer_types has 3 entries; num_hidden_layers is 4",
+        ),
+        (
+            "olmo3",
+            {"layer_types": ["full_attention"] * 3 + ["chunked_attention"]},
+            "layer_types: 'chunked_attention' is not one of full_attention, sliding_attention",
+        ),
+        ("olmo3", {"layer_types": "sliding_attention"}, "layer_types must be a list"),
+        (
+            "smollm3",
+            {"no_rope_layers": [1, 1, 0]},
+            "no_rope_layers has 3 entries; num_hidden_layers is 4",
+        ),
+        (
+            "smollm3",
+            {"no_rope_layers": [1, 1, 2, 0]},
+            "no_rope_layers must hold only 1 (rotary) and 0",
+        ),
+        (
+            "smollm3",
+            {"no_rope_layer_interval": 0},
+            "no_rope_layer_interval must be an integer from 1",
+        ),
+        ("granite", {"mlp_bias": "false"}, "mlp_bias must be true or false"),
+        ("starcoder2", {"use_bias": 1}, "use_bias must be true or false"),
+    ],
+)
+def test_bad_fields_of_the_families_are_refused_by_name(tmp_path, run_cli, label, change, fragment):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**TINY[label], **change}))
+    result = run_cli("hf", str(config), "-o", str(tmp_path / "out"))
+    assert result.code == 2, result.stderr
+    assert fragment in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
     ("text", "fragment"),
     [
         ("{", "not valid JSON"),

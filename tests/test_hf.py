@@ -341,6 +341,34 @@ def test_bad_configs_are_refused_by_name(tmp_path, run_cli, change, fragment):
         ),
         ("qwen2_moe", {"decoder_sparse_step": 0}, "decoder_sparse_step must be an integer from 1"),
         ("qwen2_moe", {"layer_types": ["full_attention"] * 4}, "layer_types has 4 entries"),
+        (
+            "olmo3",
+            {"layer_types": ["full_attention"] * 3},
+            "layer_types has 3 entries; num_hidden_layers is 4",
+        ),
+        (
+            "olmo3",
+            {"layer_types": ["full_attention"] * 3 + ["chunked_attention"]},
+            "layer_types: 'chunked_attention' is not one of full_attention, sliding_attention",
+        ),
+        ("olmo3", {"layer_types": "sliding_attention"}, "layer_types must be a list"),
+        (
+            "smollm3",
+            {"no_rope_layers": [1, 1, 0]},
+            "no_rope_layers has 3 entries; num_hidden_layers is 4",
+        ),
+        (
+            "smollm3",
+            {"no_rope_layers": [1, 1, 2, 0]},
+            "no_rope_layers must hold only 1 (rotary) and 0",
+        ),
+        (
+            "smollm3",
+            {"no_rope_layer_interval": 0},
+            "no_rope_layer_interval must be an integer from 1",
+        ),
+        ("granite", {"mlp_bias": "false"}, "mlp_bias must be true or false"),
+        ("starcoder2", {"use_bias": 1}, "use_bias must be true or false"),
     ],
 )
 def test_bad_family_fields_are_refused_by_name(tmp_path, run_cli, label, change, fragment):

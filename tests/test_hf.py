@@ -94,6 +94,11 @@ def world(tmp_path_factory):
             folder = tmp / f"{label}-{layout}"
             _write(folder, config, layout)
             folders[(label, layout)] = folder
+    for label, recipe in RECIPE_FOLDERS:
+        if label in SELECTED:
+            folder = tmp / f"{label}-{recipe}"
+            weightgen.write_model(SELECTED[label], folder, init=recipe, dtype="bfloat16")
+            folders[(label, recipe)] = folder
     # Names, shapes and dtypes in bfloat16, where some families keep tensors in float32.
     specs = {label: weightgen.model_spec(c, dtype="bfloat16") for label, c in SELECTED.items()}
     real = {f"real:{p.stem}": weightgen.model_spec(p) for p in REAL_SELECTED}
@@ -118,6 +123,14 @@ def world(tmp_path_factory):
 
 
 VERSIONS = ("5", "4")
+# Folders initialised by a trainer's recipe instead of transformers' rules (test_recipes.py
+# checks their values): each loads with every tensor exactly as written.
+RECIPE_FOLDERS = [
+    ("llama", "torchtitan"),
+    ("qwen3_moe", "megatron"),
+    ("gpt2", "neox"),
+    ("gemma", "olmo2"),
+]
 
 
 @pytest.mark.slow
@@ -125,22 +138,37 @@ VERSIONS = ("5", "4")
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("label", sorted(SELECTED))
 def test_transformers_loads_the_folder_cleanly(world, version, layout, label):
-    report = world["reports"][version]["load"][(label, layout)]
-    assert report["ok"], report.get("error")
-    assert report["missing"] == [] and report["unexpected"] == []
-    assert report["mismatched"] == [] and report["errors"] == []
+    report = _loaded_as_written(world, version, (label, layout))
     assert report["dtype"] == layout.split("-")[0]
-    assert report["finite"]
-    # Every tensor as loaded is the tensor written: nothing re-initialised on load.
-    written = weightgen.load(world["folders"][(label, layout)])
-    ours = {n: hashlib.sha256(a.tobytes()).hexdigest() for n, a in written.items()}
-    assert report["digests"] == {n: ours[n] for n in report["digests"]}
-    assert set(ours) - set(report["digests"]) <= set(_aliases(version, ours))
     tied = world["specs"][label]["hf_config"]["tie_word_embeddings"]
     if label.startswith("bert-base"):
         assert report["tied_shared"] is None  # BertModel has no output embedding
     else:
         assert report["tied_shared"] is (True if tied else None)
+
+
+def _loaded_as_written(world, version: str, key: tuple[str, str]) -> dict:
+    """The loading report of a folder: clean, finite, and every tensor as loaded is the
+    tensor written (nothing re-initialised on load)."""
+    report = world["reports"][version]["load"][key]
+    assert report["ok"], report.get("error")
+    assert report["missing"] == [] and report["unexpected"] == []
+    assert report["mismatched"] == [] and report["errors"] == []
+    assert report["finite"]
+    written = weightgen.load(world["folders"][key])
+    ours = {n: hashlib.sha256(a.tobytes()).hexdigest() for n, a in written.items()}
+    assert report["digests"] == {n: ours[n] for n in report["digests"]}
+    assert set(ours) - set(report["digests"]) <= set(_aliases(version, ours))
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize(("label", "recipe"), RECIPE_FOLDERS)
+def test_recipe_folders_load_with_every_tensor_as_written(world, version, label, recipe):
+    if (label, recipe) not in world["folders"]:
+        pytest.skip(f"{label} is not selected (WEIGHTGEN_TEST_FAMILIES)")
+    assert _loaded_as_written(world, version, (label, recipe))["dtype"] == "bfloat16"
 
 
 @pytest.mark.slow

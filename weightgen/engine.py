@@ -156,10 +156,13 @@ class Engine:
             coefficients, draw = samplers.elementwise(spec)
             kernel = self._kernel(spec, draw, size)
             words = prng.key_words(key)
+            finish = samplers.finish(spec)  # a transform's eager ops, if any
 
             def launch(flat_start: int) -> tuple[jax.Array, slice]:
                 # The last chunk is computed whole (one compiled size) and cut on the host.
                 chunk = kernel(prng.offset_key_data(words, flat_start), coefficients)
+                if finish is not None:
+                    chunk = finish(chunk)
                 return chunk, slice(0, min(size, stop - flat_start))
 
         else:

@@ -62,6 +62,8 @@ def spec_entry(spec: TensorSpec, *, own_seed: bool) -> dict:
     if own_seed:
         entry["seed"] = spec.seed
     entry.update({k: _jsonable(v) for k, v in spec.params.items()})
+    if spec.transform is not None:
+        entry["transform"] = spec.transform.as_json()
     if spec.zero_rows:
         entry["zero_rows"] = list(spec.zero_rows)
     return entry

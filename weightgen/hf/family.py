@@ -116,25 +116,29 @@ def _short(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Rule:
-    """How ``_init_weights`` initialises a tensor, as a weightgen initializer."""
+    """How ``_init_weights`` initialises a tensor, as a weightgen initializer (and, where
+    that is not one initializer call, a spec ``transform`` of the values drawn)."""
 
-    init: str  # "normal", "zeros" or "ones"
+    init: str  # "normal", "zeros", "ones" or "uniform"
     pad_row: bool = False  # an embedding whose row pad_token_id is zeroed
     # normal's stddev from the config and the base std (default: the base std itself)
     std: Callable[[Config, float], float] | None = None
+    scale: float | None = None  # uniform's: U[0, scale)
+    transform: tuple[tuple[str, Any], ...] = ()  # the spec's "transform" table, as pairs
 
     def entry(self, c: Config, sigma: float | None = None, *, pad_row: bool = True) -> dict:
         """The spec entry; ``sigma`` is the base std (default: ``init_std(c)``);
         ``pad_row=False`` leaves the padding row as drawn (the trainers do not zero it)."""
-        if self.init != "normal":
-            return {"init": self.init}
-        sigma = init_std(c) if sigma is None else sigma
-        entry: dict[str, Any] = {
-            "init": "normal",
-            "stddev": self.std(c, sigma) if self.std is not None else sigma,
-        }
-        if pad_row and self.pad_row and c.pad_token_id is not None:
-            entry["zero_rows"] = [c.pad_token_id]
+        entry: dict[str, Any] = {"init": self.init}
+        if self.init == "normal":
+            sigma = init_std(c) if sigma is None else sigma
+            entry["stddev"] = self.std(c, sigma) if self.std is not None else sigma
+            if pad_row and self.pad_row and c.pad_token_id is not None:
+                entry["zero_rows"] = [c.pad_token_id]
+        if self.scale is not None:
+            entry["scale"] = self.scale
+        if self.transform:
+            entry["transform"] = dict(self.transform)
         return entry
 
 

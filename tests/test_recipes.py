@@ -219,7 +219,14 @@ def test_every_tensor_follows_the_trainers_formula(written, recipe, label):
 
 @pytest.mark.slow
 def test_inspect_finds_every_recipe_tensor_within_sampling_error(written, run_cli):
-    for key in [("megatron", "qwen3_moe"), ("olmo2", "gpt2"), ("neox", "bert-pretraining-untied")]:
+    cases = [
+        ("megatron", "qwen3_moe"),
+        ("olmo2", "gpt2"),
+        ("neox", "bert-pretraining-untied"),
+        ("megatron", "qwen3_next"),  # A_log: the log of a uniform, in closed form
+        ("torchtitan", "llama-tied-bias"),
+    ]
+    for key in cases:
         report = json.loads(run_cli("inspect", str(written[key]), "--json").stdout)
         assert all(t["expected"] is not None for t in report["tensors"]), key
         assert [t["name"] for t in report["tensors"] if t["off"]] == [], key

@@ -63,9 +63,11 @@ def truncated_moments(lower: float, upper: float) -> tuple[float, float, float]:
 
 def expected(spec: TensorSpec) -> Expected | None:
     """The distribution ``spec``'s rule draws from; None where it has no simple form
-    (complex values)."""
+    (complex values, a transform of anything but a uniform or a constant)."""
     if spec.dtype.is_complex:
         return None
+    if spec.transform is not None:
+        return _transformed(spec)
     args = spec.init.family_args(spec.params)
     family = spec.init.family
     if family == "constant":
@@ -99,6 +101,37 @@ def expected(spec: TensorSpec) -> Expected | None:
         if not spec.numel:
             return None
         return Expected(0.0, abs(args["scale"]) * math.sqrt(min(rows, columns) / spec.numel))
+    return None
+
+
+def _log_uniform(low: float, high: float) -> Expected:
+    """log(X) for X uniform on [low, high), 0 <= low < high: moments from the antiderivatives
+    of log x and (log x)**2 (x log x - x, and x ((log x)**2 - 2 log x + 2))."""
+
+    def first(x: float) -> float:
+        return x * math.log(x) - x if x > 0 else 0.0
+
+    def second(x: float) -> float:
+        return x * (math.log(x) ** 2 - 2 * math.log(x) + 2) if x > 0 else 0.0
+
+    width = high - low
+    mean = (first(high) - first(low)) / width
+    variance = max((second(high) - second(low)) / width - mean * mean, 0.0)
+    low_value = math.log(low) if low > 0 else -math.inf
+    # log of a uniform from 0 is minus an exponential: kurtosis 9 (less when low > 0).
+    return Expected(mean, math.sqrt(variance), 9.0, low_value, math.log(high))
+
+
+def _transformed(spec: TensorSpec) -> Expected | None:
+    if spec.transform.name != "log":
+        return None
+    offset = float(dict(spec.transform.params).get("offset", 0.0))
+    args = spec.init.family_args(spec.params)
+    if spec.init.family == "constant":
+        value = math.log(args["value"] + offset) if args["value"] + offset > 0 else -math.inf
+        return Expected(value, 0.0, value=value, low=value, high=value)
+    if spec.init.family == "uniform" and args["scale"] > 0:
+        return _log_uniform(offset, offset + float(args["scale"]))
     return None
 
 

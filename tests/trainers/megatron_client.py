@@ -67,6 +67,10 @@ MODELS = {
         expert_bias=True,
         shared=True,
     ),
+    # q/k/v biases; every MLP an MoE with a shared expert behind a sigmoid gate.
+    "qwen2_moe": dict(
+        normalization="RMSNorm", glu=True, qkv_bias=True, moe=True, shared=True, shared_gate=True
+    ),
     # biases on every linear (the router's too), SwiGLU MoE experts with biases.
     "gpt_oss": dict(normalization="RMSNorm", glu=True, add_bias_linear=True, moe=True),
 }
@@ -115,6 +119,7 @@ def build(model: str, a: dict):
         ffn_hidden_size=a["ffn"],
         normalization=o["normalization"],
         add_bias_linear=o.get("add_bias_linear", False),
+        add_qkv_bias=o.get("qkv_bias", False),
         gated_linear_unit=o.get("glu", False),
         activation_func=F.silu if o.get("glu") else F.gelu,
         qk_layernorm=o.get("qk_layernorm", False),
@@ -139,6 +144,7 @@ def build(model: str, a: dict):
         options.update(moe_router_score_function="sigmoid", moe_router_enable_expert_bias=True)
     if o.get("shared"):
         options["moe_shared_expert_intermediate_size"] = a["shared_experts"] * a["expert_ffn"]
+        options["moe_shared_expert_gate"] = o.get("shared_gate", False)
     if o.get("mla"):
         config = MLATransformerConfig(
             **options,

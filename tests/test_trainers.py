@@ -184,7 +184,10 @@ CASES = {
         Case("olmo", "olmo2-untied", "olmo2", "olmo2", {**OLMO2, "tied": False}),
         Case("olmo", "olmo2-tied", "olmo2", "olmo2", {**OLMO2, "tied": True}),
         # OLMoE's layers: weightgen has no olmoe family, but qwen3_moe has the same tensors
-        # once OLMo-core's q/k norms are per head (the client sets that).
+        # once OLMo-core's q/k norms are per head (the client sets that). No shared experts:
+        # OLMo-core's InitMethod never visits an MoE's shared_mlp, which keeps nn.Linear's
+        # kaiming-uniform init from the global RNG (biases too), where --init olmo2 gives it
+        # the truncated normal of every other matrix; no OLMo release has one.
         Case("olmo", "olmoe", "olmoe", "qwen3_moe", {**MOE, "kv_heads": 4}),
     ]
 }

@@ -36,9 +36,13 @@ def build_config(config: dict):
 
 
 def saved_tensors(model) -> dict:
-    """What save_pretrained writes: each parameter once (tied ones under their first name),
-    in the on-disk layout (transformers 5 keeps MoE experts fused in memory only)."""
+    """What save_pretrained writes: each parameter once (tied ones under their first name)
+    and the persistent buffers (a router's score-correction bias), in the on-disk layout
+    (transformers 5 keeps MoE experts fused in memory only)."""
     tensors = dict(model.named_parameters(remove_duplicate=True))
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    state = model.state_dict(keep_vars=True)
+    tensors.update({name: t for name, t in state.items() if name not in parameters})
     try:
         from transformers.core_model_loading import revert_weight_conversion
     except ImportError:  # transformers 4

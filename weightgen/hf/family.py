@@ -179,7 +179,7 @@ class Family:
     aliases: tuple[str, ...] = ()
     # config.json keys written with these values whatever the config says: they describe
     # weights the model transformers builds does not have (multi-token prediction layers).
-    fixed: Mapping[str, Any] = field(default_factory=dict)
+    fixed: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs
 
     def head(self, name: str | None, architectures: Any) -> Head:
         """The head asked for, else the one config.json's architectures names, else the

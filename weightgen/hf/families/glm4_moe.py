@@ -44,7 +44,7 @@ FAMILY = Family(
         *blocks.final_norm(ONES),
         *blocks.lm_head(),
     ),
-    fixed={"num_nextn_predict_layers": 0},
+    fixed=(("num_nextn_predict_layers", 0),),
     rules="norms (q_norm, k_norm too) ones; router normal, in float32; "
     "e_score_correction_bias zeros, in float32; experts normal; biases zeros",
 )

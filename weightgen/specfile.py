@@ -25,6 +25,7 @@ nesting, duplicate keys, NaN and unknown keys are all refused with a message nam
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -242,11 +243,10 @@ def _expectations(parsed: ParsedSpec, spec, entry: Mapping[str, Any], where: str
     ]
 
 
+_LOWER_HEX = re.compile("[0-9a-f]*")
+
+
 def _hex(value: Any, length: int, label: str) -> str:
-    if (
-        not isinstance(value, str)
-        or len(value) != length
-        or any(c not in "0123456789abcdef" for c in value)
-    ):
+    if not isinstance(value, str) or len(value) != length or not _LOWER_HEX.fullmatch(value):
         raise UsageError(f"{label}: expected {length} lowercase hex digits")
     return value

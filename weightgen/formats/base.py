@@ -9,6 +9,7 @@ engine never knows which format it feeds.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,11 +33,11 @@ class TensorEntry:
     shape: tuple[int, ...]
     dtype: DType
 
-    @property
+    @functools.cached_property
     def numel(self) -> int:
         return math.prod(self.shape)
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
         return self.numel * self.dtype.itemsize
 

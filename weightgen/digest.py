@@ -23,8 +23,6 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import blake3
-
 from .errors import HashMismatchError, WeightgenError
 
 ALGORITHM = "blake3"
@@ -32,13 +30,26 @@ BLOCK_BYTES = 16 << 20
 FORMAT = {"algorithm": ALGORITHM, "block_bytes": BLOCK_BYTES}
 
 
+def _blake3():
+    """The ``blake3`` hasher, imported only when something is hashed: a run without a
+    manifest or digests works where the package is not installed."""
+    try:
+        from blake3 import blake3
+    except ImportError:
+        raise WeightgenError(
+            "manifests and digests need the blake3 package: pip install blake3, "
+            "or write without them (--no-manifest)"
+        ) from None
+    return blake3
+
+
 def block_digest(data) -> bytes:
-    return blake3.blake3(data).digest()
+    return _blake3()(data).digest()
 
 
 def compose(digests: Iterable[bytes]) -> bytes:
     """The digest of a sequence of digests (a tensor's blocks, or a file's pieces)."""
-    return blake3.blake3(b"".join(digests)).digest()
+    return _blake3()(b"".join(digests)).digest()
 
 
 def digest_of(data, block_bytes: int = BLOCK_BYTES) -> bytes:
@@ -73,7 +84,7 @@ class BlockHasher:
         self.next_block = first_block
         self.digests: dict[int, bytes] = {}
         self._expected = expected
-        self._hasher = blake3.blake3()
+        self._hasher = _blake3()()
         self._filled = 0
 
     def _block_size(self, block: int) -> int:
@@ -100,7 +111,7 @@ class BlockHasher:
             raise BlockMismatch(block, self.block_bytes, self.nbytes)
         self.digests[block] = digest
         self.next_block += 1
-        self._hasher = blake3.blake3()
+        self._hasher = _blake3()()
         self._filled = 0
 
 

@@ -84,8 +84,9 @@ class BlockHasher:
         self.next_block = first_block
         self.digests: dict[int, bytes] = {}
         self._expected = expected
-        self._hasher = _blake3()()
+        self._hasher = None  # made at a block's first byte: a plan may hold 100,000 of these
         self._filled = 0
+        _blake3()  # fail now, before any work, where blake3 is not installed
 
     def _block_size(self, block: int) -> int:
         return min(self.block_bytes, self.nbytes - block * self.block_bytes)
@@ -97,6 +98,8 @@ class BlockHasher:
             if want <= 0:
                 raise ValueError("more bytes than the tensor holds")
             piece = view[:want]
+            if self._hasher is None:
+                self._hasher = _blake3()()
             self._hasher.update(piece)
             self._filled += len(piece)
             view = view[len(piece) :]
@@ -104,14 +107,14 @@ class BlockHasher:
                 self._complete()
 
     def _complete(self) -> None:
-        digest = self._hasher.digest()
+        digest = (self._hasher or _blake3()()).digest()
         block = self.next_block
         expected = self._expected
         if expected is not None and block < len(expected) and expected[block] != digest:
             raise BlockMismatch(block, self.block_bytes, self.nbytes)
         self.digests[block] = digest
         self.next_block += 1
-        self._hasher = _blake3()()
+        self._hasher = None
         self._filled = 0
 
 

@@ -136,6 +136,7 @@ class Engine:
         self._kernels: dict[tuple, Callable] = {}
         self._slicers: dict[int, Callable] = {}
         self._coefficients: dict[tuple, tuple] = {}
+        self._signatures: dict[tuple, tuple] = {}
         self._dispatching = 0  # the piece whose calls are being dispatched (for errors)
         # On an accelerator, start each device-to-host copy as soon as the call is queued.
         # On CPU the result already is host memory: the "copy" would be a real second copy
@@ -150,7 +151,7 @@ class Engine:
         return min(self.chunk_elems, small)
 
     def _kernel(self, spec: TensorSpec, draw, size: int) -> Callable:
-        signature = (samplers.kernel_signature(spec), size)
+        signature = (self._signature(spec), size)
         kernel = self._kernels.get(signature)
         if kernel is None:
             unrolled = self.unrolled
@@ -167,10 +168,7 @@ class Engine:
         its coefficients are eager JAX scalars (a few dispatches), the same for every tensor
         that shares them (a model's experts, its layers)."""
         token = (
-            spec.init.family,
-            spec.sample_dtype.name,
-            spec.dtype.name,
-            repr(sorted(spec.init.family_args(spec.params).items())),
+            _token(spec),
             spec.shape if spec.init.family == "variance_scaling" else None,
         )
         found = self._coefficients.get(token)
@@ -178,6 +176,16 @@ class Engine:
             if len(self._coefficients) >= 4096:
                 self._coefficients.clear()  # bounded, whatever the plan
             found = self._coefficients[token] = samplers.elementwise(spec)
+        return found
+
+    def _signature(self, spec: TensorSpec) -> tuple:
+        """``samplers.kernel_signature(spec)``, looked up once per parameter set."""
+        token = _token(spec)
+        found = self._signatures.get(token)
+        if found is None:
+            if len(self._signatures) >= 4096:
+                self._signatures.clear()
+            found = self._signatures[token] = samplers.kernel_signature(spec)
         return found
 
     def chunks(
@@ -236,7 +244,7 @@ class Engine:
                 continue
             size = self.kernel_elems(stop - start)
             if spec.init.elementwise and 2 * size <= self.chunk_elems:
-                kernel = (samplers.kernel_signature(spec), size)
+                kernel = (self._signature(spec), size)
                 if batch and (kernel != signature or len(batch) * size >= self.chunk_elems):
                     self._dispatching = batch[0][0]
                     yield from self._batches(batch)
@@ -294,11 +302,17 @@ class Engine:
                 yield from self._chunked(number, piece, size)
                 continue
             spec = group[0][1].spec
-            key_data = np.array(
-                [prng.offset_key_data(p.words, p.start) for _, p, _ in group], np.uint32
-            )
+            words = np.array([p.words for _, p, _ in group], np.uint32)
+            starts = np.array([p.start for _, p, _ in group], np.uint64)
+            key_data = np.empty((rows, 4), np.uint32)  # prng.offset_key_data, row by row
+            key_data[:, :2] = words
+            key_data[:, 2] = starts >> np.uint64(32)
+            key_data[:, 3] = starts & np.uint64(0xFFFFFFFF)
             found = [self._elementwise(p.spec) for _, p, _ in group]
-            coefficients = tuple(np.stack(column) for column in zip(*(c for c, _ in found)))
+            if all(f is found[0] for f in found):  # one parameter set: a model's experts
+                coefficients = tuple(np.repeat(c[None], rows, axis=0) for c in found[0][0])
+            else:
+                coefficients = tuple(np.stack(column) for column in zip(*(c for c, _ in found)))
             kernel = self._batch_kernel(spec, found[0][1], size, rows)
             out = kernel(key_data, coefficients)
             if self._copy_early:
@@ -314,7 +328,7 @@ class Engine:
     def _batch_kernel(self, spec: TensorSpec, draw, size: int, rows: int) -> Callable:
         """``rows`` small pieces in one call: the chunk kernel mapped over rows of key data
         and coefficients (every element is computed exactly as in the chunk kernel)."""
-        signature = (samplers.kernel_signature(spec), size, rows)
+        signature = (self._signature(spec), size, rows)
         kernel = self._kernels.get(signature)
         if kernel is None:
             unrolled = self.unrolled
@@ -347,6 +361,17 @@ class Engine:
         clamped = min(start, numel - size)  # what dynamic_slice does to a start past the end
         skip = start - clamped
         return slicer(flat, np.int32(start)), slice(skip, skip + valid)
+
+
+def _token(spec: TensorSpec) -> tuple:
+    """What a tensor's kernel and coefficients depend on, besides its shape: a cheap key
+    (resolved parameters are numbers, strings and tuples)."""
+    params = tuple(spec.params.items())
+    try:
+        hash(params)
+    except TypeError:  # a TensorSpec built by hand, with a list for a tuple
+        params = (repr(sorted(spec.params.items())),)
+    return (spec.init.name, spec.sample_dtype.name, spec.dtype.name, *params)
 
 
 _ERRORS = (RuntimeError, ValueError, TypeError, NotImplementedError)  # from JAX and XLA

@@ -60,6 +60,7 @@ class Target:
     hf_config: dict | None = None
     # The safetensors header of each weight file (one file, or each shard), built once.
     headers: list = field(default_factory=list)
+    entries: list = field(default_factory=list)  # the plan's tensors as a file lists them
     _atomic: AtomicFile | AtomicDir | None = None
     _stream: object = None
 
@@ -100,7 +101,9 @@ class Target:
                 for _, members in shards
             ]
             size = len(b"".join(headers)) + plan.nbytes
-            return cls(output, "folder", FOLDER_FORMAT, plan, size, shards, hf_config, headers)
+            return cls(
+                output, "folder", FOLDER_FORMAT, plan, size, shards, hf_config, headers, entries
+            )
         fmt = formats.format_for(output, format)
         if output == "-" and fmt not in formats.STREAMABLE:
             raise UsageError(
@@ -115,7 +118,7 @@ class Target:
             per_tensor, per_file = _OVERHEAD[fmt]
             size = plan.nbytes + per_tensor * len(entries) + per_file
         kind = "stdout" if output == "-" else "file"
-        return cls(output, kind, fmt, plan, size, headers=headers)
+        return cls(output, kind, fmt, plan, size, headers=headers, entries=entries)
 
     def check(self, *, force: bool) -> None:
         """Refuse a destination that must not or cannot be written (it exists without
@@ -129,7 +132,7 @@ class Target:
 
     def open(self, tag: str = ""):
         """Create the temporary output and return the sink to feed (``tag``: in its name)."""
-        entries = formats.entries_of(self.plan.tensors)
+        entries = self.entries
         module = formats.module(self.format if self.kind != "folder" else "safetensors")
         if self.kind == "stdout":
             self._stream = sys.stdout.buffer
@@ -158,7 +161,7 @@ class Target:
         the destination (``name``: its file or folder name), laid out already: positional
         writes only. Found through this process's own output path, so a folder that is not
         shared (or shared under another path) is refused."""
-        entries = formats.entries_of(self.plan.tensors)
+        entries = self.entries
         if os.sep in name or name in ("", ".", ".."):
             raise WeightgenError(f"internal error: {name!r} is not a temporary's name")
         folder = os.path.dirname(self.path) or "."
@@ -187,7 +190,7 @@ class Target:
             self._stream.flush()
             return
         if self.kind == "folder":
-            entries = formats.entries_of(self.plan.tensors)
+            entries = self.entries
             if len(self.shards) > 1:
                 self.add_file(sharded.INDEX_NAME, sharded.index_bytes(entries, self.shards))
             if self.hf_config is not None:
@@ -218,7 +221,7 @@ class Target:
         if self.kind == "stdout":
             return [self._stream_file(tensor_digests)]
         # The weight files' layouts are known (weightgen laid them out): not read back.
-        entries = formats.entries_of(self.plan.tensors)
+        entries = self.entries
         if self.kind == "folder":
             known = {
                 name: tuple(formats.safetensors.spans([entries[i] for i in members], len(head)))
@@ -248,7 +251,7 @@ class Target:
         that is the header (known) and the tensors; npz's zip records are not kept."""
         entry: dict = {"name": "-", "bytes": self.size if self.format == "safetensors" else None}
         if self.format == "safetensors":
-            entries = formats.entries_of(self.plan.tensors)
+            entries = self.entries
             header = self.headers[0]
             pieces = [digest.digest_of(header)]
             pieces += [tensor_digests[e.name] for e in entries if e.nbytes]

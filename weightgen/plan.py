@@ -6,7 +6,6 @@ axes, dtypes, sizes) before JAX is imported or a byte is written.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import math
@@ -121,13 +120,19 @@ class TensorSpec:
     fold_in: int | None = None  # key = fold_in(key(seed), fold_in) when set (spec key rule)
     zero_rows: tuple[int, ...] = ()  # init(...).at[rows].set(0): rows along axis 0, sorted
 
-    @functools.cached_property
-    def numel(self) -> int:
-        return math.prod(self.shape)
+    def __post_init__(self) -> None:
+        # Sizes once, at construction: a plan of 70,000 tensors asks for them often.
+        numel = math.prod(self.shape)
+        object.__setattr__(self, "_numel", numel)
+        object.__setattr__(self, "_nbytes", numel * self.dtype.itemsize)
 
-    @functools.cached_property
+    @property
+    def numel(self) -> int:
+        return self._numel
+
+    @property
     def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
+        return self._nbytes
 
     @property
     def needs_x64(self) -> bool:

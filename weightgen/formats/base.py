@@ -9,7 +9,6 @@ engine never knows which format it feeds.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,13 +32,18 @@ class TensorEntry:
     shape: tuple[int, ...]
     dtype: DType
 
-    @functools.cached_property
-    def numel(self) -> int:
-        return math.prod(self.shape)
+    def __post_init__(self) -> None:
+        numel = math.prod(self.shape)  # once: a file of 70,000 tensors asks often
+        object.__setattr__(self, "_numel", numel)
+        object.__setattr__(self, "_nbytes", numel * self.dtype.itemsize)
 
-    @functools.cached_property
+    @property
+    def numel(self) -> int:
+        return self._numel
+
+    @property
     def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
+        return self._nbytes
 
 
 class Sink(Protocol):

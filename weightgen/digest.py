@@ -30,17 +30,23 @@ BLOCK_BYTES = 16 << 20
 FORMAT = {"algorithm": ALGORITHM, "block_bytes": BLOCK_BYTES}
 
 
+_hasher_type = None
+
+
 def _blake3():
     """The ``blake3`` hasher, imported only when something is hashed: a run without a
     manifest or digests works where the package is not installed."""
-    try:
-        from blake3 import blake3
-    except ImportError:
-        raise WeightgenError(
-            "manifests and digests need the blake3 package: pip install blake3, "
-            "or write without them (--no-manifest)"
-        ) from None
-    return blake3
+    global _hasher_type
+    if _hasher_type is None:
+        try:
+            from blake3 import blake3
+        except ImportError:
+            raise WeightgenError(
+                "manifests and digests need the blake3 package: pip install blake3, "
+                "or write without them (--no-manifest)"
+            ) from None
+        _hasher_type = blake3
+    return _hasher_type
 
 
 def block_digest(data) -> bytes:

@@ -375,3 +375,23 @@ def test_many_small_tensors_batched_are_jax(ndev, chunk):
         if spec.zero_rows:
             want = np.asarray(jax.numpy.asarray(want).at[np.array(spec.zero_rows)].set(0))
         assert same_bytes(got, want), spec.describe()
+
+
+def test_batched_pieces_of_ranges_are_those_slices():
+    """Small pieces that start inside their tensors (what one of several writers takes)
+    share batched calls, each row drawn from its own start."""
+    from weightgen import prng
+    from weightgen.engine import Engine, Piece
+
+    a = make_tensor("normal", (61, 67), seed=21, zero_rows=[2])
+    b = make_tensor("normal", (30, 7), seed=22)
+    # 65 to 128 elements each: one size class, so one kernel (a batch of 4, then 1).
+    bounds = [(a, 5, 100), (b, 0, 100), (a, 100, 200), (b, 110, 210), (a, 4000, a.numel)]
+    pieces = [Piece(t, lo, hi, prng.derive(t.seed)) for t, lo, hi in bounds]
+    engine = Engine(jax.devices()[:1], 1024)
+    calls = list(engine.stream(pieces))
+    assert [len(call) for call in calls] == [4, 1]
+    got = {number: chunk for call in calls for number, _, chunk in call}
+    for number, (spec, lo, hi) in enumerate(bounds):
+        want = generated(spec).reshape(-1)[lo:hi]
+        assert same_bytes(got[number], want), (number, lo, hi)

@@ -10,7 +10,7 @@ TRAINER_PINS := tests/requirements-torchtitan.txt tests/requirements-megatron.tx
 	tests/requirements-olmo.txt
 TRAINER_PIP := $(BIN)/python -m pip install --quiet --no-deps --only-binary :all: --target
 
-.PHONY: install install-test demo test test-fast lint format bench clean
+.PHONY: install install-test demo test test-fast lint format bench gpu-check clean
 
 install: $(STAMP)
 
@@ -62,6 +62,13 @@ format: $(STAMP)
 bench: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,test,bench]'
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
+
+# On a machine with a GPU and a CUDA jax, with the python that has it (no venv, no network):
+# parity on the GPU, GPU vs CPU bytes, generation rates, a Llama-3-8B folder; < 5 minutes.
+# GPU_CHECK_ARGS="--small" runs it small (on CPU: what the test suite does).
+GPU_CHECK_ARGS ?= --out gpu_check.json
+gpu-check:
+	PYTHONPATH=. $(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info

@@ -6,9 +6,12 @@ script; wall time is the median of --runs runs and peak RSS comes from wait4(). 
 taken between numbers measured here, in the same run, since the machines are shared and noisy.
 
 Sections (``--only`` picks some): ``tensors`` (one he-normal tensor against the scripts
-people write), ``hashing`` (a manifest's cost; verify against one sha256 pass), ``models``
-(whole Hugging Face models against transformers), ``hosts`` (several processes on
-jax.distributed). Writes bench/results.json, bench/results.md and bench/throughput.png.
+people write; generation alone with weightgen's unrolled threefry and with JAX's own,
+``WEIGHTGEN_THREEFRY=jax``), ``hashing`` (a manifest's cost; verify against one sha256 pass),
+``models`` (whole Hugging Face models against transformers), ``many`` (20,000 small tensors
+against 20 large ones of the same bytes; a 70,000-tensor spec), ``hosts`` (several processes
+on jax.distributed, scripts/bench_hosts.py). Writes bench/results.json, bench/results.md and
+bench/throughput.png.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ OUT = ROOT / "bench"
 CONFIGS = ROOT / "tests" / "data" / "hf_configs"
 PY = sys.executable
 GiB = 2**30
-SECTIONS = ("tensors", "hashing", "models", "hosts")
+SECTIONS = ("tensors", "hashing", "models", "many", "hosts")
 
 # The anchors: what people write today. Each is a standalone script: argv = shape, dtype, out.
 ANCHORS = {
@@ -89,6 +92,37 @@ FLOOR = """
         def write(self, index, offset, chunk): pass
     engine.run(engine.Engine(engine.select_devices(None)), Plan.of([spec]), Null())
 """
+
+# Generation alone with JAX's threefry2x32_p and with weightgen's unrolled form, in one process:
+# argv = shape, dtype, runs, devices; prints {choice: [seconds per run]}.
+RATE = """
+    import json, os, sys, time
+    from weightgen import engine
+    from weightgen.plan import Plan, make_tensor
+    shape, dtype = tuple(map(int, sys.argv[1].split(","))), sys.argv[2]
+    runs, devices = int(sys.argv[3]), sys.argv[4] or None
+    engine.configure_jax(x64=False)
+    class Null:
+        def write(self, index, offset, chunk): pass
+    plan = Plan.of([make_tensor("he-normal", shape, dtype=dtype)])
+    engines = {}
+    for choice in ("jax", "unrolled"):
+        os.environ["WEIGHTGEN_THREEFRY"] = choice  # read when an engine is made
+        engines[choice] = engine.Engine(engine.select_devices(devices))
+        small = Plan.of([make_tensor("he-normal", (4096, 1024), dtype=dtype)])
+        engine.run(engines[choice], small, Null())  # compile
+    seconds = {choice: [] for choice in engines}
+    for _ in range(runs):
+        for choice, eng in engines.items():
+            started = time.perf_counter()
+            engine.run(eng, plan, Null())
+            seconds[choice].append(time.perf_counter() - started)
+    print(json.dumps(seconds))
+"""
+RATE_TOOLS = {
+    "jax": "generation rate, JAX's threefry",
+    "unrolled": "generation rate, weightgen's unrolled threefry",
+}
 
 # The disk: the same number of bytes, incompressible as weights are (a disk or a virtual
 # disk may write zeros far faster), with one fdatasync at the end.
@@ -180,10 +214,15 @@ class Bench:
         folder = self.work / "scripts"
         folder.mkdir()
         bodies = {**ANCHORS, "floor": FLOOR, "disk": DISK, "transformers": TRANSFORMERS}
+        bodies["rate"] = RATE
         bodies["sha256"] = SHA256
         for i, (name, body) in enumerate(bodies.items()):
             self.scripts[name] = folder / f"script_{i}.py"
             self.scripts[name].write_text(textwrap.dedent(body))
+
+    def row(self, case: str, tool: str, nbytes: int, elements: int = 0) -> Row:
+        """A new table row (for sections kept in other scripts: bench_hosts.py)."""
+        return Row(case, tool, nbytes, elements)
 
     def script(self, name: str, *args) -> list[str]:
         return [PY, str(self.scripts[name]), *map(str, args)]
@@ -289,6 +328,8 @@ class Bench:
                     **sizes,
                     env=self.warm_env,
                 )
+                if case in ("1 GiB f32", "1 GiB bf16"):
+                    self.threefry(case, shape_arg, dtype, sizes)
                 self.measure(
                     case, "floor: disk write + fdatasync", self.script("disk", nbytes, out), **sizes
                 )
@@ -313,6 +354,25 @@ class Bench:
                     repeat=1 if slow else None,
                     note="1 run" if slow else "",
                 )
+
+    def threefry(self, case: str, shape_arg: str, dtype: str, sizes: dict) -> None:
+        """Generation alone (no I/O, no start-up), JAX's threefry against weightgen's, timed
+        inside one process, runs alternated: the rates the unrolled threefry changes."""
+        proc = subprocess.run(
+            self.script("rate", shape_arg, dtype, self.runs, self.args.devices or ""),
+            env=self.warm_env,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"the rate script failed:\n{proc.stderr[-2000:]}")
+        seconds = json.loads(proc.stdout.strip().splitlines()[-1])
+        for choice, tool in RATE_TOOLS.items():
+            row = Row(case, tool, sizes["nbytes"], sizes["elements"], seconds[choice])
+            row.note = "in one process, generation only"
+            self.rows.append(row)
+            rate = sizes["elements"] / row.wall / 1e6
+            print(f"{case:16} {tool:44} {row.wall:7.2f} s  {rate:8.0f} M elements/s", flush=True)
 
     def hashing(self) -> None:
         """What a manifest costs (with it, without it) and verify against one sha256 pass."""
@@ -430,6 +490,53 @@ class Bench:
             "does not fit: 32 GB in float32 before the cast, on a 24 GB machine",
         )
 
+    def many(self) -> None:
+        """Many small tensors against few large ones (the same bytes, normal, float32, to
+        one safetensors file with its manifest), and a 70,000-tensor spec of tiny tensors
+        (DeepSeek-V3 and Kimi-K2 have 45,000-70,000) against one tensor of the same bytes."""
+        quick = self.args.quick
+        count = 2 if quick else 20
+        cases = [
+            (f"{count} x 256 MiB", count, [8192, 8192]),
+            (f"{count * 1000:,} x 256 KiB", count * 1000, [256, 256]),
+        ]
+        case = "many: 512 MiB f32" if quick else "many: 5 GiB f32"
+        # Compile every kernel the runs will use first (a large tensor's chunks; batches of
+        # small tensors): the runs compare steady work, not compiles.
+        self._spec_run(case, "", [(1, [1024, 1024]), (16, [256, 256])], "float32", prime=True)
+        for tool, number, shape in cases:
+            self._spec_run(case, tool, [(number, shape)], "float32")
+        tiny = 7_000 if quick else 70_000
+        case = f"many: {tiny:,} tensors"
+        batches = [(1, [tiny * 64, 32]), (256 + tiny % 256, [64, 32])]  # rows of 256 and the rest
+        self._spec_run(case, "", batches, "bfloat16", prime=True)
+        self._spec_run(case, "1 tensor of the same bytes", [(1, [tiny * 64, 32])], "bfloat16")
+        self._spec_run(case, f"{tiny:,} x 4 KiB", [(tiny, [64, 32])], "bfloat16")
+
+    def _spec_run(
+        self, case: str, tool: str, groups: list, dtype: str, *, prime: bool = False
+    ) -> None:
+        """``weightgen run`` of a spec of ``count`` normal tensors of ``shape`` per group."""
+        tensors = {}
+        for group, (count, shape) in enumerate(groups):
+            width = len(str(count - 1))
+            for i in range(count):
+                name = f"layers.{group}.{i:0{width}d}.weight"
+                tensors[name] = {"init": "normal", "shape": shape, "stddev": 0.02}
+        spec = self.work / "many.json"
+        spec.write_text(json.dumps({"seed": 1, "dtype": dtype, "tensors": tensors}))
+        elements = sum(count * math.prod(shape) for count, shape in groups)
+        itemsize = 2 if dtype == "bfloat16" else 4
+        out = self.work / "out.safetensors"
+        run = [*self.weightgen, "run", str(spec), "-o", str(out), "--force", "-q"]
+        run += self.device_args
+        if prime:
+            run_once(run, self.warm_env)
+            self.clean()
+            return
+        sizes = {"nbytes": elements * itemsize, "elements": elements}
+        self.measure(case, tool, run, **sizes, env=self.warm_env)
+
     def hosts(self) -> None:
         """Several processes on jax.distributed (see the README's 'Many hosts')."""
         try:
@@ -481,9 +588,16 @@ def targets(rows) -> list[tuple[str, str, str]]:
     mib = "{:.0f} MiB"
     wg = "weightgen"
     check(
-        "1 GiB: weightgen / hand-written JAX <= 0.35",
+        "1 GiB: weightgen / hand-written JAX <= 0.33",
         ratio("1 GiB f32", wg, "jax+safetensors"),
-        0.35,
+        0.33,
+    )
+    # float32: threefry is most of a draw. (bfloat16 drawn in bfloat16, also measured, spends
+    # more of it in the half-precision float map, which the threefry does not change.)
+    check(
+        "1 GiB f32, generation alone: unrolled threefry / JAX's <= 0.80x",
+        ratio("1 GiB f32", RATE_TOOLS["unrolled"], RATE_TOOLS["jax"]),
+        0.80,
     )
     check(
         "1 GiB: weightgen / torch kaiming_normal_ < 1",
@@ -522,18 +636,37 @@ def targets(rows) -> list[tuple[str, str, str]]:
             1.2,
         )
     check(
-        "1B model: weightgen / transformers <= 0.35x",
+        "1B model: weightgen / transformers <= 0.30x",
         ratio("Llama-3.2-1B bf16", "weightgen hf", "transformers from_config + save_pretrained"),
-        0.35,
+        0.30,
     )
     check("1B model: peak RSS <= 400 MiB", rss("Llama-3.2-1B bf16", "weightgen hf"), 400, mib)
     check("8B model: peak RSS <= 400 MiB", rss("Llama-3-8B bf16", "weightgen hf"), 400, mib)
     check(
-        "8B model: write rate / disk rate >= 0.80",
+        "8B model: write rate / disk rate >= 0.95",
         ratio("Llama-3-8B bf16", "floor: disk write + fdatasync", "weightgen hf"),
-        0.80,
+        0.95,
         at_least=True,
     )
+    for count in (20, 2):
+        case = "many: 5 GiB f32" if count == 20 else "many: 512 MiB f32"
+        check(
+            f"{count * 1000:,} x 256 KiB / {count} x 256 MiB (same bytes) <= 1.3x",
+            ratio(case, f"{count * 1000:,} x 256 KiB", f"{count} x 256 MiB"),
+            1.3,
+        )
+    for tiny in (70_000, 7_000):
+        case = f"many: {tiny:,} tensors"
+        many, one = (
+            _find(rows, case, f"{tiny:,} x 4 KiB"),
+            _find(rows, case, "1 tensor of the same bytes"),
+        )
+        check(
+            f"{tiny:,} tensors: planning, dispatch and manifest beyond one tensor <= 10 s",
+            many and one and many.wall - one.wall,
+            10.0,
+            "{:.2f} s",
+        )
     for label, value, limit, fmt in HOST_TARGETS(rows):
         check(label, value, limit, fmt, at_least=label.startswith("speedup"))
     return [t for t in out if t[1] != "not measured"]
@@ -611,7 +744,8 @@ def plot(rows: list[Row]) -> None:
     tensor_cases = {"headline", "256 MiB f32", "1 GiB f32", "4 GiB f32"}
     points: dict[str, list] = {}
     for r in rows:
-        if r.case in tensor_cases and r.walls and "disk" not in r.tool and "cold" not in r.tool:
+        skip = ("disk", "cold", "generation rate")
+        if r.case in tensor_cases and r.walls and not any(word in r.tool for word in skip):
             tool = "weightgen" if r.tool.startswith("weightgen") else r.tool
             points.setdefault(tool, []).append((r.nbytes, r.elements / r.wall / 1e6))
     if not points:

@@ -48,8 +48,8 @@ def _run_many(argvs: list[list[str]], env: dict) -> tuple[float, int]:
 
 
 def hosts(bench) -> None:
-    from bench import Row  # the main script's table row
-
+    """Rows for bench.rows; ``bench`` is scripts/bench.py's Bench (this module imports
+    nothing from it: bench.py uses this one)."""
     shm = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     work = Path(tempfile.mkdtemp(prefix="weightgen-bench-", dir=shm))
     try:
@@ -92,7 +92,8 @@ def hosts(bench) -> None:
                     walls.append(wall)
                     peak = max(peak, rss)
                     out.unlink(missing_ok=True)
-                row = Row(case, f"{count} process{'es' if count > 1 else ''}", nbytes, nbytes // 4)
+                tool = f"{count} process{'es' if count > 1 else ''}"
+                row = bench.row(case, tool, nbytes, nbytes // 4)
                 row.walls, row.peak_rss = walls, peak
                 row.note = "taskset, tmpfs" if pinned else ("tmpfs" if shm else "")
                 bench.rows.append(row)

@@ -64,6 +64,24 @@ def test_kernel_compiles_once_per_family_dtype_and_size():
     assert kernel._cache_size() == 1  # one trace and compile for all chunks and tensors
 
 
+def test_small_tensors_share_calls():
+    """Consecutive small tensors with one kernel go out as batches of rows (powers of two,
+    at most a chunk's worth): 64 tensors of 200 elements in 4 calls, not 64."""
+    from weightgen import prng
+    from weightgen.engine import Piece
+
+    engine = Engine(jax.devices()[:1], 4096)
+    specs = [make_tensor("normal", (10, 20), seed=i) for i in range(64)]
+    pieces = [Piece(t, 0, t.numel, prng.derive(t.seed)) for t in specs]
+    calls = list(engine.stream(pieces))
+    assert [len(call) for call in calls] == [16] * 4  # 256-element rows, 16 to a chunk
+    assert [number for call in calls for number, _, _ in call] == list(range(64))
+    # 5 more: one batch of 4 and an ordinary call; a new kind of tensor starts a new batch.
+    mixed = [*specs[:5], make_tensor("uniform", (10, 20)), specs[0]]
+    mixed_pieces = [Piece(t, 0, t.numel, prng.derive(t.seed)) for t in mixed]
+    assert [len(call) for call in engine.stream(mixed_pieces)] == [4, 1, 1, 1]
+
+
 def test_small_tensors_use_power_of_two_kernels():
     engine = Engine(jax.devices(), 2**20)
     assert engine.kernel_elems(5) == 8

@@ -456,3 +456,23 @@ def test_verify_takes_the_manifest_alone(run_cli, tmp_path):
     assert run_cli("verify", str(folder / "weightgen.manifest.json")).code == 0
     missing = run_cli("verify", str(tmp_path))
     assert missing.code == 2 and "holds no weightgen.manifest.json" in missing.stderr
+
+
+def test_writes_without_blake3_unless_a_digest_is_asked_for(tmp_path, monkeypatch):
+    """blake3 is imported only to hash: a machine without it writes files (no manifest, no
+    digests) and is told what to do when it asks for one."""
+    import sys
+
+    from weightgen import digest
+
+    monkeypatch.setitem(sys.modules, "blake3", None)  # import blake3 now fails
+    monkeypatch.setattr(digest, "_hasher_type", None)  # as in a process that never had it
+    out = tmp_path / "w.safetensors"
+    weightgen.generate("normal", (40, 30), out, seed=2, hashes=False)
+    assert same_bytes(
+        weightgen.load(out)["weight"], reference(make_tensor("normal", (40, 30), seed=2))
+    )
+    again = tmp_path / "m.safetensors"
+    with pytest.raises(weightgen.WeightgenError, match="blake3"):
+        weightgen.generate("normal", (40, 30), again, manifest=True)
+    assert list(tmp_path.iterdir()) == [out]

@@ -147,33 +147,140 @@ def test_float32_unchanged_when_a_plan_needs_x64():
     assert same_bytes(got, expected)
 
 
-def test_counter_carry_past_2_32():
-    """Flat indices above 2**32 carry into the high counter word, as JAX's 64-bit iota."""
+# --- The offset PRNG's bits: weightgen's unrolled threefry and JAX's primitive alike -------
+
+UINT = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}
+
+
+def _primitive_words(words, start, n):
+    """JAX's threefry2x32_p on the 64-bit counters start .. start+n, as (high, low) words."""
+    from jax.extend.random import threefry2x32_p
+
+    index = np.arange(start, start + n, dtype=np.uint64)
+    hi = (index >> np.uint64(32)).astype(np.uint32)
+    lo = (index & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    b1, b2 = threefry2x32_p.bind(np.uint32(words[0]), np.uint32(words[1]), hi, lo)
+    return np.asarray(b1), np.asarray(b2), hi
+
+
+def _combined(b1, b2, bit_width):
+    """JAX's partitionable combination of the two words (threefry2x32.py)."""
+    if bit_width == 64:
+        return (b1.astype(np.uint64) << np.uint64(32)) | b2.astype(np.uint64)
+    return (b1 ^ b2).astype(UINT[bit_width])
+
+
+def test_threefry2x32_is_jax_primitive_on_jax_and_numpy_arrays():
+    """weightgen's Threefry-2x32 (jit-unrolled, and on numpy uint32) against JAX's own."""
     from jax.extend.random import threefry2x32_p
 
     from weightgen import prng
 
-    words = prng.key_words(jax.random.key(123))
-    start = 2**32 - 3
-    got = np.asarray(jax.random.bits(prng.wrap(prng.offset_key_data(words, start)), (6,)))
-    index = np.arange(start, start + 6, dtype=np.uint64)
-    hi = (index >> np.uint64(32)).astype(np.uint32)
-    lo = (index & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    b1, b2 = threefry2x32_p.bind(np.uint32(words[0]), np.uint32(words[1]), hi, lo)
-    assert np.array_equal(got, np.asarray(b1) ^ np.asarray(b2))
-    assert hi.tolist() == [0, 0, 0, 1, 1, 1]  # the range really crosses the carry
+    rng = np.random.default_rng(0)
+    k1, k2, x1, x2 = (
+        rng.integers(0, 2**32, 4096, dtype=np.uint64).astype(np.uint32) for _ in "abcd"
+    )
+    edges = np.array([0, 1, 2**31, 2**32 - 1], np.uint32)
+    x1[: edges.size], x2[: edges.size] = edges, edges[::-1]
+    k1[: edges.size] = edges
+    want = [np.asarray(w) for w in threefry2x32_p.bind(k1, k2, x1, x2)]
+    traced = [np.asarray(w) for w in jax.jit(prng.threefry2x32)(k1, k2, x1, x2)]
+    host = prng.threefry2x32(k1, k2, x1, x2)
+    for got in (traced, host):
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
 
 
-def test_offset_bits_match_jax_at_every_start():
-    """The offset key's bits for [start, start+n) are that slice of JAX's own bits."""
+@pytest.mark.parametrize("unrolled", [True, False], ids=["unrolled", "jax"])
+@pytest.mark.parametrize("bit_width", [8, 16, 32, 64])
+@pytest.mark.parametrize("start", [2**32 - 5, 2**33 - 2, 3 * 2**40 + 2**32 - 1])
+def test_offset_bits_across_the_2_32_boundary(unrolled, bit_width, start):
+    """Flat indices past 2**32 carry into the high counter word, as JAX's 64-bit iota does:
+    the offset key's bits are threefry2x32_p on (index >> 32, index & 0xffffffff)."""
+    from conftest import x64
+
     from weightgen import prng
 
-    key = jax.random.key(77)
+    words = prng.derive(123, 0xDEADBEEF)
+    n = 11
+    b1, b2, hi = _primitive_words(words, start, n)
+    assert len(set(hi.tolist())) == 2  # the range really crosses a carry
+    with x64(bit_width == 64):
+        key = prng.wrap(prng.offset_key_data(words, start), unrolled=unrolled)
+        draw = jax.jit(lambda k: jax.random.bits(k, (n,), UINT[bit_width]))
+        got = np.asarray(draw(key))
+    assert got.dtype == UINT[bit_width]
+    assert np.array_equal(got, _combined(b1, b2, bit_width))
+
+
+@pytest.mark.parametrize("unrolled", [True, False], ids=["unrolled", "jax"])
+@pytest.mark.parametrize("bit_width", [8, 16, 32, 64])
+def test_offset_bits_are_slices_of_jax_random_bits(unrolled, bit_width):
+    """For every width, the offset key's bits for [start, start+n) are that slice of
+    jax.random.bits(key, (N,)) with JAX's own key."""
+    from conftest import x64
+
+    from weightgen import prng
+
+    with x64(bit_width == 64):
+        key = jax.random.fold_in(jax.random.key(77), 5)
+        words = prng.key_words(key)
+        full = np.asarray(jax.random.bits(key, (1000,), UINT[bit_width]))
+        for start, n in [(0, 1000), (1, 5), (500, 499), (999, 1)]:
+            offset = prng.wrap(prng.offset_key_data(words, start), unrolled=unrolled)
+            part = np.asarray(jax.random.bits(offset, (n,), UINT[bit_width]))
+            assert np.array_equal(part, full[start : start + n])
+
+
+@pytest.mark.parametrize("unrolled", [True, False], ids=["unrolled", "jax"])
+def test_offset_split_is_jax_split_and_keeps_the_offset(unrolled):
+    from weightgen import prng
+
+    key = jax.random.key(2**32 - 1)
     words = prng.key_words(key)
-    full = np.asarray(jax.random.bits(key, (1000,)))
-    for start, n in [(0, 1000), (1, 5), (500, 499), (999, 1)]:
-        part = np.asarray(jax.random.bits(prng.wrap(prng.offset_key_data(words, start)), (n,)))
-        assert np.array_equal(part, full[start : start + n])
+    start = 2**32 + 17
+    for count in (2, 3):
+        want = np.asarray(jax.random.key_data(jax.random.split(key, count)))
+        offset = prng.wrap(prng.offset_key_data(words, start), unrolled=unrolled)
+        got = np.asarray(
+            jax.random.key_data(jax.jit(jax.random.split, static_argnums=1)(offset, count))
+        )
+        assert np.array_equal(got[:, :2], want)
+        assert (got[:, 2] == 1).all() and (got[:, 3] == 17).all()
+
+
+@pytest.mark.parametrize("x64_on", [False, True])
+def test_derived_keys_are_jax_key_and_fold_in(x64_on):
+    """derive_words (numpy, every tensor at once) against jax.random.key and fold_in."""
+    from conftest import x64
+
+    from weightgen import prng
+
+    seeds = [0, 1, 42, 2**31 - 1, 2**31, 2**32 - 1]
+    data = [None, 0, 1, 2**31, 2**32 - 1, 0x9E3779B9]
+    pairs = list(itertools.product(seeds, data))
+    with x64(x64_on):
+        got = prng.derive_words([s for s, _ in pairs], [d for _, d in pairs])
+        for (seed, fold), row in zip(pairs, got.tolist()):
+            key = jax.random.key(seed)
+            if fold is not None:
+                key = jax.random.fold_in(key, fold)
+            assert tuple(row) == prng.key_words(key), (seed, fold)
+
+
+def test_jax_primitive_path_on_request(monkeypatch):
+    """WEIGHTGEN_THREEFRY=jax: JAX's own threefry2x32_p (the old path), the same bytes."""
+    from weightgen import prng
+    from weightgen.engine import Engine
+    from weightgen.errors import UsageError
+
+    assert Engine(jax.devices()[:1]).unrolled  # the default on CPU
+    monkeypatch.setenv(prng.THREEFRY_ENV, "jax")
+    assert not Engine(jax.devices()[:1]).unrolled
+    spec = make_tensor("truncated-normal", (61, 67), dtype="bfloat16", seed=8)
+    assert same_bytes(generated(spec, chunk_elems=1000), reference(spec))
+    monkeypatch.setenv(prng.THREEFRY_ENV, "rolled")
+    with pytest.raises(UsageError, match="WEIGHTGEN_THREEFRY"):
+        Engine(jax.devices()[:1])
 
 
 @pytest.mark.parametrize(
@@ -244,3 +351,83 @@ def test_any_range_of_a_tensor_is_that_slice(init, bounds, chunk):
     part = list(Engine(jax.devices()[:1], chunk).chunks(spec, start, stop))
     got = np.concatenate([*part, np.empty(0, np.float32)])
     assert same_bytes(got, generated(spec).reshape(-1)[start:stop])
+
+
+def _mixed_small_plan():
+    """Small tensors of every family and several dtypes, in runs that share a kernel (and
+    so a batched call) and runs that do not."""
+    from weightgen.plan import Plan, name_fold_in
+
+    kinds = [
+        ("normal", "float32", {}),
+        ("he-normal", "bfloat16", {}),
+        ("truncated-normal", "float16", {"stddev": 0.5}),
+        ("glorot-uniform", "complex64", {}),
+        ("uniform", "float32", {"scale": 2.0}),
+        ("ones", "bfloat16", {}),
+        ("lecun-normal", "float8_e4m3fn", {}),
+        ("orthogonal", "float32", {}),
+    ]
+    specs = []
+    for i in range(70):
+        init, dtype, params = kinds[(i // 7) % len(kinds)]
+        shape = (7 + i % 3, 11) if i % 5 else (3, 5)
+        name = f"t{i:03d}"
+        specs.append(
+            make_tensor(
+                init,
+                shape,
+                dtype=dtype,
+                params=params,
+                name=name,
+                seed=3,
+                fold_in=name_fold_in(name),
+                zero_rows=[1] if i % 6 == 0 else (),
+            )
+        )
+    return Plan.of(specs)
+
+
+@pytest.mark.parametrize(("ndev", "chunk"), [(1, 256), (4, 512), (1, None)])
+def test_many_small_tensors_batched_are_jax(ndev, chunk):
+    """engine.run batches consecutive small tensors into one call (rows of a vmapped
+    kernel): every tensor is still jax.nn.initializers' own."""
+    from weightgen import engine as engine_mod
+
+    plan = _mixed_small_plan()
+    written: dict[int, list] = {}
+
+    class Memory:
+        def write(self, index, offset, chunk):
+            written.setdefault(index, []).append((offset, np.array(chunk)))
+
+    eng = engine_mod.Engine(jax.devices()[:ndev], chunk)
+    engine_mod.run(eng, plan, Memory())
+    assert any(len(signature) == 3 for signature in eng._kernels)  # some calls were batches
+    for index, spec in enumerate(plan.tensors):
+        parts = sorted(written[index], key=lambda part: part[0])
+        got = np.concatenate([chunk for _, chunk in parts]).reshape(spec.shape)
+        want = reference(spec)
+        if spec.zero_rows:
+            want = np.asarray(jax.numpy.asarray(want).at[np.array(spec.zero_rows)].set(0))
+        assert same_bytes(got, want), spec.describe()
+
+
+def test_batched_pieces_of_ranges_are_those_slices():
+    """Small pieces that start inside their tensors (what one of several writers takes)
+    share batched calls, each row drawn from its own start."""
+    from weightgen import prng
+    from weightgen.engine import Engine, Piece
+
+    a = make_tensor("normal", (61, 67), seed=21, zero_rows=[2])
+    b = make_tensor("normal", (30, 7), seed=22)
+    # 65 to 128 elements each: one size class, so one kernel (a batch of 4, then 1).
+    bounds = [(a, 5, 100), (b, 0, 100), (a, 100, 200), (b, 110, 210), (a, 4000, a.numel)]
+    pieces = [Piece(t, lo, hi, prng.derive(t.seed)) for t, lo, hi in bounds]
+    engine = Engine(jax.devices()[:1], 1024)
+    calls = list(engine.stream(pieces))
+    assert [len(call) for call in calls] == [4, 1]
+    got = {number: chunk for call in calls for number, _, chunk in call}
+    for number, (spec, lo, hi) in enumerate(bounds):
+        want = generated(spec).reshape(-1)[lo:hi]
+        assert same_bytes(got[number], want), (number, lo, hi)

@@ -448,7 +448,7 @@ BOMBS = {
     "shape of [2**40]*4": json.dumps({"tensors": {"w": {"init": "normal", "shape": [2**40] * 4}}}),
     "a million dimensions": json.dumps({"tensors": {"w": {"init": "ones", "shape": [1] * 10**6}}}),
     "a million tensors": json.dumps({"tensors": {f"t{i}": {} for i in range(10**6)}}),
-    "17 MiB of whitespace": " " * (17 << 20),
+    "65 MiB of whitespace": " " * (65 << 20),
 }
 
 
@@ -504,6 +504,17 @@ def test_names_round_trip_or_fail_before_io(tmp_path_factory, name):
         weightgen.generate("ones", (2,), path, name=name)
         assert list(weightgen.load(path)) == [name]
     np.testing.assert_array_equal(weightgen.load(folder / "w.h5")[name], np.ones(2, np.float32))
+
+
+def test_control_characters_are_exactly_unicode_cc_and_cs():
+    """check_name's one regex refuses exactly the code points whose category is Cc or Cs."""
+    import unicodedata
+
+    from weightgen.plan import _CONTROL
+
+    for code in range(0x110000):
+        char = chr(code)
+        assert bool(_CONTROL.search(char)) == (unicodedata.category(char) in ("Cc", "Cs")), code
 
 
 # --- the positional writer: O_DIRECT where it can, the page cache where it must ------------

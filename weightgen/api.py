@@ -183,11 +183,14 @@ def _write(
     team.decide("check the destination", lambda: _check(target, manifest_path, inside, force))
     engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
     engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
-    # Keys in hex, only when a manifest records them or checks them (a JAX call per tensor).
+    # Keys in hex, only when a manifest records them or checks them (all at once, in numpy).
     want_keys = team.leader and (
         manifest_path is not None or (replay is not None and replay.expected_key)
     )
-    keys = {t.name: prng.key_hex(t.seed, t.fold_in) for t in plan.tensors} if want_keys else {}
+    keys = {}
+    if want_keys:
+        words = prng.derive_words([t.seed for t in plan.tensors], [t.fold_in for t in plan.tensors])
+        keys = {t.name: prng.words_hex(w) for t, w in zip(plan.tensors, words.tolist())}
     for name, want in (replay.expected_key if replay is not None and team.leader else {}).items():
         if keys.get(name) != want:
             raise HashMismatchError(

@@ -23,8 +23,6 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import blake3
-
 from .errors import HashMismatchError, WeightgenError
 
 ALGORITHM = "blake3"
@@ -32,13 +30,32 @@ BLOCK_BYTES = 16 << 20
 FORMAT = {"algorithm": ALGORITHM, "block_bytes": BLOCK_BYTES}
 
 
+_hasher_type = None
+
+
+def _blake3():
+    """The ``blake3`` hasher, imported only when something is hashed: a run without a
+    manifest or digests works where the package is not installed."""
+    global _hasher_type
+    if _hasher_type is None:
+        try:
+            from blake3 import blake3
+        except ImportError:
+            raise WeightgenError(
+                "manifests and digests need the blake3 package: pip install blake3, "
+                "or write without them (--no-manifest)"
+            ) from None
+        _hasher_type = blake3
+    return _hasher_type
+
+
 def block_digest(data) -> bytes:
-    return blake3.blake3(data).digest()
+    return _blake3()(data).digest()
 
 
 def compose(digests: Iterable[bytes]) -> bytes:
     """The digest of a sequence of digests (a tensor's blocks, or a file's pieces)."""
-    return blake3.blake3(b"".join(digests)).digest()
+    return _blake3()(b"".join(digests)).digest()
 
 
 def digest_of(data, block_bytes: int = BLOCK_BYTES) -> bytes:
@@ -73,8 +90,9 @@ class BlockHasher:
         self.next_block = first_block
         self.digests: dict[int, bytes] = {}
         self._expected = expected
-        self._hasher = blake3.blake3()
+        self._hasher = None  # made at a block's first byte: a plan may hold 100,000 of these
         self._filled = 0
+        _blake3()  # fail now, before any work, where blake3 is not installed
 
     def _block_size(self, block: int) -> int:
         return min(self.block_bytes, self.nbytes - block * self.block_bytes)
@@ -86,6 +104,8 @@ class BlockHasher:
             if want <= 0:
                 raise ValueError("more bytes than the tensor holds")
             piece = view[:want]
+            if self._hasher is None:
+                self._hasher = _blake3()()
             self._hasher.update(piece)
             self._filled += len(piece)
             view = view[len(piece) :]
@@ -93,14 +113,14 @@ class BlockHasher:
                 self._complete()
 
     def _complete(self) -> None:
-        digest = self._hasher.digest()
+        digest = (self._hasher or _blake3()()).digest()
         block = self.next_block
         expected = self._expected
         if expected is not None and block < len(expected) and expected[block] != digest:
             raise BlockMismatch(block, self.block_bytes, self.nbytes)
         self.digests[block] = digest
         self.next_block += 1
-        self._hasher = blake3.blake3()
+        self._hasher = None
         self._filled = 0
 
 

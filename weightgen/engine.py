@@ -11,11 +11,11 @@ change a byte: every element is a function of the key and its flat index only.
 from __future__ import annotations
 
 import collections
-import functools
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -92,6 +92,16 @@ def select_devices(spec: str | None) -> list[jax.Device]:
     return [available[i] for i in wanted]
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Elements ``start .. stop`` of a tensor's flat data, with the tensor's key words."""
+
+    spec: TensorSpec
+    start: int
+    stop: int
+    words: tuple[int, int]
+
+
 def _next_pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
@@ -117,8 +127,21 @@ class Engine:
         else:
             mesh = Mesh(np.array(self.devices), ("devices",))
             self._sharding = NamedSharding(mesh, PartitionSpec("devices"))
+        # A batch of small pieces is (rows, size): each row sharded as a chunk is.
+        self._batch_sharding = (
+            self._sharding if ndev == 1 else NamedSharding(mesh, PartitionSpec(None, "devices"))
+        )
+        # weightgen's unrolled threefry on CPU, JAX's own elsewhere (same bits; prng.py).
+        self.unrolled = prng.unrolled_for(self.devices[0].platform)
         self._kernels: dict[tuple, Callable] = {}
         self._slicers: dict[int, Callable] = {}
+        self._coefficients: dict[tuple, tuple] = {}
+        self._signatures: dict[tuple, tuple] = {}
+        self._dispatching = 0  # the piece whose calls are being dispatched (for errors)
+        # On an accelerator, start each device-to-host copy as soon as the call is queued.
+        # On CPU the result already is host memory: the "copy" would be a real second copy
+        # (measured: ~0.5 s per GiB), and np.asarray reads the buffer in place instead.
+        self._copy_early = self.devices[0].platform != "cpu"
 
     def kernel_elems(self, numel: int) -> int:
         """Kernel size for a tensor: the chunk size, or the next power of two for a small
@@ -128,62 +151,205 @@ class Engine:
         return min(self.chunk_elems, small)
 
     def _kernel(self, spec: TensorSpec, draw, size: int) -> Callable:
-        signature = (samplers.kernel_signature(spec), size)
+        signature = (self._signature(spec), size)
         kernel = self._kernels.get(signature)
         if kernel is None:
+            unrolled = self.unrolled
 
             def run(key_data, coefficients):
-                return draw(prng.wrap(key_data), coefficients, size)
+                return draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
 
             kernel = jax.jit(run, out_shardings=self._sharding)
             self._kernels[signature] = kernel
         return kernel
 
+    def _elementwise(self, spec: TensorSpec) -> tuple[tuple, Callable]:
+        """``samplers.elementwise(spec)``, once per distinct parameter set, dtype and shape:
+        its coefficients are eager JAX scalars (a few dispatches), the same for every tensor
+        that shares them (a model's experts, its layers)."""
+        token = (
+            _token(spec),
+            spec.shape if spec.init.family == "variance_scaling" else None,
+        )
+        found = self._coefficients.get(token)
+        if found is None:
+            if len(self._coefficients) >= 4096:
+                self._coefficients.clear()  # bounded, whatever the plan
+            found = self._coefficients[token] = samplers.elementwise(spec)
+        return found
+
+    def _signature(self, spec: TensorSpec) -> tuple:
+        """``samplers.kernel_signature(spec)``, looked up once per parameter set."""
+        token = _token(spec)
+        found = self._signatures.get(token)
+        if found is None:
+            if len(self._signatures) >= 4096:
+                self._signatures.clear()
+            found = self._signatures[token] = samplers.kernel_signature(spec)
+        return found
+
     def chunks(
-        self, spec: TensorSpec, start: int = 0, stop: int | None = None
+        self,
+        spec: TensorSpec,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        words: tuple[int, int] | None = None,
     ) -> Iterator[np.ndarray]:
         """Elements ``start .. stop`` of the flattened tensor (default: all of it) as host
-        arrays in ``spec.dtype``, in order."""
-        numel = spec.numel
-        stop = numel if stop is None else stop
-        if not 0 <= start <= stop <= numel:
-            raise ValueError(f"range {start}..{stop} outside {spec.describe()}")
-        if start == stop:
-            return
-        key = prng.base_key(spec.seed, spec.fold_in)
-        size = self.kernel_elems(stop - start)
-        if spec.init.elementwise:
-            coefficients, draw = samplers.elementwise(spec)
-            kernel = self._kernel(spec, draw, size)
-            words = prng.key_words(key)
-            finish = samplers.finish(spec)  # a transform's eager ops, if any
+        arrays in ``spec.dtype``, in order. ``words``: the tensor's key words, when the
+        caller derived them already (``prng.derive_words`` does a whole plan at once)."""
+        stop = spec.numel if stop is None else stop
+        if words is None:
+            words = prng.derive(spec.seed, spec.fold_in)
+        for landed in self.stream([Piece(spec, start, stop, words)]):
+            for _number, _offset, host in landed:
+                yield host
 
-            def launch(flat_start: int) -> tuple[jax.Array, slice]:
-                # The last chunk is computed whole (one compiled size) and cut on the host.
-                chunk = kernel(prng.offset_key_data(words, flat_start), coefficients)
+    def stream(
+        self, pieces: Sequence[Piece], on_piece: Callable[[int], None] | None = None
+    ) -> Iterator[list[tuple[int, int, np.ndarray]]]:
+        """Every piece's elements, in order, as lists of ``(piece number, first element,
+        host array)``: one list per kernel call, at most a chunk's worth of elements.
+
+        A piece as large as a chunk or more is cut into chunks; consecutive small pieces
+        that share a kernel (family, dtypes, size class) share one call too, a batch of
+        rows, so a plan of many small tensors pays per chunk, not per tensor. Calls are
+        dispatched ``IN_FLIGHT`` ahead of the host. ``on_piece(number)`` is called as the
+        dispatching of a piece begins (before its first kernel compiles or its QR runs).
+        """
+        in_flight: collections.deque = collections.deque()
+        calls = self._calls(pieces, on_piece)
+        while True:
+            try:
+                call = next(calls, None)
+            except _ERRORS as exc:
+                raise _failure(pieces[self._dispatching].spec, exc) from exc
+            if call is None:
+                break
+            in_flight.append(call)
+            if len(in_flight) > IN_FLIGHT:
+                yield _land(*in_flight.popleft())
+        while in_flight:
+            yield _land(*in_flight.popleft())
+
+    def _calls(
+        self, pieces: Sequence[Piece], on_piece: Callable[[int], None] | None
+    ) -> Iterator[tuple[jax.Array, list]]:
+        """Kernel calls, dispatched: (device array, [(number, spec, first element, row,
+        valid slice)]) where ``row`` is the row of a batch (None: the array is one piece's)."""
+        batch: list[tuple[int, Piece, int]] = []  # (number, piece, kernel size)
+        signature = None  # the batch's kernel
+        for number, piece in enumerate(pieces):
+            self._dispatching = number
+            if on_piece is not None:
+                on_piece(number)
+            spec, start, stop = piece.spec, piece.start, piece.stop
+            if not 0 <= start <= stop <= spec.numel:
+                raise ValueError(f"range {start}..{stop} outside {spec.describe()}")
+            if start == stop:
+                continue
+            size = self.kernel_elems(stop - start)
+            # A transform runs as eager ops on each chunk (samplers.finish): not in a batch.
+            if spec.init.elementwise and spec.transform is None and 2 * size <= self.chunk_elems:
+                kernel = (self._signature(spec), size)
+                if batch and (kernel != signature or len(batch) * size >= self.chunk_elems):
+                    self._dispatching = batch[0][0]
+                    yield from self._batches(batch)
+                    self._dispatching, batch = number, []
+                batch.append((number, piece, size))
+                signature = kernel
+                continue
+            if batch:
+                self._dispatching = batch[0][0]
+                yield from self._batches(batch)
+                self._dispatching, batch = number, []
+            yield from self._chunked(number, piece, size)
+        if batch:
+            self._dispatching = batch[0][0]
+            yield from self._batches(batch)
+
+    def _chunked(self, number: int, piece: Piece, size: int) -> Iterator[tuple[jax.Array, list]]:
+        """One piece in chunks of ``size`` elements; the last computed whole (one compiled
+        size) and cut on the host."""
+        spec, start, stop = piece.spec, piece.start, piece.stop
+        if spec.init.elementwise:
+            coefficients, draw = self._elementwise(spec)
+            kernel = self._kernel(spec, draw, size)
+            finish = samplers.finish(spec)  # a transform's eager ops, if any
+            for flat_start in range(start, stop, size):
+                chunk = kernel(prng.offset_key_data(piece.words, flat_start), coefficients)
                 if finish is not None:
                     chunk = finish(chunk)
-                return chunk, slice(0, min(size, stop - flat_start))
-
-        else:
-            with jax.default_device(self.devices[0]):
-                flat = samplers.whole(spec, key).reshape(-1)
-            size = min(size, numel)
-            launch = functools.partial(self._slice, flat, size=size, stop=stop)
-        # On an accelerator, start each device-to-host copy as soon as the chunk is queued.
-        # On CPU the result already is host memory: the "copy" would be a real second copy
-        # (measured: ~0.5 s per GiB), and np.asarray reads the buffer in place instead.
-        copy_early = self.devices[0].platform != "cpu"
-        in_flight: collections.deque = collections.deque()
+                if self._copy_early:
+                    chunk.copy_to_host_async()
+                yield (
+                    chunk,
+                    [(number, spec, flat_start, None, slice(0, min(size, stop - flat_start)))],
+                )
+            return
+        key = jax.random.wrap_key_data(np.array(piece.words, np.uint32))
+        with jax.default_device(self.devices[0]):
+            flat = samplers.whole(spec, key).reshape(-1)
+        size = min(size, spec.numel)
         for flat_start in range(start, stop, size):
-            chunk, valid = launch(flat_start)
-            if copy_early:
+            chunk, valid = self._slice(flat, flat_start, size=size, stop=stop)
+            if self._copy_early:
                 chunk.copy_to_host_async()
-            in_flight.append((flat_start, chunk, valid))
-            if len(in_flight) > IN_FLIGHT:
-                yield _to_host(spec, *in_flight.popleft())
-        while in_flight:
-            yield _to_host(spec, *in_flight.popleft())
+            yield chunk, [(number, spec, flat_start, None, valid)]
+
+    def _batches(self, batch: list) -> Iterator[tuple[jax.Array, list]]:
+        """Small pieces sharing a kernel, as few calls as possible: rows in powers of two
+        (a compile each, shared by every later batch of that many), no padding; one row
+        alone is an ordinary call."""
+        size = batch[0][2]
+        done = 0
+        while done < len(batch):
+            rows = 1 << ((len(batch) - done).bit_length() - 1)
+            group = batch[done : done + rows]
+            done += rows
+            if rows == 1:
+                number, piece, _ = group[0]
+                yield from self._chunked(number, piece, size)
+                continue
+            spec = group[0][1].spec
+            words = np.array([p.words for _, p, _ in group], np.uint32)
+            starts = np.array([p.start for _, p, _ in group], np.uint64)
+            key_data = np.empty((rows, 4), np.uint32)  # prng.offset_key_data, row by row
+            key_data[:, :2] = words
+            key_data[:, 2] = starts >> np.uint64(32)
+            key_data[:, 3] = starts & np.uint64(0xFFFFFFFF)
+            found = [self._elementwise(p.spec) for _, p, _ in group]
+            if all(f is found[0] for f in found):  # one parameter set: a model's experts
+                coefficients = tuple(np.repeat(c[None], rows, axis=0) for c in found[0][0])
+            else:
+                coefficients = tuple(np.stack(column) for column in zip(*(c for c, _ in found)))
+            kernel = self._batch_kernel(spec, found[0][1], size, rows)
+            out = kernel(key_data, coefficients)
+            if self._copy_early:
+                out.copy_to_host_async()
+            yield (
+                out,
+                [
+                    (number, p.spec, p.start, row, slice(0, p.stop - p.start))
+                    for row, (number, p, _) in enumerate(group)
+                ],
+            )
+
+    def _batch_kernel(self, spec: TensorSpec, draw, size: int, rows: int) -> Callable:
+        """``rows`` small pieces in one call: the chunk kernel mapped over rows of key data
+        and coefficients (every element is computed exactly as in the chunk kernel)."""
+        signature = (self._signature(spec), size, rows)
+        kernel = self._kernels.get(signature)
+        if kernel is None:
+            unrolled = self.unrolled
+
+            def one(key_data, coefficients):
+                return draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
+
+            kernel = jax.jit(jax.vmap(one), out_shardings=self._batch_sharding)
+            self._kernels[signature] = kernel
+        return kernel
 
     def _slice(
         self, flat: jax.Array, start: int, *, size: int, stop: int
@@ -208,13 +374,42 @@ class Engine:
         return slicer(flat, np.int32(start)), slice(skip, skip + valid)
 
 
-def _to_host(spec: TensorSpec, flat_start: int, chunk: jax.Array, valid: slice) -> np.ndarray:
-    host = np.asarray(chunk)
-    if valid.stop - valid.start < host.size:
-        host = host[valid]
-    if spec.zero_rows:
-        host = zero_rows(host, flat_start, spec)
-    return host
+def _token(spec: TensorSpec) -> tuple:
+    """What a tensor's kernel and coefficients depend on, besides its shape: a cheap key
+    (resolved parameters are numbers, strings and tuples)."""
+    params = tuple(spec.params.items())
+    try:
+        hash(params)
+    except TypeError:  # a TensorSpec built by hand, with a list for a tuple
+        params = (repr(sorted(spec.params.items())),)
+    transform = spec.transform.as_json() if spec.transform is not None else None
+    return (spec.init.name, spec.sample_dtype.name, spec.dtype.name, repr(transform), *params)
+
+
+_ERRORS = (RuntimeError, ValueError, TypeError, NotImplementedError)  # from JAX and XLA
+
+
+def _failure(spec: TensorSpec, exc: BaseException) -> BaseException:
+    if isinstance(exc, UsageError):
+        return exc
+    return GenerationError(f"while generating {spec.describe()}: {exc}")
+
+
+def _land(array: jax.Array, parts: list) -> list[tuple[int, int, np.ndarray]]:
+    """A call's result on the host (read in place on CPU), cut into its pieces."""
+    try:
+        host = np.asarray(array)
+    except _ERRORS as exc:
+        raise _failure(parts[0][1], exc) from exc
+    landed = []
+    for number, spec, flat_start, row, valid in parts:
+        part = host if row is None else host[row]
+        if valid.stop - valid.start < part.size:
+            part = part[valid]
+        if spec.zero_rows:
+            part = zero_rows(part, flat_start, spec)
+        landed.append((number, flat_start, part))
+    return landed
 
 
 def zero_rows(host: np.ndarray, flat_start: int, spec: TensorSpec) -> np.ndarray:
@@ -266,52 +461,53 @@ def run(
     ``sink.write(tensor_index, element_offset, chunk)`` and then each tap with the chunk's
     bytes (where hashing happens, off the generating thread). The first error from either
     side stops both; so does ``stop`` (checked between chunks: raises Stopped).
-    ``progress(number)``, if given, is called by this thread as it begins range ``number``
-    and after each of its chunks is queued (a peer's watcher sees that the work moves).
+    ``progress(number)``, if given, is called by this thread as it begins dispatching range
+    ``number`` and after each kernel call's chunks are queued, with the range then being
+    dispatched (a peer's watcher sees that the work moves).
     """
     ranges = whole_ranges(plan) if ranges is None else list(ranges)
+    specs = [plan.tensors[part.index] for part in ranges]
+    # Every key at once, in numpy: per tensor, eager JAX would cost several dispatches.
+    keys = prng.derive_words([t.seed for t in specs], [t.fold_in for t in specs]).tolist()
+    pieces = [Piece(t, r.start, r.stop, tuple(w)) for t, r, w in zip(specs, ranges, keys)]
     pending: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     failure: list[BaseException] = []
 
     def writer() -> None:
-        while (item := pending.get()) is not None:
+        while (landed := pending.get()) is not None:
             if failure:
                 continue  # drain so the producer never blocks
-            number, offset, chunk = item
             try:
-                sink.write(ranges[number].index, offset, chunk)
-                data = as_bytes(chunk)
-                for tap in taps:
-                    tap.update(number, data)
+                nbytes = 0
+                for number, offset, chunk in landed:
+                    sink.write(ranges[number].index, offset, chunk)
+                    data = as_bytes(chunk)
+                    for tap in taps:
+                        tap.update(number, data)
+                    nbytes += chunk.nbytes
                 if on_bytes is not None:
-                    on_bytes(chunk.nbytes)
+                    on_bytes(nbytes)
             except BaseException as exc:
                 failure.append(exc)
 
     thread = threading.Thread(target=writer, name="weightgen-writer", daemon=True)
     thread.start()
+    dispatching = [0]
+
+    def began(number: int) -> None:
+        dispatching[0] = number
+        if progress is not None:
+            progress(number)
+
     try:
-        for number, part in enumerate(ranges):
-            spec = plan.tensors[part.index]
-            offset = part.start
-            if progress is not None:
-                progress(number)
-            try:
-                for chunk in engine.chunks(spec, part.start, part.stop):
-                    if failure:
-                        break
-                    if stop is not None and stop.is_set():
-                        raise Stopped
-                    pending.put((number, offset, chunk))
-                    if progress is not None:
-                        progress(number)
-                    offset += chunk.size
-            except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
-                if isinstance(exc, UsageError):
-                    raise
-                raise GenerationError(f"while generating {spec.describe()}: {exc}") from exc
+        for landed in engine.stream(pieces, began):
             if failure:
                 break
+            if stop is not None and stop.is_set():
+                raise Stopped
+            pending.put(landed)
+            if progress is not None:
+                progress(dispatching[0])
     finally:
         pending.put(None)
         thread.join()

@@ -68,14 +68,23 @@ def of_plain(path: str | os.PathLike, name: str | None = None) -> FileLayout:
     return FileLayout(name or path.name, path, os.path.getsize(path))
 
 
-def of_folder(folder: str | os.PathLike, *, skip: tuple[str, ...] = ()) -> list[FileLayout]:
+def of_folder(
+    folder: str | os.PathLike,
+    *,
+    skip: tuple[str, ...] = (),
+    known: Mapping[str, tuple[tuple[str, int, int], ...]] | None = None,
+) -> list[FileLayout]:
     """Every regular file of a checkpoint folder, sorted by name: the ``.safetensors`` files
-    with their tensors, the others (index, config.json) as plain bytes."""
+    with their tensors, the others (index, config.json) as plain bytes. ``known``: the spans
+    of files whose layout the caller knows (it wrote them), not read back."""
     layouts = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name in skip or not entry.is_file(follow_symlinks=False):
             continue
-        if entry.name.endswith(WEIGHT_SUFFIX):
+        if known is not None and entry.name in known:
+            size = entry.stat(follow_symlinks=False).st_size
+            layouts.append(FileLayout(entry.name, Path(entry.path), size, known[entry.name]))
+        elif entry.name.endswith(WEIGHT_SUFFIX):
             layouts.append(of_file(entry.path, fmt="safetensors"))
         else:
             layouts.append(of_plain(entry.path))

@@ -58,6 +58,9 @@ class Target:
     size: int  # the output's bytes (exact for safetensors)
     shards: list = field(default_factory=list)  # folders: [(file name, entry indices)]
     hf_config: dict | None = None
+    # The safetensors header of each weight file (one file, or each shard), built once.
+    headers: list = field(default_factory=list)
+    entries: list = field(default_factory=list)  # the plan's tensors as a file lists them
     _atomic: AtomicFile | AtomicDir | None = None
     _stream: object = None
 
@@ -93,24 +96,29 @@ class Target:
                     "a checkpoint folder; give a folder name such as model/"
                 )
             shards = sharded.shard_files(entries, max_shard_size or DEFAULT_SHARD_BYTES)
-            size = sum(
-                formats.safetensors.file_size([entries[i] for i in members], file_metadata())
+            headers = [
+                formats.safetensors.build_header([entries[i] for i in members], file_metadata())
                 for _, members in shards
+            ]
+            size = len(b"".join(headers)) + plan.nbytes
+            return cls(
+                output, "folder", FOLDER_FORMAT, plan, size, shards, hf_config, headers, entries
             )
-            return cls(output, "folder", FOLDER_FORMAT, plan, size, shards, hf_config)
         fmt = formats.format_for(output, format)
         if output == "-" and fmt not in formats.STREAMABLE:
             raise UsageError(
                 f"{fmt} cannot be written to stdout (it needs a seekable file); "
                 "give an output path or use --format safetensors or npz"
             )
+        headers = []
         if fmt == "safetensors":  # exact, and checks that every dtype has a safetensors type
-            size = formats.safetensors.file_size(entries, file_metadata())
+            headers = [formats.safetensors.build_header(entries, file_metadata())]
+            size = len(headers[0]) + plan.nbytes
         else:
             per_tensor, per_file = _OVERHEAD[fmt]
             size = plan.nbytes + per_tensor * len(entries) + per_file
         kind = "stdout" if output == "-" else "file"
-        return cls(output, kind, fmt, plan, size)
+        return cls(output, kind, fmt, plan, size, headers=headers, entries=entries)
 
     def check(self, *, force: bool) -> None:
         """Refuse a destination that must not or cannot be written (it exists without
@@ -124,18 +132,24 @@ class Target:
 
     def open(self, tag: str = ""):
         """Create the temporary output and return the sink to feed (``tag``: in its name)."""
-        entries = formats.entries_of(self.plan.tensors)
+        entries = self.entries
         module = formats.module(self.format if self.kind != "folder" else "safetensors")
         if self.kind == "stdout":
             self._stream = sys.stdout.buffer
             return module.Sink(self._stream, entries, file_metadata(self.format))
         if self.kind == "folder":
             self._atomic = AtomicDir(self.path, tag)
-            return sharded.Sink(self._atomic.path, entries, file_metadata(), self.shards)
+            return sharded.Sink(
+                self._atomic.path, entries, file_metadata(), self.shards, headers=self.headers
+            )
         self._atomic = AtomicFile(self.path, tag)
         if self.format == "safetensors":
             return module.PositionalSink(
-                self._atomic.file.fileno(), entries, file_metadata(), path=self._atomic.path
+                self._atomic.file.fileno(),
+                entries,
+                file_metadata(),
+                path=self._atomic.path,
+                header=self.headers[0],
             )
         if self.format == "hdf5":
             self._atomic.file.close()  # h5py opens the path itself
@@ -147,7 +161,7 @@ class Target:
         the destination (``name``: its file or folder name), laid out already: positional
         writes only. Found through this process's own output path, so a folder that is not
         shared (or shared under another path) is refused."""
-        entries = formats.entries_of(self.plan.tensors)
+        entries = self.entries
         if os.sep in name or name in ("", ".", ".."):
             raise WeightgenError(f"internal error: {name!r} is not a temporary's name")
         folder = os.path.dirname(self.path) or "."
@@ -176,7 +190,7 @@ class Target:
             self._stream.flush()
             return
         if self.kind == "folder":
-            entries = formats.entries_of(self.plan.tensors)
+            entries = self.entries
             if len(self.shards) > 1:
                 self.add_file(sharded.INDEX_NAME, sharded.index_bytes(entries, self.shards))
             if self.hf_config is not None:
@@ -206,8 +220,18 @@ class Target:
         """
         if self.kind == "stdout":
             return [self._stream_file(tensor_digests)]
+        # The weight files' layouts are known (weightgen laid them out): not read back.
+        entries = self.entries
         if self.kind == "folder":
-            layouts = layout.of_folder(self._atomic.path)
+            known = {
+                name: tuple(formats.safetensors.spans([entries[i] for i in members], len(head)))
+                for (name, members), head in zip(self.shards, self.headers)
+            }
+            layouts = layout.of_folder(self._atomic.path, known=known)
+        elif self.format == "safetensors":
+            path = self._atomic.path
+            spans = tuple(formats.safetensors.spans(entries, len(self.headers[0])))
+            layouts = [layout.FileLayout(Path(self.path).name, path, self.size, spans)]
         else:
             layouts = [layout.of_file(self._atomic.path, Path(self.path).name, self.format)]
         found = []
@@ -227,8 +251,8 @@ class Target:
         that is the header (known) and the tensors; npz's zip records are not kept."""
         entry: dict = {"name": "-", "bytes": self.size if self.format == "safetensors" else None}
         if self.format == "safetensors":
-            entries = formats.entries_of(self.plan.tensors)
-            header = formats.safetensors.build_header(entries, file_metadata())
+            entries = self.entries
+            header = self.headers[0]
             pieces = [digest.digest_of(header)]
             pieces += [tensor_digests[e.name] for e in entries if e.nbytes]
             entry["digest"] = digest.file_digest(pieces).hex()

@@ -27,6 +27,8 @@ nesting, duplicate keys, NaN and unknown keys are all refused with a message nam
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,9 +36,9 @@ from typing import Any
 
 from . import initializers, strictjson
 from .errors import UsageError
-from .plan import Plan, check_name, make_tensor, name_fold_in, parse_seed
+from .plan import Plan, TensorSpec, check_name, make_tensor, name_fold_in, parse_seed
 
-MAX_SPEC_BYTES = 16 << 20
+MAX_SPEC_BYTES = 64 << 20  # a manifest of 100,000 tensors (Kimi-K2 has 70,000) is ~40 MB
 MAX_TENSORS = 100_000
 
 TENSOR_KEYS = ("init", "shape", "dtype", "sample_dtype", "seed", "zero_rows", "transform")
@@ -140,6 +142,7 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
         block_bytes=block_bytes,
     )
     specs = []
+    templates: dict[str, TensorSpec] = {}
     for name, entry in tensors.items():
         where = f"tensor {name!r}: "
         check_name(name, label="spec: tensor name")
@@ -168,8 +171,12 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
             parsed.own_seed.add(name)
         else:
             seed, fold_in = root_seed, name_fold_in(name)
-        specs.append(
-            make_tensor(
+        # Tensors that differ only in name and seed (a model's layers and experts) are
+        # validated once: the rest of the entry is the key.
+        token = repr([(k, v) for k, v in entry.items() if k != "seed" and k not in extra])
+        template = templates.get(token)
+        if template is None:
+            template = templates[token] = make_tensor(
                 init,
                 entry["shape"],
                 params={k: v for k, v in entry.items() if k in accepted},
@@ -182,7 +189,7 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
                 name=name,
                 where=where,
             )
-        )
+        specs.append(dataclasses.replace(template, name=name, seed=seed, fold_in=fold_in))
         if is_manifest:
             _expectations(parsed, specs[-1], entry, where)
     parsed.plan = Plan.of(specs)
@@ -272,11 +279,10 @@ def _expectations(parsed: ParsedSpec, spec, entry: Mapping[str, Any], where: str
     ]
 
 
+_LOWER_HEX = re.compile("[0-9a-f]*")
+
+
 def _hex(value: Any, length: int, label: str) -> str:
-    if (
-        not isinstance(value, str)
-        or len(value) != length
-        or any(c not in "0123456789abcdef" for c in value)
-    ):
+    if not isinstance(value, str) or len(value) != length or not _LOWER_HEX.fullmatch(value):
         raise UsageError(f"{label}: expected {length} lowercase hex digits")
     return value

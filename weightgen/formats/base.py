@@ -32,13 +32,18 @@ class TensorEntry:
     shape: tuple[int, ...]
     dtype: DType
 
+    def __post_init__(self) -> None:
+        numel = math.prod(self.shape)  # once: a file of 70,000 tensors asks often
+        object.__setattr__(self, "_numel", numel)
+        object.__setattr__(self, "_nbytes", numel * self.dtype.itemsize)
+
     @property
     def numel(self) -> int:
-        return math.prod(self.shape)
+        return self._numel
 
     @property
     def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
+        return self._nbytes
 
 
 class Sink(Protocol):

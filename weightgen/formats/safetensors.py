@@ -55,8 +55,11 @@ def build_header(entries: Sequence[TensorEntry], metadata: Mapping[str, str]) ->
     return struct.pack("<Q", len(text)) + text
 
 
-def file_size(entries: Sequence[TensorEntry], metadata: Mapping[str, str]) -> int:
-    return len(build_header(entries, metadata)) + sum(e.nbytes for e in entries)
+def spans(entries: Sequence[TensorEntry], header_bytes: int) -> list[tuple[str, int, int]]:
+    """(tensor, file offset, bytes) of each tensor in a file weightgen laid out with a
+    header of ``header_bytes``: what ``Reader.spans`` reads back, known without reading."""
+    offsets = data_offsets(entries, header_bytes)
+    return [(e.name, offset, e.nbytes) for e, offset in zip(entries, offsets)]
 
 
 def data_offsets(entries: Sequence[TensorEntry], header_bytes: int) -> list[int]:
@@ -119,9 +122,11 @@ class PositionalSink:
         *,
         create: bool = True,
         path: str | os.PathLike | None = None,
+        header: bytes | None = None,
     ):
         self._entries = list(entries)
-        header = build_header(self._entries, metadata)
+        if header is None:  # the caller may have built it already (``build_header``)
+            header = build_header(self._entries, metadata)
         self._offsets = data_offsets(self._entries, len(header))
         self.size = len(header) + sum(e.nbytes for e in self._entries)
         if create:

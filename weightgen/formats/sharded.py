@@ -101,7 +101,9 @@ class Sink:
         files: list[tuple[str, list[int]]],
         *,
         create: bool = True,
+        headers: Sequence[bytes] | None = None,
     ):
+        """``headers``: each file's safetensors header, when the caller built them already."""
         self._fds: list[int] = []
         self._sinks: list[safetensors.PositionalSink] = []
         self._where: dict[int, tuple[int, int]] = {}  # entry index -> (file, index in file)
@@ -115,7 +117,12 @@ class Sink:
                 fd = os.open(path, flags, 0o666)  # the umask applies
                 self._fds.append(fd)
                 sink = safetensors.PositionalSink(
-                    fd, [entries[i] for i in members], metadata, create=create, path=path
+                    fd,
+                    [entries[i] for i in members],
+                    metadata,
+                    create=create,
+                    path=path,
+                    header=headers[f] if headers is not None else None,
                 )
                 self._sinks.append(sink)
                 for position, i in enumerate(members):

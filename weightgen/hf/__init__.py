@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
-from pathlib import Path
 from typing import Any
 
 from .. import strictjson
@@ -53,8 +52,11 @@ DEFAULT_RECIPE = "hf"
 
 
 def load_config(source: str | os.PathLike) -> dict[str, Any]:
-    """A config.json (or a folder holding one), parsed strictly: it is untrusted input."""
-    path = Path(source)
+    """A config.json (or a folder holding one, or a hub id ORG/NAME[@REVISION]: hub.py),
+    parsed strictly: it is untrusted input."""
+    from . import hub
+
+    path = hub.config_path(source)
     if path.is_dir():
         path = path / "config.json"
     raw = strictjson.read_bounded(str(path), MAX_CONFIG_BYTES, error=UsageError, what=str(path))

@@ -1,0 +1,844 @@
+"""The one door to torch and transformers (``weightgen hf --from-transformers``): the tensors
+``save_pretrained`` would write for a config, with their shapes, dtypes and init, read from
+the model transformers builds on torch's meta device (no memory, no weights).
+
+Checked against transformers 5.24.0 and 4.57.6 with torch 2.13 (CPU). Imported only when the
+flag is used; nothing else in weightgen imports torch or transformers. What it relies on:
+
+- the model: ``PreTrainedModel._from_config(config, dtype=)`` under ``torch.device("meta")``
+  (the dtype it keeps per tensor is the one save_pretrained writes: fp32-kept modules too);
+- the names: ``state_dict()`` less ``_keys_to_ignore_on_save``, less tied duplicates
+  (5.x ``modeling_utils.remove_tied_weights_from_state_dict``; 4.x ``_get_tied_weight_keys``
+  and the rule inline in its save_pretrained), then 5.x
+  ``core_model_loading.revert_weight_conversion`` (MoE experts fused in memory, saved one
+  tensor per expert) or 4.x ``_fix_state_dict_keys_on_save``;
+- the init: every write to a tensor's storage while the model is built and initialised,
+  recorded by a ``TorchFunctionMode`` (tensor methods: ``normal_``, ``zero_``, ``fill_``,
+  ``copy_``, ...; the factories that make a tensor: ``torch.empty``, ``torch.zeros``, ...)
+  and by wrappers put in place of the ``torch.nn.init`` functions (``trunc_normal_`` does
+  nothing on the meta device, so it is recorded as called) in ``torch.nn.init`` and, in 5.x,
+  ``transformers.initialization.TORCH_INIT_FUNCTIONS``, the table its own ``init.normal_``
+  & co. call. 5.x skips init on the meta device: the model is built with its ties undone
+  (``PreTrainedModel.tie_weights`` a no-op), then ``initialize_weights()`` and
+  ``tie_weights()`` run as ``init_weights`` runs them off the meta device. 4.x initialises
+  while it builds, on any device. A storage is known by ``UntypedStorage._cdata``.
+
+The last write to a tensor decides. A write to whole rows of zeros (the embedding's pad row,
+zeroed through a view) becomes ``zero_rows``; any other partial write, a call with no jax
+initializer (``uniform_(a, b)`` with a != 0, a normal with a mean, a copy of computed
+values), or no write at all (``torch.empty``) is a problem, reported with the call.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import transformers
+from torch.overrides import TorchFunctionMode
+
+from ..errors import UsageError
+
+CHECKED = "transformers 5.24.0 and 4.57.6, torch 2.13"
+TORCH_LINEAR = (-1, -2, ())  # fan axes (in, out, batch) of a torch Linear weight [out, in]
+CONV1D = (-2, -1, ())  # transformers' Conv1D stores its weight [in, out]
+MAX_VALUES = 1 << 16  # a torch.tensor(data) literal read back to see whether it is constant
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One tensor save_pretrained writes: its spec entry (an initializer, its parameters,
+    zero_rows) or, when no jax initializer expresses transformers' init, the problem."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    entry: dict | None
+    problem: str | None
+    fans: tuple = TORCH_LINEAR
+
+
+@dataclass(frozen=True)
+class Layout:
+    version: str  # transformers'
+    torch_version: str
+    architecture: str  # the class built, written to config.json's architectures
+    config: dict  # every field of the config transformers built (class defaults included)
+    tensors: list[Saved]
+
+
+def read(config: dict, dtype: str) -> Layout:
+    """The layout and init of the model transformers builds from ``config`` in ``dtype``."""
+    major = int(transformers.__version__.split(".")[0])
+    built_config = _config(config)
+    cls = _model_class(config, built_config)
+    recorder = _Recorder()
+    try:
+        with _quiet(), torch.device("meta"), _init_functions(recorder), recorder:
+            if major >= 5:
+                with _untied():
+                    model = cls._from_config(built_config, dtype=getattr(torch, dtype))
+                model.initialize_weights()  # what init_weights does off the meta device
+                model.tie_weights()
+            else:
+                model = cls._from_config(built_config, dtype=getattr(torch, dtype))
+    except (UsageError, MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise UsageError(
+            f"transformers {transformers.__version__} could not build {cls.__name__} from "
+            f"this config on the meta device: {_one_line(exc)}"
+        ) from None
+    saved, owners = _saved(model, major)
+    tensors = []
+    for name, (tensor, sources, same) in saved.items():
+        entry, problem = _combine(name, sources, same, recorder, owners)
+        fans = owners[sources[0]][1] if same else TORCH_LINEAR
+        tensors.append(
+            Saved(
+                name,
+                tuple(int(d) for d in tensor.shape),
+                str(tensor.dtype).removeprefix("torch."),
+                entry,
+                problem,
+                fans,
+            )
+        )
+    return Layout(
+        transformers.__version__,
+        torch.__version__.split("+")[0],
+        cls.__name__,
+        _written_config(built_config),
+        tensors,
+    )
+
+
+# --- the config and the class ---------------------------------------------------------------
+
+
+def _config(config: dict):
+    from transformers import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise UsageError(
+            f"config.json: model_type {model_type!r} is not one transformers "
+            f"{transformers.__version__} knows"
+        )
+    try:
+        return CONFIG_MAPPING[model_type].from_dict(dict(config))
+    except Exception as exc:
+        raise UsageError(
+            f"config.json: transformers {transformers.__version__} refused it: {_one_line(exc)}"
+        ) from None
+
+
+def _model_class(config: dict, built_config) -> type:
+    """The config's ``architectures[0]`` if transformers has it for this config class, else
+    the causal-LM class transformers maps the model type to."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = config.get("architectures")
+    names = []
+    if isinstance(architectures, list) and architectures and isinstance(architectures[0], str):
+        names.append(architectures[0])
+    fallback = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config["model_type"])
+    names.append(fallback)
+    for name in names:
+        cls = getattr(transformers, name, None) if name else None
+        if (
+            isinstance(cls, type)
+            and issubclass(cls, transformers.PreTrainedModel)
+            and isinstance(built_config, cls.config_class)
+        ):
+            return cls
+    raise UsageError(
+        f"config.json: transformers {transformers.__version__} has no causal-LM class for "
+        f"model_type {config['model_type']!r}"
+        + (f" and no class {names[0]!r}" if len(names) > 1 else "")
+        + "; name the model class in architectures"
+    )
+
+
+def _written_config(built_config) -> dict:
+    """The fields of the config transformers built that its class declares, as JSON values:
+    the class defaults written out, so that another transformers version does not fall
+    back to its own; not the generic ones every config carries at their defaults."""
+    base_class = getattr(transformers, "PreTrainedConfig", None) or transformers.PretrainedConfig
+    generic = base_class().to_dict()
+    return {
+        k: v
+        for k, v in built_config.to_dict().items()
+        if not k.startswith("_")
+        and k != "transformers_version"
+        and not (k in generic and generic[k] == v)
+    }
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# --- what save_pretrained writes ------------------------------------------------------------
+
+
+def _saved(model, major: int) -> tuple[dict, dict]:
+    """name -> (tensor, its source names in the state dict, whether it *is* that tensor),
+    in save_pretrained's names; and each state-dict name's (tensor, fan axes)."""
+    state = model.state_dict()
+    for key in model._keys_to_ignore_on_save or ():
+        state.pop(key, None)
+    modules = dict(model.named_modules())
+    owners = {}
+    for name, tensor in state.items():
+        owner = modules.get(name.rpartition(".")[0])
+        conv1d = type(owner).__name__ == "Conv1D" and name.endswith(".weight")
+        owners[name] = (tensor, CONV1D if conv1d else TORCH_LINEAR)
+    if major >= 5:
+        from transformers.core_model_loading import revert_weight_conversion
+        from transformers.modeling_utils import remove_tied_weights_from_state_dict
+
+        state = remove_tied_weights_from_state_dict(state, model)
+        origin = {id(t): (t, frozenset([n])) for n, t in state.items()}
+        with _Provenance(origin):
+            written = revert_weight_conversion(model, dict(state))
+    else:
+        state = _untie_4x(state, model)
+        written = model._fix_state_dict_keys_on_save(state)
+        origin = {id(t): (t, frozenset([n])) for n, t in state.items()}
+    by_id = {id(t): n for n, t in state.items()}
+    saved = {}
+    for name, tensor in written.items():
+        if id(tensor) in by_id:
+            saved[name] = (tensor, [by_id[id(tensor)]], True)
+            continue
+        known = origin.get(id(tensor))
+        if known is None:
+            saved[name] = (tensor, [], False)
+        else:
+            saved[name] = (tensor, sorted(known[1]), False)
+    return saved, owners
+
+
+def _untie_4x(state: dict, model) -> dict:
+    """transformers 4.x save_pretrained's removal of tied duplicates (inline there): of the
+    names sharing a storage, those its ``_tied_weights_keys`` match go, the last one stays."""
+    import re
+
+    from transformers.modeling_utils import _get_tied_weight_keys
+
+    groups: dict[int, list[str]] = {}
+    for name, tensor in state.items():
+        groups.setdefault(_storage(tensor), []).append(name)
+    patterns = _get_tied_weight_keys(model)
+    state = dict(state)
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        found = 0
+        for name in sorted(names):
+            if any(re.search(p, name) for p in patterns):
+                found += 1
+                if found < len(names):
+                    del state[name]
+        left = [n for n in names if n in state]
+        if len(left) > 1:
+            raise UsageError(
+                f"transformers {transformers.__version__}: {', '.join(left)} share one tensor "
+                "that the model does not declare tied; save_pretrained refuses such a model"
+            )
+    return state
+
+
+class _Provenance(TorchFunctionMode):
+    """Follows which state-dict tensors each result of the weight conversion came from."""
+
+    def __init__(self, origin: dict):
+        super().__init__()
+        self.origin = origin  # id(tensor) -> (tensor, source names); the tensor kept alive
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        sources = frozenset().union(
+            *(self.origin[id(t)][1] for t in _tensors((args, kwargs)) if id(t) in self.origin)
+        )
+        if sources:
+            for t in _tensors(result):
+                self.origin.setdefault(id(t), (t, sources))
+        return result
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+# --- recording the init ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A write to a storage: where (the view's offset, shape and strides, in elements) and
+    what (a spec entry, or a problem: the call no jax initializer expresses)."""
+
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    effect: dict | str
+    call: str
+
+
+def _is_meta(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_meta
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage()._cdata
+
+
+class _Recorder(TorchFunctionMode):
+    """Records every write to a meta tensor's storage, in order, and does not perform it
+    (a meta tensor has no values). Real tensors (CPU buffers) are left to run."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes: dict[int, list[_Write]] = {}
+        self.alive: list = []  # every recorded storage, so that its id is never reused
+        self.label = ""  # the torch.nn.init composite being run (xavier_uniform_, ...)
+
+    # what the model code calls
+
+    def write(self, tensor: Any, effect: dict | str, call: str) -> None:
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_meta:
+            return
+        if self.label:
+            call = f"{self.label}: {call}"
+            if isinstance(effect, str):
+                effect = f"{self.label}: {effect}"
+        key = _storage(tensor)
+        if key not in self.writes:
+            self.writes[key] = []
+            self.alive.append(tensor.untyped_storage())
+        self.writes[key].append(
+            _Write(
+                tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), effect, call
+            )
+        )
+
+    @contextmanager
+    def labelled(self, label: str) -> Iterator[None]:
+        before, self.label = self.label, label
+        try:
+            yield
+        finally:
+            self.label = before
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        # A torch.nn.init function hands itself over as (tensor=..., ...), under whatever
+        # name it has now (torch's, transformers', a wrapper here): known by its name.
+        init_function = _DISPATCHED.get(getattr(func, "__name__", ""))
+        tensor = kwargs.get("tensor")
+        if init_function is not None and not args and _is_meta(tensor):
+            with self.labelled(""):  # the call speaks for itself
+                return init_function(self, **kwargs)
+        target = args[0] if args else None
+        if isinstance(target, torch.Tensor) and target.is_meta:
+            method = _METHODS.get(func)
+            if method is not None:
+                written = method(self, args, kwargs)
+                if written is not None:
+                    self.write(target, *written)
+                return target
+            name = getattr(func, "__name__", "")
+            if _writes_in_place(name):
+                self.write(target, f"{_call(name, args[1:], kwargs)} in place", name)
+                return target
+        out = kwargs.get("out")
+        if isinstance(out, torch.Tensor) and out.is_meta:
+            self.write(out, f"{_call(_name(func), args, kwargs)} writes it", _name(func))
+        result = func(*args, **kwargs)
+        self._created(func, args, kwargs, result)
+        return result
+
+    def _created(self, func, args, kwargs, result) -> None:
+        """A new meta storage: what it holds when made (torch.zeros: zeros, torch.empty:
+        nothing yet, a clone: what its source held)."""
+        for tensor in _tensors(result):
+            if not tensor.is_meta or _storage(tensor) in self.writes:
+                continue
+            effect = _creation(self, func, args, kwargs)
+            self.write(tensor, effect, _call(_name(func), args, kwargs))
+
+    # what a tensor holds now, read from its writes
+
+    def state(self, tensor: torch.Tensor) -> tuple[dict | None, str | None]:
+        """(entry with zero_rows, None) or (None, problem) for ``tensor`` as written."""
+        writes = self.writes.get(_storage(tensor), [])
+        return _fold(writes, tensor)
+
+
+def _fold(writes: list[_Write], tensor: torch.Tensor) -> tuple[dict | None, str | None]:
+    offset, numel = tensor.storage_offset(), tensor.numel()
+    contiguous = tensor.is_contiguous()
+    row = numel // tensor.shape[0] if tensor.dim() and tensor.shape[0] else 0
+    effect: dict | str | None = None
+    rows: set[int] = set()
+    for w in writes:
+        size = math.prod(w.shape)
+        if size == 0:
+            continue
+        span = 1 + sum((n - 1) * abs(s) for n, s in zip(w.shape, w.stride) if n > 1)
+        dense = span == size and all(s != 0 for n, s in zip(w.shape, w.stride) if n > 1)
+        if w.offset + span <= offset or w.offset >= offset + numel:
+            continue  # another tensor in the same storage
+        if dense and w.offset == offset and size == numel:
+            effect, rows = w.effect, set()
+            continue
+        first = w.offset - offset
+        if contiguous and dense and row and first >= 0 and first % row == 0 and size % row == 0:
+            span_rows = range(first // row, (first + size) // row)
+            if w.effect == ZEROS:
+                if isinstance(effect, dict) and effect != ZEROS:
+                    rows.update(span_rows)
+                continue
+            where = f"rows {span_rows.start}..{span_rows.stop - 1}"
+        else:
+            where = "part of the tensor"
+        effect = f"{w.call} on {where} only (only whole rows of zeros can follow another init)"
+    if effect is None:
+        return None, EMPTY
+    if isinstance(effect, str):
+        return None, effect
+    entry = dict(effect)
+    if rows:
+        entry["zero_rows"] = sorted(rows)
+    return entry, None
+
+
+def _combine(name, sources, same, recorder: _Recorder, owners) -> tuple[dict | None, str | None]:
+    """The entry of a saved tensor from those of the state-dict tensors it was made of."""
+    if not sources:
+        return None, "transformers' weight conversion made it from nothing weightgen can follow"
+    states = [recorder.state(owners[s][0]) for s in sources]
+    for source, (_, problem) in zip(sources, states):
+        if problem is not None:
+            return None, problem if same else f"{problem} (in {source})"
+    if same:
+        return states[0][0], None
+    entries = [e for e, _ in states]
+    if any("zero_rows" in e for e in entries):
+        return None, f"zero rows in {', '.join(sources)} do not follow the weight conversion"
+    if any(e != entries[0] for e in entries):
+        return None, f"made of {', '.join(sources)}, which are initialised differently"
+    return dict(entries[0]), None
+
+
+# --- calls and what they mean -------------------------------------------------------------
+
+ZEROS: dict = {"init": "zeros"}
+EMPTY = "nothing (torch.empty made it and no init call writes it)"
+ONES: dict = {"init": "ones"}
+
+
+def constant(value: Any) -> dict | str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return f"fills it with {value!r}"
+    if not math.isfinite(value):
+        return f"fills it with {value}"
+    if value == 0:
+        return dict(ZEROS)
+    if value == 1:
+        return dict(ONES)
+    return {"init": "constant", "value": value}
+
+
+def normal(mean: Any, std: Any) -> dict | str:
+    mean, std = float(mean), float(std)
+    if mean != 0:
+        return f"normal_(mean={mean}, std={std}) (weightgen's normal has mean 0)"
+    return {"init": "normal", "stddev": std}
+
+
+def uniform(a: Any, b: Any) -> dict | str:
+    a, b = float(a), float(b)
+    if a != 0:
+        return f"uniform_(a={a}, b={b}) (JAX's uniform draws from [0, scale): only a = 0 maps)"
+    return {"init": "uniform", "scale": b}
+
+
+def trunc_normal(mean: Any, std: Any, a: Any, b: Any) -> dict | str:
+    mean, std, a, b = float(mean), float(std), float(a), float(b)
+    if mean != 0 or std <= 0:
+        return f"trunc_normal_(mean={mean}, std={std}, a={a}, b={b}) (only mean 0 maps)"
+    # torch's bounds are absolute, JAX's in units of the std.
+    return {"init": "truncated-normal", "stddev": std, "lower": a / std, "upper": b / std}
+
+
+def _call(name: str, args: tuple | list, kwargs: dict) -> str:
+    parts = [_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"<tensor {list(value.shape)}>"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _name(func) -> str:
+    return getattr(func, "__name__", None) or repr(func)
+
+
+# Tensor methods that write values: (recorder, args, kwargs) -> (effect, call).
+def _m_normal(rec, args, kwargs):
+    mean = args[1] if len(args) > 1 else kwargs.get("mean", 0.0)
+    std = args[2] if len(args) > 2 else kwargs.get("std", 1.0)
+    return normal(mean, std), f"normal_(mean={mean}, std={std})"
+
+
+def _m_uniform(rec, args, kwargs):
+    a = args[1] if len(args) > 1 else kwargs.get("from", 0.0)
+    b = args[2] if len(args) > 2 else kwargs.get("to", 1.0)
+    return uniform(a, b), f"uniform_({a}, {b})"
+
+
+def _m_zero(rec, args, kwargs):
+    return dict(ZEROS), "zero_()"
+
+
+def _m_fill(rec, args, kwargs):
+    value = args[1] if len(args) > 1 else kwargs.get("value")
+    return constant(value), f"fill_({_short(value)})"
+
+
+def _m_copy(rec, args, kwargs):
+    source = args[1] if len(args) > 1 else kwargs.get("src")
+    return _copied(rec, source), f"copy_({_short(source)})"
+
+
+def _m_setitem(rec, args, kwargs):
+    tensor, index, value = args[0], args[1], args[2]
+    view = tensor[index]
+    effect = constant(value) if not isinstance(value, torch.Tensor) else _copied(rec, value)
+    call = f"__setitem__({_short(index)}, {_short(value)})"
+    if isinstance(view, torch.Tensor) and view.is_meta and _storage(view) == _storage(tensor):
+        rec.write(view, effect, call)
+    else:
+        rec.write(tensor, f"{call} (an indexed write)", call)
+    return None
+
+
+def _copied(rec: _Recorder, source: Any) -> dict | str:
+    """What a copy of ``source`` holds: a constant read from real values, or what a meta
+    source held (its own writes), else a problem."""
+    if not isinstance(source, torch.Tensor):
+        return constant(source)
+    if source.is_meta:
+        entry, problem = rec.state(source)
+        if problem is None and "zero_rows" not in entry:
+            return entry
+        if problem == EMPTY:
+            return "copy_ of a tensor nothing initialised"
+        return f"copy_ of {problem or 'a tensor with zero rows'}"
+    flat = source.detach().flatten()
+    if flat.numel() and bool((flat == flat[0]).all()):
+        return constant(flat[0].item())
+    return "copy_ of values the model computed"
+
+
+_METHOD_HANDLERS: dict[str, Callable] = {
+    "normal_": _m_normal,
+    "uniform_": _m_uniform,
+    "zero_": _m_zero,
+    "fill_": _m_fill,
+    "copy_": _m_copy,
+}
+_METHODS: dict = {getattr(torch.Tensor, n): h for n, h in _METHOD_HANDLERS.items()}
+_METHODS[torch.Tensor.__setitem__] = _m_setitem  # records through the view it writes
+
+
+# In-place methods that change a tensor's metadata or flags, not its values.
+_METADATA = {
+    "requires_grad_",
+    "share_memory_",
+    "retain_grad",
+    "detach_",
+    "resize_",
+    "resize_as_",
+    "unsqueeze_",
+    "squeeze_",
+    "t_",
+    "transpose_",
+    "swapdims_",
+    "swapaxes_",
+    "as_strided_",
+    "set_",
+    "rename_",
+    "refine_names_",
+    "record_stream",
+}
+
+
+def _writes_in_place(name: str) -> bool:
+    if name.startswith("__i") and name.endswith("__"):
+        return True  # x += y
+    return name.endswith("_") and not name.startswith("_") and name not in _METADATA
+
+
+def _creation(rec: _Recorder, func, args, kwargs) -> dict | str:
+    name = _name(func)
+    factory = _FACTORIES.get(name)
+    if factory is not None:
+        return factory(rec, name, args, kwargs)
+    return _call(name, args, kwargs)
+
+
+def _fill_value(index: int):
+    def read(rec, name, args, kwargs):
+        value = args[index] if len(args) > index else kwargs.get("fill_value")
+        return constant(value)
+
+    return read
+
+
+def _literal(rec, name, args, kwargs):
+    data = args[0] if args else kwargs.get("data")
+    if isinstance(data, torch.Tensor):
+        return _copied(rec, data)
+    try:
+        values = torch.tensor(data, dtype=torch.float64, device="cpu").flatten()
+    except Exception:
+        return f"{name}({_short(data)})"
+    if values.numel() > MAX_VALUES:
+        return f"{name}({_short(data)}): too many values to read"
+    return _copied(rec, values)
+
+
+def _same_as_source(rec, name, args, kwargs):
+    source = args[0] if args else None
+    if isinstance(source, torch.Tensor):
+        return _copied(rec, source)
+    return f"{name}(...)"
+
+
+def _padded(rec, name, args, kwargs):
+    """torch.nn.functional.pad: transformers 5's tie_weights pads an output bias to the
+    vocabulary (by nothing, or with the value it already holds)."""
+    source = args[0] if args else kwargs.get("input")
+    pads = args[1] if len(args) > 1 else kwargs.get("pad", ())
+    mode = args[2] if len(args) > 2 else kwargs.get("mode", "constant")
+    value = args[3] if len(args) > 3 else kwargs.get("value")
+    copied = _copied(rec, source) if isinstance(source, torch.Tensor) else None
+    if isinstance(copied, dict) and (
+        not any(pads) or (mode == "constant" and copied == constant(value or 0.0))
+    ):
+        return copied
+    return _call(name, args, kwargs)
+
+
+_FACTORIES: dict[str, Callable] = {
+    "pad": _padded,
+    **dict.fromkeys(("zeros", "zeros_like", "new_zeros"), lambda *_: dict(ZEROS)),
+    **dict.fromkeys(("ones", "ones_like", "new_ones"), lambda *_: dict(ONES)),
+    "full": _fill_value(1),
+    "full_like": _fill_value(1),
+    "new_full": _fill_value(2),
+    **dict.fromkeys(
+        ("empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"),
+        lambda *_: EMPTY,
+    ),
+    **dict.fromkeys(("randn", "randn_like"), lambda *_: normal(0.0, 1.0)),
+    **dict.fromkeys(("rand", "rand_like"), lambda *_: uniform(0.0, 1.0)),
+    **dict.fromkeys(("tensor", "as_tensor", "new_tensor"), _literal),
+    **dict.fromkeys(
+        ("clone", "contiguous", "to", "type", "float", "double", "half", "bfloat16"),
+        _same_as_source,
+    ),
+}
+
+
+# --- the torch.nn.init functions ----------------------------------------------------------
+
+
+def _p_normal(rec, tensor, mean=0.0, std=1.0, generator=None):
+    rec.write(tensor, normal(mean, std), f"normal_(mean={mean}, std={std})")
+    return tensor
+
+
+def _p_uniform(rec, tensor, a=0.0, b=1.0, generator=None):
+    rec.write(tensor, uniform(a, b), f"uniform_(a={a}, b={b})")
+    return tensor
+
+
+def _p_trunc_normal(rec, tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
+    call = f"trunc_normal_(mean={mean}, std={std}, a={a}, b={b})"
+    rec.write(tensor, trunc_normal(mean, std, a, b), call)
+    return tensor
+
+
+def _p_constant(rec, tensor, val):
+    rec.write(tensor, constant(val), f"constant_({_short(val)})")
+    return tensor
+
+
+def _p_ones(rec, tensor):
+    rec.write(tensor, dict(ONES), "ones_()")
+    return tensor
+
+
+def _p_zeros(rec, tensor):
+    rec.write(tensor, dict(ZEROS), "zeros_()")
+    return tensor
+
+
+PRIMITIVES: dict[str, Callable] = {
+    "normal_": _p_normal,
+    "uniform_": _p_uniform,
+    "trunc_normal_": _p_trunc_normal,
+    "constant_": _p_constant,
+    "ones_": _p_ones,
+    "zeros_": _p_zeros,
+}
+# Composites run as torch wrote them; the writes they make are recorded under their name
+# (xavier_normal_ is a normal_ with its std from the fans; xavier_uniform_ a uniform_(-b, b)).
+COMPOSITES = (
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+    "eye_",
+    "dirac_",
+)
+_ORIGINALS = {n: getattr(torch.nn.init, n) for n in (*PRIMITIVES, *COMPOSITES)}
+
+
+def _kaiming_uniform(rec, tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+    call = f"kaiming_uniform_(a={_short(a)}, mode={mode!r}, nonlinearity={nonlinearity!r})"
+    rec.write(tensor, f"{call} (a uniform_(-b, b); JAX's uniform draws from [0, scale))", call)
+    return tensor
+
+
+# The torch.nn.init functions that hand themselves to a TorchFunctionMode (tensor=...):
+# seen by the recorder as one call, their inner writes unseen.
+_DISPATCHED = {n: PRIMITIVES[n] for n in ("normal_", "uniform_", "constant_")}
+_DISPATCHED["kaiming_uniform_"] = _kaiming_uniform
+# Where torch's modules took the functions by name (as transformers' own list has it).
+_TORCH_MODULES = (
+    "torch.nn.init",
+    "torch.nn.modules.activation",
+    "torch.nn.modules.transformer",
+    "torch.nn.modules.linear",
+    "torch.nn.modules.loss",
+    "torch.nn.modules.batchnorm",
+    "torch.nn.modules.conv",
+    "torch.nn.modules.normalization",
+    "torch.nn.modules.rnn",
+    "torch.nn.modules.sparse",
+)
+
+
+def _bind(name: str, rec: _Recorder) -> Callable:
+    """torch.nn.init's ``name``, recorded for a meta tensor and run for a real one."""
+    primitive, original = PRIMITIVES[name], _ORIGINALS[name]
+
+    @functools.wraps(original)  # its name: torch hands it over to the recorder by name
+    def wrapper(tensor, *args, **kwargs):
+        if isinstance(tensor, torch.Tensor) and not tensor.is_meta:
+            return original(tensor, *args, **kwargs)
+        return primitive(rec, tensor, *args, **kwargs)
+
+    return wrapper
+
+
+def _composite(name: str, rec: _Recorder) -> Callable:
+    original = _ORIGINALS[name]
+
+    @functools.wraps(original)
+    def wrapper(tensor, *args, **kwargs):
+        kwargs.pop("generator", None)
+        call = _call(name, args, kwargs)
+        with rec.labelled(call):
+            try:
+                original(tensor, *args, **kwargs)
+            except Exception as exc:
+                rec.write(tensor, f"{call} (it cannot run on the meta device: {exc})", call)
+        return tensor
+
+    return wrapper
+
+
+@contextmanager
+def _init_functions(rec: _Recorder) -> Iterator[None]:
+    """The torch.nn.init functions replaced by recording ones wherever models reach them."""
+    import sys
+
+    wrappers = {n: _bind(n, rec) for n in PRIMITIVES}
+    wrappers.update({n: _composite(n, rec) for n in COMPOSITES})
+    with ExitStack() as stack:
+        for module_name in _TORCH_MODULES:
+            module = sys.modules.get(module_name)
+            for name, wrapper in wrappers.items():
+                if module is not None and hasattr(module, name):
+                    stack.enter_context(_swapped(module, name, wrapper))
+        try:  # transformers 5: its init.normal_ & co. call the torch functions kept here
+            from transformers.initialization import TORCH_INIT_FUNCTIONS
+        except ImportError:
+            TORCH_INIT_FUNCTIONS = None
+        if TORCH_INIT_FUNCTIONS is not None:
+            saved = dict(TORCH_INIT_FUNCTIONS)
+            TORCH_INIT_FUNCTIONS.update({n: w for n, w in wrappers.items() if n in saved})
+            stack.callback(TORCH_INIT_FUNCTIONS.update, saved)
+        yield
+
+
+@contextmanager
+def _swapped(owner: Any, name: str, value: Any) -> Iterator[None]:
+    before = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, before)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """transformers' and Python's warnings off while a model is built (the CLI's stderr is
+    one line per error)."""
+    import warnings
+
+    before = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers.logging.set_verbosity(before)
+
+
+@contextmanager
+def _untied() -> Iterator[None]:
+    """Build without tying (transformers 5 ties in post_init, before any init off the meta
+    device would run): the tied modules are initialised apart, then tied, as there."""
+    with _swapped(transformers.PreTrainedModel, "tie_weights", lambda self, *a, **k: None):
+        yield

@@ -1,0 +1,461 @@
+"""Any model type transformers knows (``weightgen hf --from-transformers``), and hub ids.
+
+weightgen runs with each transformers in a process of its own (from_transformers_client.py:
+the newest 5.x, and 4.57.6 first on PYTHONPATH); what it writes is loaded by the real client
+(hf_client.py) in both versions. Types weightgen does not build in (tests/data/hf_transformers:
+dense, MoE with experts fused in memory in 5.x, padding rows, and mamba, whose init no jax
+initializer expresses) are written, loaded with no missing or unexpected keys, and held to
+transformers' own init; every built-in family (tests/data/hf_tiny) must come out of
+transformers exactly as weightgen declares it; a manifest replays where torch cannot be
+imported. Hub ids read a cache laid out on disk as huggingface_hub lays it out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightgen
+from weightgen.hf import hub
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+TRANSFORMERS4 = ROOT / ".venv" / "transformers4"  # make install-test puts 4.57.6 here
+TIMEOUT = 600
+TINY = {
+    p.stem: json.loads(p.read_text()) for p in sorted((HERE / "data" / "hf_tiny").glob("*.json"))
+}
+EXTRA = {
+    p.stem: json.loads(p.read_text())
+    for p in sorted((HERE / "data" / "hf_transformers").glob("*.json"))
+}
+# mamba's A_log (a log of 1..N), dt_proj (a uniform(-b, b)) and its bias (an inverse softplus of
+# random values), conv1d and out_proj (kaiming_uniform_: a uniform(-b, b)) have no jax
+# initializer: the user says what they get.
+MAMBA = "mamba"
+MAMBA_RULES = [
+    "*.mixer.A_log=zeros",
+    "*.mixer.dt_proj.weight=normal,stddev=0.1",
+    "*.mixer.dt_proj.bias=zeros",
+    "*.mixer.conv1d.weight=he-uniform",
+    "*.mixer.out_proj.weight=lecun-normal",
+]
+RULED = ("A_log", "dt_proj", "conv1d.weight", "out_proj")
+EXPRESSED = [label for label in EXTRA if label != MAMBA]
+VERSIONS = ("5", "4")
+
+
+def _rules(label: str) -> list[str]:
+    return MAMBA_RULES if label == MAMBA else []
+
+
+def _run(script: str, jobs: list[dict], tmp: Path, version: str) -> dict:
+    jobs_file = tmp / f"{Path(script).stem}-{version}-{len(jobs)}.json"
+    jobs_file.write_text(json.dumps(jobs))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    if version == "4":
+        if not TRANSFORMERS4.is_dir():
+            pytest.fail(f"transformers 4.57.6 is not in {TRANSFORMERS4}: run make install-test")
+        env["PYTHONPATH"] = str(TRANSFORMERS4)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / script), str(jobs_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        start_new_session=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer = json.loads(proc.stdout)
+    assert answer["version"].startswith(version), answer["version"]
+    return answer
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """weightgen --from-transformers with 5.x (every built-in family's tiny config, the extra
+    types, written folders, the CLI) and 4.57.6 (the extra types); then both transformers
+    on the folders."""
+    tmp = tmp_path_factory.mktemp("from-transformers")
+    folders = {label: tmp / label for label in EXTRA}
+    configs = {}
+    for label, config in EXTRA.items():
+        configs[label] = tmp / f"{label}.json"
+        configs[label].write_text(json.dumps(config))
+    jobs5 = [{"kind": "spec", "config": c, "dtype": "bfloat16"} for c in TINY.values()]
+    jobs5 += [
+        {"kind": "spec", "config": c, "dtype": "bfloat16", "rules": _rules(label)}
+        for label, c in EXTRA.items()
+    ]
+    jobs5 += [
+        {
+            "kind": "write",
+            "config": c,
+            "folder": str(folders[label]),
+            "dtype": "float32",
+            "rules": _rules(label),
+        }
+        for label, c in EXTRA.items()
+    ]
+    cli = {
+        "opt": ["hf", str(configs["opt"]), "-o", str(tmp / "cli-opt"), "--from-transformers"],
+        "mamba": ["hf", str(configs[MAMBA]), "-o", str(tmp / "cli-mamba"), "--from-transformers"],
+        "rules": [
+            "hf",
+            str(configs[MAMBA]),
+            "--spec",
+            "--from-transformers",
+            "--rule",
+            MAMBA_RULES[0],
+            "--rule",
+            "*.conv1d.weight=zeros",
+        ],
+    }
+    jobs5 += [{"kind": "cli", "args": args} for args in cli.values()]
+    answer5 = _run("from_transformers_client.py", jobs5, tmp, "5")["reports"]
+    found = iter(answer5)
+    result = {
+        "tmp": tmp,
+        "folders": folders,
+        "builtin": {label: next(found) for label in TINY},
+        "specs": {"5": {label: next(found) for label in EXTRA}},
+        "written": {label: next(found) for label in EXTRA},
+        "cli": {name: next(found) for name in cli},
+    }
+    jobs4 = [{"kind": "spec", "config": EXTRA[label], "dtype": "bfloat16"} for label in EXPRESSED]
+    answer4 = _run("from_transformers_client.py", jobs4, tmp, "4")["reports"]
+    result["specs"]["4"] = dict(zip(EXPRESSED, answer4))
+    for label, report in result["written"].items():
+        assert report["ok"], (label, report.get("error"))
+    written = {label: json.loads((f / "config.json").read_text()) for label, f in folders.items()}
+    client_jobs = [{"kind": "load", "folder": str(f)} for f in folders.values()]
+    client_jobs += [{"kind": "init", "config": c} for c in written.values()]
+    result["client"] = {}
+    for version in VERSIONS:
+        reports = iter(_run("hf_client.py", client_jobs, tmp, version)["reports"])
+        result["client"][version] = {
+            "load": {label: next(reports) for label in folders},
+            "init": {label: next(reports) for label in folders},
+        }
+    return result
+
+
+# --- every built-in family, read from transformers ----------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", sorted(TINY))
+def test_transformers_gives_every_builtin_family_as_weightgen_declares_it(world, label):
+    """Names, shapes, dtypes (bfloat16, where some families keep float32 tensors) and each
+    tensor's entry (initializer, parameters, zero_rows): the same from transformers 5.x's own
+    model and init as from weightgen's declaration of the family."""
+    report = world["builtin"][label]
+    assert report["ok"], report.get("error")
+    theirs = report["spec"]
+    ours = weightgen.model_spec(TINY[label], dtype="bfloat16")
+    assert theirs["hf_config"]["architectures"] == ours["hf_config"]["architectures"]
+    assert (theirs["dtype"], theirs["sample_dtype"]) == (ours["dtype"], ours["sample_dtype"])
+    differ = {
+        name: (ours["tensors"].get(name), theirs["tensors"].get(name))
+        for name in set(ours["tensors"]) | set(theirs["tensors"])
+        if ours["tensors"].get(name) != theirs["tensors"].get(name)
+    }
+    assert not differ, sorted(differ.items())[:5]
+
+
+# --- types weightgen does not build in ------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("label", sorted(EXTRA))
+def test_written_folder_loads_cleanly(world, version, label):
+    report = world["client"][version]["load"][label]
+    assert report["ok"], report.get("error")
+    assert report["missing"] == [] and report["unexpected"] == []
+    assert report["mismatched"] == [] and report["errors"] == []
+    assert report["dtype"] == "float32" and report["finite"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("label", sorted(EXTRA))
+def test_values_follow_transformers_init(world, version, label):
+    """Each tensor against the same tensor of transformers' own init of the written config:
+    zeros, ones and constants exact, the std within sampling error, the same zero rows.
+    mamba's tensors set by --rule are not transformers'."""
+    theirs = world["client"][version]["init"][label]
+    assert theirs.pop("ok"), theirs.get("error")
+    ours = weightgen.load(world["folders"][label])
+    assert set(ours) == set(theirs)
+    ruled = {n for n in ours if label == MAMBA and any(part in n for part in RULED)}
+    for name, values in ours.items():
+        if name not in ruled:
+            _assert_follows(name, values, theirs[name])
+
+
+def _assert_follows(name: str, values: np.ndarray, want: dict) -> None:
+    if want["zeros"]:
+        assert not values.any(), name
+        return
+    if want["ones"]:
+        assert (values == 1).all(), name
+        return
+    if want["constant"] is not None:
+        assert (values == want["constant"]).all(), name
+        return
+    size = values.size
+    tolerance = 0.05 if size >= 16384 else 0.15
+    assert math.isclose(values.std(), want["std"], rel_tol=tolerance), (name, values.std())
+    # Both means are draws: their difference has std sigma * sqrt(2 / n).
+    assert abs(values.mean() - want["mean"]) <= 5 * want["std"] * math.sqrt(2 / size), name
+    if values.ndim == 2:
+        assert np.flatnonzero(~values.any(axis=1)).tolist() == want["zero_rows"], name
+
+
+@pytest.mark.slow
+def test_the_extra_types_show_what_they_are_meant_to(world):
+    """The cases these configs stand for: olmoe's experts fused in memory in 5.x and saved
+    one tensor per expert; opt's and olmoe's padding rows; opt's tie; a float32 folder."""
+    specs = {label: r["spec"] for label, r in world["specs"]["5"].items()}
+    olmoe = specs["olmoe"]["tensors"]
+    experts = [n for n in olmoe if ".mlp.experts." in n]
+    assert len(experts) == 2 * 4 * 3  # layers x experts x (gate, up, down)
+    assert olmoe["model.layers.0.mlp.experts.3.up_proj.weight"]["shape"] == [64, 128]
+    assert olmoe["model.embed_tokens.weight"]["zero_rows"] == [1]
+    opt = specs["opt"]["tensors"]
+    assert opt["model.decoder.embed_tokens.weight"]["zero_rows"] == [1]
+    assert "lm_head.weight" not in opt  # tied to the embedding: written once
+    assert specs["gpt_neox"]["tensors"]["embed_out.weight"]["init"] == "normal"
+    for label, spec in specs.items():
+        assert spec["recipe"]["name"].startswith("transformers 5."), label
+        assert spec["recipe"]["rules"] == _rules(label)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", EXPRESSED)
+def test_transformers4_reads_the_same_layout(world, label):
+    """With 4.57.6 installed instead (no weight conversion there), the same tensors and
+    entries; only the record names the version."""
+    report = world["specs"]["4"][label]
+    assert report["ok"], report.get("error")
+    four, five = report["spec"], world["specs"]["5"][label]["spec"]
+    assert four["recipe"]["name"].startswith("transformers 4.57.")
+    assert four["tensors"] == five["tensors"]
+
+
+@pytest.mark.slow
+def test_the_cli_says_transformers_supplied_the_layout(world):
+    report = world["cli"]["opt"]
+    assert report["ok"] and report["code"] == 0, report
+    assert "layout and init read from transformers 5." in report["stderr"]
+    assert (world["tmp"] / "cli-opt" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_an_init_no_jax_initializer_expresses_names_the_tensor_and_the_call(world):
+    report = world["cli"][MAMBA]
+    assert report["ok"] and report["code"] == 2, report
+    error = report["stderr"].strip()
+    assert error.count("\n") == 0 and "Traceback" not in error
+    assert "'backbone.layers.0.mixer.A_log'" in error and "copy_ of log(" in error
+    assert "--rule 'backbone.layers.0.mixer.A_log=INIT" in error
+    assert not (world["tmp"] / "cli-mamba").exists()
+    # Rules cover A_log and conv1d; the next tensor they do not cover is named.
+    partial = world["cli"]["rules"]
+    assert partial["code"] == 2 and "'backbone.layers.0.mixer.dt_proj.weight'" in partial["stderr"]
+    assert "uniform_(a=-0.5, b=0.5)" in partial["stderr"]
+    ruled = world["specs"]["5"][MAMBA]["spec"]["tensors"]
+    assert ruled["backbone.layers.0.mixer.A_log"] == {"shape": [128, 8], "init": "zeros"}
+    assert ruled["backbone.layers.1.mixer.dt_proj.weight"]["stddev"] == 0.1
+
+
+@pytest.mark.slow
+def test_a_manifest_replays_without_torch_or_transformers(world, tmp_path):
+    """The manifest records every tensor's entry: replaying it needs neither (they cannot
+    even be imported here) and gives the same bytes."""
+    folder = world["folders"]["olmoe"]
+    again = tmp_path / "again"
+    script = (
+        "import sys\n"
+        "for name in ('torch', 'transformers', 'huggingface_hub'):\n"
+        "    sys.modules[name] = None\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from weightgen.cli import main\n"
+        f"main(['run', {str(folder / 'weightgen.manifest.json')!r}, '-o', {str(again)!r}, '-q'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("config.json", "model.safetensors"):
+        assert (again / name).read_bytes() == (folder / name).read_bytes(), name
+
+
+# --- without transformers: refusals and messages ------------------------------------------
+
+
+def test_an_unknown_type_suggests_the_flag(tmp_path, run_cli):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(EXTRA["opt"]))
+    result = run_cli("hf", str(config), "-o", str(tmp_path / "out"))
+    assert result.code == 2 and result.stderr.count("\n") == 1
+    assert "'opt' is not supported; weightgen knows bert" in result.stderr
+    assert "add --from-transformers (needs torch and transformers)" in result.stderr
+
+
+def test_the_flag_without_torch_says_what_to_install(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(EXTRA["opt"]))
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from weightgen.cli import main\n"
+        f"main(['hf', {str(config)!r}, '-o', {str(tmp_path / 'out')!r}, '--from-transformers'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "--from-transformers needs torch and transformers" in proc.stderr
+    assert "pip install 'weightgen[transformers]'" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--init", "megatron"], "--init megatron: with --from-transformers only hf"),
+        (["--head", "causal-lm"], "--head causal-lm: --head picks among a built-in family's"),
+        (["--init-std", "0.01"], "--init-std: with --from-transformers each std is the one"),
+    ],
+)
+def test_what_only_builtin_families_have_is_refused(tmp_path, run_cli, options, fragment):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(EXTRA["opt"]))
+    result = run_cli("hf", str(config), "--spec", "--from-transformers", *options)
+    assert result.code == 2 and fragment in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+# --- hub ids -----------------------------------------------------------------------------
+
+REPO = "acme/tiny-llama"
+MAIN = "a" * 40
+V1 = "b" * 40
+
+
+def _cache(root: Path, repo: str = REPO) -> Path:
+    """A cache as huggingface_hub lays it out: blobs, snapshots/<commit>/config.json linking
+    to a blob, refs/<name> holding the commit (no newline)."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    versions = {MAIN: TINY["llama"], V1: {**TINY["llama"], "hidden_size": 64}}
+    for commit, config in versions.items():
+        blob = folder / "blobs" / f"blob-{commit[:8]}"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_text(json.dumps(config))
+        snapshot = folder / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").symlink_to(os.path.relpath(blob, snapshot))
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(MAIN)
+    (folder / "refs" / "v1").write_text(V1)
+    return folder
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    for variable in ("HF_HOME", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    _cache(tmp_path / "hub")
+    return tmp_path / "hub"
+
+
+def _hidden(spec: dict) -> int:
+    return spec["tensors"]["model.embed_tokens.weight"]["shape"][1]
+
+
+def test_a_hub_id_reads_the_cached_main(hub_cache, run_cli):
+    assert weightgen.model_spec(REPO) == weightgen.model_spec(TINY["llama"])
+    result = run_cli("hf", REPO, "--spec")
+    assert result.code == 0 and _hidden(json.loads(result.stdout)) == 128
+
+
+@pytest.mark.parametrize("revision", ["v1", V1])
+def test_a_revision_is_a_ref_name_or_a_commit(hub_cache, revision):
+    assert _hidden(weightgen.model_spec(f"{REPO}@{revision}")) == 64
+
+
+def test_hf_home_is_where_the_cache_is_when_hf_hub_cache_is_unset(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    _cache(tmp_path / "home" / "hub")
+    assert _hidden(weightgen.model_spec(REPO)) == 128
+
+
+def test_a_repo_not_cached_offline_says_how_to_get_the_file(hub_cache, run_cli, tmp_path):
+    result = run_cli("hf", "acme/other@v2", "-o", str(tmp_path / "out"))
+    assert result.code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "acme/other@v2: no such file here, and its config.json is not in the" in result.stderr
+    assert "HF_HUB_OFFLINE is set" in result.stderr
+    assert "hf download acme/other config.json --revision v2" in result.stderr
+    assert "or pass a path" in result.stderr
+    assert not (tmp_path / "out").exists()
+    unknown = run_cli("hf", f"{REPO}@v9", "--spec")  # a revision the cache does not know
+    assert unknown.code == 2 and "not in the Hugging Face cache" in unknown.stderr
+
+
+def test_an_existing_path_wins_over_a_hub_id(hub_cache, tmp_path):
+    local = tmp_path / REPO
+    local.mkdir(parents=True)
+    (local / "config.json").write_text(json.dumps({**TINY["llama"], "hidden_size": 256}))
+    assert _hidden(weightgen.model_spec(REPO)) == 256
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        (f"{REPO}@", "not a hub id (ORG/NAME or ORG/NAME@REVISION)"),
+        (f"{REPO}@../../etc", "not a hub id"),
+        ("acme/tiny--llama", "cannot read acme/tiny--llama"),
+        ("acme/a/b", "cannot read acme/a/b"),
+    ],
+)
+def test_a_malformed_id_is_refused_in_one_line(hub_cache, run_cli, source, fragment):
+    result = run_cli("hf", source, "--spec")
+    assert result.code == 2 and fragment in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_online_only_config_json_is_downloaded(hub_cache, monkeypatch, tmp_path):
+    """With HF_HUB_OFFLINE unset, the one file comes through huggingface_hub into its cache
+    (a stand-in here: the tests never reach the network)."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    calls = []
+    fetched = tmp_path / "fetched.json"
+    fetched.write_text(json.dumps(TINY["qwen3"]))
+
+    def download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs))
+        return str(fetched)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    assert weightgen.model_spec("acme/qwen@dev")["hf_config"]["model_type"] == "qwen3"
+    assert calls == [("acme/qwen", "config.json", {"revision": "dev", "cache_dir": str(hub_cache)})]
+    assert hub.parse("acme/qwen") == hub.HubId("acme/qwen", "main")

@@ -310,19 +310,21 @@ def _storage(tensor: torch.Tensor) -> int:
 
 
 class _Recorder(TorchFunctionMode):
-    """Records every write to a meta tensor's storage, in order, and does not perform it
-    (a meta tensor has no values). Real tensors (CPU buffers) are left to run."""
+    """Records every write to a tensor's storage, in order. A write to a meta tensor is not
+    performed (it has no values); one to a real tensor (made on the CPU by a constructor
+    that ignores the device, or a CPU buffer) is recorded and performed."""
 
     def __init__(self):
         super().__init__()
         self.writes: dict[int, list[_Write]] = {}
         self.alive: list = []  # every recorded storage, so that its id is never reused
         self.label = ""  # the torch.nn.init composite being run (xavier_uniform_, ...)
+        self.paused = False  # a real tensor's init being performed, already recorded
 
     # what the model code calls
 
     def write(self, tensor: Any, effect: dict | str, call: str) -> None:
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_meta:
+        if not isinstance(tensor, torch.Tensor) or self.paused:
             return
         if self.label:
             call = f"{self.label}: {call}"
@@ -346,49 +348,72 @@ class _Recorder(TorchFunctionMode):
         finally:
             self.label = before
 
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        before, self.paused = self.paused, True
+        try:
+            yield
+        finally:
+            self.paused = before
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.paused:
+            return func(*args, **kwargs)
         # A torch.nn.init function hands itself over as (tensor=..., ...), under whatever
         # name it has now (torch's, transformers', a wrapper here): known by its name.
         init_function = _DISPATCHED.get(getattr(func, "__name__", ""))
         tensor = kwargs.get("tensor")
-        if init_function is not None and not args and _is_meta(tensor):
+        if init_function is not None and not args and isinstance(tensor, torch.Tensor):
             with self.labelled(""):  # the call speaks for itself
-                return init_function(self, **kwargs)
+                init_function(self, **kwargs)
+            return tensor if tensor.is_meta else self._perform(func, args, kwargs)
         target = args[0] if args else None
-        if isinstance(target, torch.Tensor) and target.is_meta:
+        if isinstance(target, torch.Tensor):
             method = _METHODS.get(func)
+            name = getattr(func, "__name__", "")
             if method is not None:
                 written = method(self, args, kwargs)
                 if written is not None:
                     self.write(target, *written)
-                return target
-            name = getattr(func, "__name__", "")
+                return target if target.is_meta else self._perform(func, args, kwargs)
             if _writes_in_place(name):
                 self.write(target, f"{_call(name, args[1:], kwargs)} in place", name)
-                return target
+                return target if target.is_meta else self._perform(func, args, kwargs)
         out = kwargs.get("out")
-        if isinstance(out, torch.Tensor) and out.is_meta:
+        if isinstance(out, torch.Tensor):
             self.write(out, f"{_call(_name(func), args, kwargs)} writes it", _name(func))
         result = func(*args, **kwargs)
         self._created(func, args, kwargs, result)
         return result
 
+    def _perform(self, func, args, kwargs):
+        with self.pause():
+            return func(*args, **kwargs)
+
     def _created(self, func, args, kwargs, result) -> None:
         """A new meta storage: what it holds when made (torch.zeros: zeros, torch.empty:
-        nothing yet, a clone: what its source held)."""
+        nothing yet, a clone: what its source held, a small computation on constants: its
+        value)."""
         for tensor in _tensors(result):
             if not tensor.is_meta or _storage(tensor) in self.writes:
                 continue
-            effect = _creation(self, func, args, kwargs)
+            effect = _creation(self, func, args, kwargs, tensor)
             self.write(tensor, effect, _call(_name(func), args, kwargs))
 
     # what a tensor holds now, read from its writes
 
     def state(self, tensor: torch.Tensor) -> tuple[dict | None, str | None]:
-        """(entry with zero_rows, None) or (None, problem) for ``tensor`` as written."""
+        """(entry with zero_rows, None) or (None, problem) for ``tensor`` as written; a
+        real tensor nothing wrote to is read."""
         writes = self.writes.get(_storage(tensor), [])
-        return _fold(writes, tensor)
+        entry, problem = _fold(writes, tensor)
+        if problem is NOTHING and not tensor.is_meta:
+            values = _constant_of(tensor)
+            if values is not None:
+                return values, None
+            return None, COMPUTED
+        return entry, problem
 
 
 def _fold(writes: list[_Write], tensor: torch.Tensor) -> tuple[dict | None, str | None]:
@@ -420,7 +445,7 @@ def _fold(writes: list[_Write], tensor: torch.Tensor) -> tuple[dict | None, str 
             where = "part of the tensor"
         effect = f"{w.call} on {where} only (only whole rows of zeros can follow another init)"
     if effect is None:
-        return None, EMPTY
+        return None, NOTHING
     if isinstance(effect, str):
         return None, effect
     entry = dict(effect)
@@ -451,6 +476,8 @@ def _combine(name, sources, same, recorder: _Recorder, owners) -> tuple[dict | N
 
 ZEROS: dict = {"init": "zeros"}
 EMPTY = "nothing (torch.empty made it and no init call writes it)"
+NOTHING = "nothing (no write to it was seen)"
+COMPUTED = "values the model computed on the CPU (no init call rewrites them)"
 ONES: dict = {"init": "ones"}
 
 
@@ -546,21 +573,27 @@ def _m_setitem(rec, args, kwargs):
 
 
 def _copied(rec: _Recorder, source: Any) -> dict | str:
-    """What a copy of ``source`` holds: a constant read from real values, or what a meta
-    source held (its own writes), else a problem."""
+    """What a copy of ``source`` holds: what the source was written with, or a constant
+    read from its values (a real tensor), else a problem."""
     if not isinstance(source, torch.Tensor):
         return constant(source)
-    if source.is_meta:
-        entry, problem = rec.state(source)
-        if problem is None and "zero_rows" not in entry:
-            return entry
-        if problem == EMPTY:
-            return "copy_ of a tensor nothing initialised"
-        return f"copy_ of {problem or 'a tensor with zero rows'}"
-    flat = source.detach().flatten()
+    entry, problem = rec.state(source)
+    if problem is None:
+        return entry if "zero_rows" not in entry else "copy_ of a tensor with zero rows"
+    if problem in (EMPTY, NOTHING):
+        return "copy_ of a tensor nothing initialised"
+    if problem == COMPUTED:
+        return "copy_ of values the model computed"
+    return f"copy_ of {problem if len(problem) <= 80 else problem[:77] + '...'}"
+
+
+def _constant_of(tensor: torch.Tensor) -> dict | None:
+    """The entry of a real tensor whose values are all one number."""
+    flat = tensor.detach().flatten()
     if flat.numel() and bool((flat == flat[0]).all()):
-        return constant(flat[0].item())
-    return "copy_ of values the model computed"
+        entry = constant(flat[0].item())
+        return entry if isinstance(entry, dict) else None
+    return None
 
 
 _METHOD_HANDLERS: dict[str, Callable] = {
@@ -602,12 +635,56 @@ def _writes_in_place(name: str) -> bool:
     return name.endswith("_") and not name.startswith("_") and name not in _METADATA
 
 
-def _creation(rec: _Recorder, func, args, kwargs) -> dict | str:
+def _creation(rec: _Recorder, func, args, kwargs, result: torch.Tensor) -> dict | str:
     name = _name(func)
     factory = _FACTORIES.get(name)
     if factory is not None:
         return factory(rec, name, args, kwargs)
-    return _call(name, args, kwargs)
+    value = _evaluated(rec, func, args, kwargs, result)
+    return value if value is not None else _call(name, args, kwargs)
+
+
+# Functions whose values are draws: never evaluated (one draw of one value is no constant).
+_RANDOM = {"rand", "randn", "randint", "randperm", "normal", "bernoulli", "multinomial", "poisson"}
+
+
+def _evaluated(rec: _Recorder, func, args, kwargs, result: torch.Tensor) -> dict | None:
+    """A small computation on constants (``torch.ones(8) * -10``, ``torch.log(torch.tensor(
+    0.5))``), run again on the CPU with the constants' values: its entry when its result is
+    one number, else None."""
+    if _name(func) in _RANDOM or result.numel() > MAX_VALUES:
+        return None
+    values = {}
+    for tensor in _tensors((args, kwargs)):
+        if tensor.numel() > MAX_VALUES:
+            return None
+        if tensor.is_meta:
+            entry, problem = rec.state(tensor)
+            if problem is not None or entry["init"] not in ("zeros", "ones", "constant"):
+                return None
+            value = {"zeros": 0.0, "ones": 1.0}.get(entry["init"], entry.get("value"))
+            values[id(tensor)] = torch.full(tensor.shape, value, dtype=tensor.dtype, device="cpu")
+    args, kwargs = _replaced((args, kwargs), values)
+    if "device" in kwargs:
+        kwargs["device"] = "cpu"
+    try:
+        with torch.device("cpu"):
+            out = func(*args, **kwargs)
+    except Exception:
+        return None
+    if not isinstance(out, torch.Tensor) or out.shape != result.shape:
+        return None
+    return _constant_of(out)
+
+
+def _replaced(value: Any, tensors: dict) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tensors.get(id(value), value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_replaced(v, tensors) for v in value)
+    if isinstance(value, dict):
+        return {k: _replaced(v, tensors) for k, v in value.items()}
+    return value
 
 
 def _fill_value(index: int):
@@ -618,17 +695,27 @@ def _fill_value(index: int):
     return read
 
 
+def _normal_factory(rec, name, args, kwargs):
+    """torch.normal(mean, std, size=...) with numbers: a normal draw."""
+    mean = args[0] if args else kwargs.get("mean")
+    std = args[1] if len(args) > 1 else kwargs.get("std", 1.0)
+    if isinstance(mean, (int, float)) and isinstance(std, (int, float)):
+        return normal(mean, std)
+    return _call(name, args, kwargs)
+
+
 def _literal(rec, name, args, kwargs):
-    data = args[0] if args else kwargs.get("data")
+    """torch.tensor(data) and the like: the data's entry when it is one number."""
+    data = args[1 if name == "new_tensor" else 0] if args else kwargs.get("data")
     if isinstance(data, torch.Tensor):
         return _copied(rec, data)
     try:
-        values = torch.tensor(data, dtype=torch.float64, device="cpu").flatten()
+        values = torch.tensor(data, dtype=torch.float64, device="cpu")
     except Exception:
         return f"{name}({_short(data)})"
     if values.numel() > MAX_VALUES:
-        return f"{name}({_short(data)}): too many values to read"
-    return _copied(rec, values)
+        return f"{name}({_short(data)})"
+    return _constant_of(values) or f"{name}({_short(data)})"
 
 
 def _same_as_source(rec, name, args, kwargs):
@@ -665,6 +752,7 @@ _FACTORIES: dict[str, Callable] = {
         lambda *_: EMPTY,
     ),
     **dict.fromkeys(("randn", "randn_like"), lambda *_: normal(0.0, 1.0)),
+    "normal": _normal_factory,
     **dict.fromkeys(("rand", "rand_like"), lambda *_: uniform(0.0, 1.0)),
     **dict.fromkeys(("tensor", "as_tensor", "new_tensor"), _literal),
     **dict.fromkeys(
@@ -708,6 +796,18 @@ def _p_zeros(rec, tensor):
     return tensor
 
 
+def _p_orthogonal(rec, tensor, gain=1.0, generator=None):
+    """torch's orthogonal_ flattens the tensor to [shape[0], rest] and takes a Haar-random
+    matrix with orthonormal rows (or columns); JAX's orthogonal with column_axis=0 draws the
+    transpose of such a matrix, which has the same distribution."""
+    call = f"orthogonal_(gain={_short(gain)})"
+    if tensor.dim() < 2:
+        rec.write(tensor, f"{call} on a tensor of fewer than 2 dimensions", call)
+    else:
+        rec.write(tensor, {"init": "orthogonal", "scale": float(gain), "column_axis": 0}, call)
+    return tensor
+
+
 PRIMITIVES: dict[str, Callable] = {
     "normal_": _p_normal,
     "uniform_": _p_uniform,
@@ -715,15 +815,16 @@ PRIMITIVES: dict[str, Callable] = {
     "constant_": _p_constant,
     "ones_": _p_ones,
     "zeros_": _p_zeros,
+    "orthogonal_": _p_orthogonal,
 }
-# Composites run as torch wrote them; the writes they make are recorded under their name
-# (xavier_normal_ is a normal_ with its std from the fans; xavier_uniform_ a uniform_(-b, b)).
+# Composites run as torch wrote them, their writes recorded under their name (xavier_normal_
+# is a normal_ with its std from the fans; xavier_uniform_ a uniform_(-b, b)); those that do
+# nothing on the meta device (sparse_, dirac_) stay what they are called.
 COMPOSITES = (
     "xavier_uniform_",
     "xavier_normal_",
     "kaiming_uniform_",
     "kaiming_normal_",
-    "orthogonal_",
     "sparse_",
     "eye_",
     "dirac_",
@@ -762,9 +863,11 @@ def _bind(name: str, rec: _Recorder) -> Callable:
 
     @functools.wraps(original)  # its name: torch hands it over to the recorder by name
     def wrapper(tensor, *args, **kwargs):
+        primitive(rec, tensor, *args, **kwargs)
         if isinstance(tensor, torch.Tensor) and not tensor.is_meta:
-            return original(tensor, *args, **kwargs)
-        return primitive(rec, tensor, *args, **kwargs)
+            with rec.pause():
+                original(tensor, *args, **kwargs)
+        return tensor
 
     return wrapper
 
@@ -776,6 +879,7 @@ def _composite(name: str, rec: _Recorder) -> Callable:
     def wrapper(tensor, *args, **kwargs):
         kwargs.pop("generator", None)
         call = _call(name, args, kwargs)
+        rec.write(tensor, call, call)
         with rec.labelled(call):
             try:
                 original(tensor, *args, **kwargs)

@@ -383,6 +383,12 @@ class _Recorder(TorchFunctionMode):
         out = kwargs.get("out")
         if isinstance(out, torch.Tensor):
             self.write(out, f"{_call(_name(func), args, kwargs)} writes it", _name(func))
+        if _is_meta(target) and _reads_values(func, args, kwargs):
+            # A constructor reading a value back (4.x apertus: float(beta.cpu().item())):
+            # a meta tensor known to hold one number is given that number.
+            held = _held(self, target)
+            if held is not None:
+                return func(held, *args[1:], **kwargs)
         result = func(*args, **kwargs)
         self._created(func, args, kwargs, result)
         return result
@@ -587,6 +593,28 @@ def _copied(rec: _Recorder, source: Any) -> dict | str:
     return f"copy_ of {problem if len(problem) <= 80 else problem[:77] + '...'}"
 
 
+_READS = {"item", "cpu", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__"}
+
+
+def _reads_values(func, args, kwargs) -> bool:
+    name = _name(func)
+    if name in _READS:
+        return True
+    targets = [*args[1:], kwargs.get("device")]
+    return name == "to" and any(str(t) == "cpu" for t in targets if t is not None)
+
+
+def _held(rec: _Recorder, tensor: torch.Tensor) -> torch.Tensor | None:
+    """The values of a meta tensor known to hold one number, on the CPU; else None."""
+    entry, problem = rec.state(tensor)
+    if problem is not None or entry["init"] not in ("zeros", "ones", "constant"):
+        return None
+    if "zero_rows" in entry or tensor.numel() > MAX_VALUES:
+        return None
+    value = {"zeros": 0.0, "ones": 1.0}.get(entry["init"], entry.get("value"))
+    return torch.full(tensor.shape, value, dtype=tensor.dtype, device="cpu")
+
+
 def _constant_of(tensor: torch.Tensor) -> dict | None:
     """The entry of a real tensor whose values are all one number."""
     flat = tensor.detach().flatten()
@@ -659,11 +687,10 @@ def _evaluated(rec: _Recorder, func, args, kwargs, result: torch.Tensor) -> dict
         if tensor.numel() > MAX_VALUES:
             return None
         if tensor.is_meta:
-            entry, problem = rec.state(tensor)
-            if problem is not None or entry["init"] not in ("zeros", "ones", "constant"):
+            held = _held(rec, tensor)
+            if held is None:
                 return None
-            value = {"zeros": 0.0, "ones": 1.0}.get(entry["init"], entry.get("value"))
-            values[id(tensor)] = torch.full(tensor.shape, value, dtype=tensor.dtype, device="cpu")
+            values[id(tensor)] = held
     args, kwargs = _replaced((args, kwargs), values)
     if "device" in kwargs:
         kwargs["device"] = "cpu"

@@ -377,6 +377,19 @@ def test_what_only_builtin_families_have_is_refused(tmp_path, run_cli, options, 
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"num_hidden_layers": 2000, "num_experts": 1000}, "2000 layers of 1000 experts make"),
+        ({"num_hidden_layers": 10**9}, "a layer or expert count of 1000000000 is not sane"),
+    ],
+)
+def test_configs_that_would_build_forever_are_refused_before_transformers(change, fragment):
+    """Sizes cost nothing on the meta device; counts of modules do."""
+    with pytest.raises(weightgen.UsageError, match=fragment):
+        weightgen.model_spec({**EXTRA["olmoe"], **change}, from_transformers=True)
+
+
 # --- hub ids -----------------------------------------------------------------------------
 
 REPO = "acme/tiny-llama"

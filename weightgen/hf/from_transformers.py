@@ -60,6 +60,7 @@ def spec_for(
             "_init_weights uses; change the config's initializer_range instead"
         )
     parsed_rules = overrides.parse_all(rules)
+    check_sizes(config)
     layout = read_layout(config, dtype_name)
     tensors = [Built(t.name, t.shape, _Decl(t.fans), None) for t in layout.tensors]
     unexpressed = {}
@@ -104,6 +105,35 @@ def spec_for(
         },
         "tensors": spec_tensors,
     }
+
+
+MAX_BLOCKS = 100_000  # layers x experts: each is at least one tensor, and a spec holds 100,000
+LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+EXPERTS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
+
+
+def check_sizes(config: dict) -> None:
+    """Before transformers builds anything from an untrusted config: no more layers x
+    experts than a model may have tensors (on the meta device sizes cost nothing; counts of
+    modules do)."""
+    for part in (config, config.get("text_config")):
+        if not isinstance(part, dict):
+            continue
+        counts = [part[k] for k in (*LAYERS, *EXPERTS) if k in part]
+        for value in counts:
+            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_BLOCKS:
+                raise UsageError(f"config.json: a layer or expert count of {value} is not sane")
+        layers = next((part[k] for k in LAYERS if _count(part.get(k))), 1)
+        experts = max([part[k] for k in EXPERTS if _count(part.get(k))] or [1])
+        if layers * experts > MAX_BLOCKS:
+            raise UsageError(
+                f"config.json: {layers} layers of {experts} experts make more than "
+                f"{MAX_BLOCKS:,} tensors; a model may have at most that many"
+            )
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def read_layout(config: dict[str, Any], dtype_name: str):

@@ -14,19 +14,24 @@ flag is used; nothing else in weightgen imports torch or transformers. What it r
   tensor per expert) or 4.x ``_fix_state_dict_keys_on_save``;
 - the init: every write to a tensor's storage while the model is built and initialised,
   recorded by a ``TorchFunctionMode`` (tensor methods: ``normal_``, ``zero_``, ``fill_``,
-  ``copy_``, ...; the factories that make a tensor: ``torch.empty``, ``torch.zeros``, ...)
-  and by wrappers put in place of the ``torch.nn.init`` functions (``trunc_normal_`` does
-  nothing on the meta device, so it is recorded as called) in ``torch.nn.init`` and, in 5.x,
+  ``copy_``, ...; the factories that make a tensor: ``torch.empty``, ``torch.zeros``, ...;
+  ``torch.nn.init``'s ``normal_``, ``uniform_``, ``constant_`` and ``kaiming_uniform_``,
+  which hand themselves to the mode by name) and by wrappers put in place of the
+  ``torch.nn.init`` functions (``trunc_normal_``, ``orthogonal_``, ``sparse_`` and ``dirac_``
+  do nothing on the meta device in torch 2.13, so they are recorded as called) in
+  ``torch.nn.init`` and the torch modules that import them by name, and, in 5.x, in
   ``transformers.initialization.TORCH_INIT_FUNCTIONS``, the table its own ``init.normal_``
   & co. call. 5.x skips init on the meta device: the model is built with its ties undone
   (``PreTrainedModel.tie_weights`` a no-op), then ``initialize_weights()`` and
   ``tie_weights()`` run as ``init_weights`` runs them off the meta device. 4.x initialises
-  while it builds, on any device. A storage is known by ``UntypedStorage._cdata``.
+  while it builds, on any device. A storage is known by ``UntypedStorage._cdata``. Tensors
+  a constructor makes on the CPU whatever the device are recorded and really initialised.
 
 The last write to a tensor decides. A write to whole rows of zeros (the embedding's pad row,
 zeroed through a view) becomes ``zero_rows``; any other partial write, a call with no jax
 initializer (``uniform_(a, b)`` with a != 0, a normal with a mean, a copy of computed
 values), or no write at all (``torch.empty``) is a problem, reported with the call.
+Small computations on constants are run again on the CPU to read their value.
 """
 
 from __future__ import annotations
@@ -94,7 +99,15 @@ def read(config: dict, dtype: str) -> Layout:
             f"transformers {transformers.__version__} could not build {cls.__name__} from "
             f"this config on the meta device: {_one_line(exc)}"
         ) from None
-    saved, owners = _saved(model, major)
+    try:
+        saved, owners = _saved(model, major)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(
+            f"transformers {transformers.__version__} could not list the tensors "
+            f"save_pretrained writes for {cls.__name__}: {_one_line(exc)}"
+        ) from None
     tensors = []
     for name, (tensor, sources, same) in saved.items():
         entry, problem = _combine(name, sources, same, recorder, owners)

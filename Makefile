@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 TRANSFORMERS4 := $(VENV)/transformers4
+TRAINERS := $(VENV)/trainers
+TRAINER_PINS := tests/requirements-torchtitan.txt tests/requirements-megatron.txt \
+	tests/requirements-olmo.txt
+TRAINER_PIP := $(BIN)/python -m pip install --quiet --no-deps --only-binary :all: --target
 
 .PHONY: install install-test demo test test-fast lint format bench clean
 
@@ -19,13 +23,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The tests also load what weightgen writes with CPU torch and transformers 5.x (the test
 # extra) and 4.57.6 (beside them, in $(TRANSFORMERS4)); weightgen itself needs neither.
+# The init recipes are checked against three trainers' own init (tests/test_trainers.py):
+# torchtitan, megatron-core and OLMo-core, each pinned, CPU-only and in a folder of its own
+# under $(TRAINERS), which only its client (tests/trainers/) puts on its path. About 60 MB.
 install-test: $(TEST_STAMP)
 
-$(TEST_STAMP): $(STAMP) tests/requirements-transformers4.txt
+$(TEST_STAMP): $(STAMP) tests/requirements-transformers4.txt $(TRAINER_PINS)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,test]'
-	rm -rf $(TRANSFORMERS4)
+	rm -rf $(TRANSFORMERS4) $(TRAINERS)
 	$(BIN)/python -m pip install --quiet --no-deps --target $(TRANSFORMERS4) \
 		-r tests/requirements-transformers4.txt
+	$(TRAINER_PIP) $(TRAINERS)/torchtitan -r tests/requirements-torchtitan.txt
+	$(TRAINER_PIP) $(TRAINERS)/megatron --ignore-requires-python -r tests/requirements-megatron.txt
+	$(TRAINER_PIP) $(TRAINERS)/olmo -r tests/requirements-olmo.txt
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)

@@ -4,7 +4,9 @@ version: ``python hf_client.py JOBS.json`` prints one JSON report per job, in or
 
 Jobs:
 - ``{"kind": "load", "folder": DIR}``: from_pretrained(output_loading_info=True); the loading
-  report, the model's dtype, whether tied weights share storage, one forward pass.
+  report, the model's dtype, whether tied weights share storage, one forward pass, and the
+  sha256 of every tensor as loaded (in the names save_pretrained writes), so a test sees
+  that nothing was re-initialised on load.
 - ``{"kind": "names", "config": {...}}``: the tensors save_pretrained would write, as
   {name: [shape, dtype]}, from the model built on the meta device in the config's dtype (no
   memory; modules transformers keeps in float32 stay float32).
@@ -15,6 +17,7 @@ Jobs:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import warnings
@@ -59,6 +62,12 @@ def load(job: dict) -> dict:
             model.get_input_embeddings().weight.data_ptr()
             == model.get_output_embeddings().weight.data_ptr()
         )
+    digests = {
+        name: hashlib.sha256(
+            t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        ).hexdigest()
+        for name, t in saved_tensors(model).items()
+    }
     ids = torch.randint(0, config["vocab_size"], (1, 7))
     with torch.no_grad():
         output = model(ids)
@@ -71,6 +80,7 @@ def load(job: dict) -> dict:
         "dtype": str(model.dtype).removeprefix("torch."),
         "tied_shared": tied,
         "finite": bool(torch.isfinite(first.float()).all()),
+        "digests": digests,
     }
 
 

@@ -65,7 +65,8 @@ class Job:
         self.started = time.monotonic()
         for pid in range(count):
             extra = per_process(pid) if per_process else {}
-            command = [sys.executable, "-m", "weightgen", *extra.get("args", args)]
+            launcher = extra.get("launcher", ["-m", "weightgen"])  # or ["-c", CODE]
+            command = [sys.executable, *launcher, *extra.get("args", args)]
             if not extra.get("no_cluster_args"):
                 command += [
                     "--coordinator-address",
@@ -376,6 +377,125 @@ def test_sigterm_stops_every_process_cleanly(tmp_path, job):
         assert code == 1 and "process 2 was terminated (SIGTERM); nothing was committed" in err
     assert (tmp_path / "m.safetensors").read_bytes() == b"the old file"
     assert leftovers(tmp_path) == []
+
+
+# --- a stuck process: its watcher beats, its work does not move ----------------------------
+
+# Launchers for one process of a job: `python -c CODE ARGS` runs weightgen after CODE has
+# replaced os.pwrite (and, for a slow QR, jax.nn.initializers.orthogonal) in that process
+# only. Nothing in weightgen knows about them.
+RUN_WEIGHTGEN = "\nfrom weightgen.cli import main\nmain()\n"
+
+HANGING_WRITES = """
+import os, threading
+_pwrite, _first = os.pwrite, []
+def pwrite(fd, data, offset):
+    if not _first and len(data) >= 1 << 16:
+        _first.append(offset)  # where this process's share begins
+    if _first and offset >= _first[0] + (4 << 20):  # 4 MiB into it: never returns
+        open({marker!r}, "a").close()  # tells the test when
+        threading.Event().wait()
+    return _pwrite(fd, data, offset)
+os.pwrite = pwrite
+"""
+
+SLOW_WORK = """
+import os, time
+import jax.nn.initializers
+_pwrite, _orthogonal = os.pwrite, jax.nn.initializers.orthogonal
+def pwrite(fd, data, offset):
+    if len(data) >= 1 << 20:
+        time.sleep({write_delay})
+    return _pwrite(fd, data, offset)
+def orthogonal(*args, **kwargs):
+    init = _orthogonal(*args, **kwargs)
+    def slow(*a, **k):
+        time.sleep({qr_delay})
+        return init(*a, **k)
+    return slow
+os.pwrite, jax.nn.initializers.orthogonal = pwrite, orthogonal
+"""
+
+
+@pytest.mark.slow
+def test_a_process_stuck_in_a_write_stops_every_other_process(tmp_path, job):
+    """Process 1's writes stop returning 4 MiB into its share (its watcher still beats): the
+    others stop within --distributed-timeout of its last progress, naming it; nothing is
+    committed, and process 0 removes the temporary output. Process 1 itself cannot unwind
+    (a thread never returns); JAX's coordination client ends it once the others are gone."""
+    huge = {"seed": 1, "tensors": {"w": {"init": "normal", "shape": [8192, 8192]}}}  # 256 MiB
+    spec = spec_file(tmp_path, huge)
+    (tmp_path / "m.safetensors").write_bytes(b"the old file")
+    marker = tmp_path / "hung"
+
+    def hang(pid):
+        if pid != 1:
+            return {}
+        return {"launcher": ["-c", HANGING_WRITES.format(marker=str(marker)) + RUN_WEIGHTGEN]}
+
+    # Small chunks, and a share (80 MiB) larger than what the writer's buffers and queue hold:
+    # process 1 stops while generating and writing, not in its final fsync.
+    args = ["run", str(spec), "-o", "m.safetensors", "--force", "--chunk-size", "65536"]
+    job.start(3, args, per_process=hang)
+    deadline = time.monotonic() + LIMIT / 2
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), [p.poll() for p in job.procs]
+    hung_at = time.monotonic() - job.started
+    results = []
+    for proc in (job.procs[0], job.procs[2]):
+        _, err = proc.communicate(timeout=LIMIT)
+        results.append((proc.returncode, err, time.monotonic() - job.started))
+    for code, err, ended in results:
+        assert code == 1, err
+        assert ended - hung_at < 2 * TIMEOUT + 3, (ended - hung_at, err)  # within the bound
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert "process 1 made no progress for" in err and "at tensor 'w'" in err, err
+        assert "nothing was committed" in err, err
+    assert (tmp_path / "m.safetensors").read_bytes() == b"the old file"
+    assert leftovers(tmp_path) == []
+    assert job.procs[1].wait(timeout=3 * TIMEOUT + 10) != 0
+
+
+@pytest.mark.slow
+def test_a_slow_process_whose_work_moves_is_not_stopped(tmp_path, job):
+    """Process 1's QR takes longer than --distributed-timeout (its allowance covers it), and
+    its writes take 0.6 s each, longer than the timeout in all: the job succeeds."""
+    document = {
+        "seed": 5,
+        "tensors": {
+            "a": {"init": "normal", "shape": [4096, 4096]},  # 64 MiB: process 0's share
+            "b": {"init": "orthogonal", "shape": [256, 256]},  # process 1: b, then c
+            "c": {"init": "normal", "shape": [16320, 1024]},
+        },
+    }
+    spec = spec_file(tmp_path, document)
+    from weightgen.specfile import load_spec
+
+    shares = load_spec(str(spec)).plan.shares(2, 16 << 20)
+    assert [[r.index for r in share] for share in shares] == [[0], [1, 2]]
+    slow = SLOW_WORK.format(write_delay=0.6, qr_delay=1.5 * TIMEOUT) + RUN_WEIGHTGEN
+    args = ["run", str(spec), "-o", "m.safetensors", "--json", "--chunk-size", str(2**21)]
+    results = run_job(
+        job, 2, args, per_process=lambda pid: {"launcher": ["-c", slow]} if pid == 1 else {}
+    )
+    assert all(code == 0 for code, *_ in results), [err for *_, err, _ in results]
+    assert json.loads(results[1][1])["seconds"] > 2 * TIMEOUT  # its share: slow in all
+    assert weightgen.verify(None, tmp_path / "m.safetensors") == []
+
+
+def test_step_allowances_cover_compiling_and_a_qr_growing_with_its_size():
+    from weightgen import hosts
+
+    def allowance(init, shape):
+        return hosts.step_allowance(make_tensor(init, shape))
+
+    assert allowance("normal", (1 << 15, 1 << 15)) == hosts.STEP_SECONDS
+    small, big = allowance("orthogonal", (1024, 1024)), allowance("orthogonal", (4096, 4096))
+    assert hosts.STEP_SECONDS < small < big
+    assert big - hosts.STEP_SECONDS > 32 * (small - hosts.STEP_SECONDS)  # ~n**3
+    # A delta-orthogonal kernel's QR is of its (in, out) matrix, not of its spatial extent.
+    assert allowance("delta-orthogonal", (9, 9, 64, 64)) < allowance("orthogonal", (576, 576))
 
 
 # --- pure pieces ---------------------------------------------------------------------------

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import blake3
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import readme_digest_of, readme_file_digest, reference, same_bytes
@@ -119,6 +121,68 @@ def test_replay_from_manifest_is_byte_identical(tmp_path, fmt):
     weightgen.run_spec(str(first) + ".manifest.json", second, chunk_size=7)
     assert second.read_bytes() == first.read_bytes()
     assert weightgen.verify(str(first) + ".manifest.json", second) == []
+
+
+def test_transform_is_recorded_and_replays_byte_for_byte(tmp_path):
+    """A transform (Qwen3-Next's A_log) is JAX alone with the key rule, sits in the manifest
+    with every parameter, and replays and verifies like any tensor; its untransformed twin
+    (the same initializer and dtypes, one engine) is untouched."""
+    document = {
+        "seed": 5,
+        "dtype": "bfloat16",
+        "sample_dtype": "float32",
+        "tensors": {
+            "A_log": {
+                "init": "uniform",
+                "shape": [48, 32],
+                "scale": 15.99,
+                "transform": {"name": "log", "offset": 0.01},
+            },
+            "plain": {"init": "uniform", "shape": [48, 32], "scale": 15.99},
+            "log16": {"init": "uniform", "shape": [7], "scale": 16, "transform": "log"},
+        },
+    }
+    first = tmp_path / "m.safetensors"
+    manifest_path = str(first) + ".manifest.json"
+    weightgen.run_spec(_spec_file(tmp_path, document), first, manifest=manifest_path)
+    recorded = json.loads(Path(manifest_path).read_text())["tensors"]
+    assert recorded["A_log"]["transform"] == {"name": "log", "offset": 0.01}
+    assert recorded["log16"]["transform"] == {"name": "log", "offset": 0.0}
+    assert "transform" not in recorded["plain"]
+    loaded = weightgen.load(first)
+    uniform = jax.nn.initializers.uniform
+    for name, scale, offset in (("A_log", 15.99, 0.01), ("plain", 15.99, None), ("log16", 16, 0)):
+        shape = tuple(document["tensors"][name]["shape"])
+        drawn = uniform(scale)(_jax_key_rule(5, name), shape, jnp.float32)
+        values = drawn if offset is None else jnp.log(drawn + offset)
+        assert same_bytes(loaded[name], np.asarray(values.astype(jnp.bfloat16))), name
+    second = tmp_path / "again.safetensors"
+    weightgen.run_spec(manifest_path, second, chunk_size=7)
+    assert second.read_bytes() == first.read_bytes()
+    assert weightgen.verify(manifest_path, second) == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ({"transform": "exp"}, "transform 'exp' is unknown; the transforms are: log"),
+        ({"transform": {"name": "log", "scale": 2}}, "transform log has no parameter 'scale'"),
+        ({"transform": {"offset": 1}}, 'transform: expected a name such as "log"'),
+        ({"transform": 3}, 'transform: expected a name such as "log"'),
+        ({"transform": {"name": "log", "offset": "x"}}, "transform --offset: expected a number"),
+        ({"init": "normal", "transform": "log"}, "normal draws values of either sign"),
+        ({"scale": -1.0, "transform": "log"}, "values down to -1, and log(x + offset) is NaN"),
+        ({"transform": {"name": "log", "offset": -0.5}}, "is NaN below x = 0.5"),
+        ({"init": "orthogonal", "transform": "log"}, "computed whole (QR)"),
+        ({"init": "ones", "dtype": "complex64", "transform": "log"}, "real dtypes only"),
+    ],
+)
+def test_bad_transforms_are_refused_naming_the_tensor(entry, fragment):
+    document = {"tensors": {"blocks.0.A_log": {"init": "uniform", "shape": [4, 4], **entry}}}
+    with pytest.raises(UsageError) as info:
+        parse_spec(document)
+    assert str(info.value).startswith("tensor 'blocks.0.A_log': "), str(info.value)
+    assert fragment in str(info.value), str(info.value)
 
 
 def test_replay_stops_at_first_differing_tensor_and_leaves_nothing(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import generated, reference, same_bytes
@@ -191,6 +192,41 @@ def test_zero_rows_is_jax_at_rows_set_zero(init, shape, rows, dtype):
     expected = np.asarray(jax.numpy.asarray(reference(spec)).at[np.array(rows)].set(0))
     assert same_bytes(generated(spec, chunk_elems=97), expected)
     assert same_bytes(generated(spec, chunk_elems=97, devices=jax.devices()), expected)
+
+
+@pytest.mark.parametrize(
+    ("init", "params", "offset", "dtype", "sample_dtype"),
+    [
+        ("uniform", {"scale": 16.0}, 0.0, "float32", "float32"),
+        ("uniform", {"scale": 15.99}, 0.01, "float32", "float32"),  # Qwen3-Next's A_log
+        ("uniform", {"scale": 15.99}, 0.01, "bfloat16", "float32"),
+        ("uniform", {"scale": 16.0}, 0.0, "bfloat16", "bfloat16"),  # exact zeros: -inf
+        ("truncated-normal", {"stddev": 0.5, "lower": 0.0, "upper": 3.0}, 0.0, "float16", None),
+        ("constant", {"value": 2.5}, 0.5, "float32", None),
+    ],
+)
+def test_transform_log_is_jax_op_by_op(init, params, offset, dtype, sample_dtype):
+    """A spec's transform {"name": "log", "offset": o} is, byte for byte,
+    jnp.log(init(key, shape, sample_dtype) + o).astype(dtype), written with JAX alone (o = 0:
+    jnp.log(init(...))), whatever the chunk size and device count."""
+    shape = (257, 33)
+    spec = make_tensor(
+        init,
+        shape,
+        params=params,
+        dtype=dtype,
+        sample_dtype=sample_dtype,
+        seed=9,
+        transform={"name": "log", "offset": offset},
+    )
+    jax_init = getattr(jax.nn.initializers, spec.init.jax_name)(**params)
+    drawn = jax_init(jax.random.key(9), shape, spec.sample_dtype.numpy)
+    expected = np.asarray(jnp.log(drawn + offset if offset else drawn).astype(spec.dtype.numpy))
+    if sample_dtype == "bfloat16":
+        assert np.isneginf(expected).any()  # log(0) = -inf is part of the contract too
+    for chunk, count in ((97, 1), (2**20, 1), (1000, 4)):
+        got = generated(spec, chunk_elems=chunk, devices=jax.devices()[:count])
+        assert same_bytes(got, expected), (chunk, count)
 
 
 @settings(max_examples=40, deadline=None)

@@ -77,3 +77,10 @@ def test_fans_match_jax(shape, in_axis, out_axis, batch_axis):
     except UsageError:
         return  # an axis out of range or a 1-D default: JAX would raise too (or index wrongly)
     assert ours == _compute_fans(shape, in_axis, out_axis, batch_axis)
+
+
+def test_every_transform_has_its_jax_code():
+    from weightgen import samplers
+    from weightgen.initializers import TRANSFORMS
+
+    assert set(samplers._TRANSFORMS) == set(TRANSFORMS)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import digest, formats, hosts
+from . import manifest as manifest_mod
 from .atomic import AtomicFile, check_destination, describe_os_error
 from .coordination import Cluster
 from .errors import HashMismatchError, UsageError, WeightgenError
@@ -225,10 +226,19 @@ def _write(
             sink = target.join(path)
 
         team.join("open the temporary output", opened, follow)
-        engine_mod.run(
-            engine, plan, sink, ranges=ranges, taps=taps, on_bytes=on_bytes, stop=team.stop
-        )
-        sink.close()
+        with team.working():  # a team's watchers see this process's work move
+            engine_mod.run(
+                engine,
+                plan,
+                sink,
+                ranges=ranges,
+                taps=taps,
+                on_bytes=on_bytes,
+                stop=team.stop,
+                progress=team.progress,
+            )
+            team.flushing()
+            sink.close()
         seconds = time.perf_counter() - started
         share = {
             "process": team.process_id,
@@ -256,8 +266,6 @@ def _write(
             )
         document = None
         if manifest_path is not None:
-            from . import manifest as manifest_mod
-
             document = manifest_mod.build(
                 plan,
                 root_seed=root_seed if root_seed is not None else 0,
@@ -331,13 +339,14 @@ def _tag(team: hosts.Solo) -> str:
 
 
 class _Counter:
-    """The engine tap that counts a shared run's bytes for its watcher's beats."""
+    """The engine tap that tells a shared run's team what the writer wrote (its beats' bytes,
+    and its progress clock)."""
 
     def __init__(self, team: hosts.Solo):
         self._team = team
 
     def update(self, number: int, data) -> None:
-        self._team.wrote(len(data))
+        self._team.wrote(number, len(data))
 
     def close(self) -> None:
         pass
@@ -495,8 +504,6 @@ def write_model(
 
 def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> WriteResult:
     """``run_spec`` for a spec already parsed (specfile.ParsedSpec)."""
-    from . import manifest as manifest_mod
-
     hf_config = parsed.hf_config
     dtypes = {t.dtype.name for t in parsed.plan.tensors}
     if hf_config is not None and len(dtypes) == 1:
@@ -546,16 +553,12 @@ def find_manifest(manifest: str | os.PathLike | None, target: str | os.PathLike)
     the one beside the file."""
     if manifest is not None:
         return os.fspath(manifest)
-    path = Path(target)
-    inside = path / FOLDER_MANIFEST if path.is_dir() else path.parent / FOLDER_MANIFEST
-    if path.is_dir() or path.name.endswith(".index.json"):
-        if inside.is_file():
-            return str(inside)
-        raise UsageError(f"{path} holds no {FOLDER_MANIFEST}; give the manifest's path too")
-    beside = manifest_path_for(str(path))
-    if Path(beside).is_file():
-        return beside
-    raise UsageError(f"no manifest found beside {path} ({beside}); give the manifest's path too")
+    where, found = manifest_mod.locate(target)
+    if found is not None:
+        return found
+    if os.path.basename(where) == FOLDER_MANIFEST:
+        raise UsageError(f"{target} holds no {FOLDER_MANIFEST}; give the manifest's path too")
+    raise UsageError(f"no manifest found beside {target} ({where}); give the manifest's path too")
 
 
 def load(path: str | os.PathLike) -> dict[str, np.ndarray]:

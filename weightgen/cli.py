@@ -459,12 +459,13 @@ cli.add_command(run_command)
 
 
 def _hf_callback(config: str, **options: Any) -> None:
-    from . import api
+    from . import api, hf
     from .manifest import dumps
     from .specfile import parse_spec
 
+    document = hf.load_config(config)
     spec = api.model_spec(
-        config,
+        document,
         head=options["head"],
         dtype=options["dtype"],
         sample_dtype=options["sample_dtype"],
@@ -474,10 +475,13 @@ def _hf_callback(config: str, **options: Any) -> None:
         rules=options["rule"],
         from_transformers=options["from_transformers"],
     )
-    if options["from_transformers"] and not options["quiet"] and not options["process_id"]:
-        from .hf.from_transformers import layout_source
+    if not options["quiet"] and not options["process_id"]:
+        if options["from_transformers"]:
+            from .hf.from_transformers import layout_source
 
-        click.echo(f"layout and init read from {layout_source(spec)}", err=True)
+            click.echo(f"layout and init read from {layout_source(spec)}", err=True)
+        for note in hf.config_notes(document):
+            click.echo(note, err=True)
     if options["spec"]:
         if options["output"] is not None:
             raise click.UsageError("--spec prints the spec instead of writing; drop -o")
@@ -709,21 +713,32 @@ def list_command(as_json: bool) -> None:
 
 @cli.command("inspect")
 @click.argument("path")
+@click.option(
+    "--manifest",
+    default=None,
+    help="the manifest whose rules the statistics are checked against [default: the "
+    "folder's own, or the one beside the file, if any]",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def inspect_command(path: str, as_json: bool) -> None:
+def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
     """Each tensor's name, shape, dtype, bytes, and mean, std, min, max (one streaming pass).
 
-    Reads safetensors, npz and HDF5; restores bfloat16 and float8 stored by weightgen.
+    Reads safetensors, npz and HDF5 (a file, or a checkpoint folder); restores bfloat16 and
+    float8 stored by weightgen. Where a manifest records how each tensor was made (weightgen
+    hf and run write one), each tensor's std is shown beside the std its rule implies, and a
+    tensor whose mean, std or range is off by more than sampling error is marked with '!':
+    a check that the init is what was asked for.
 
     Example:
 
     \b
       weightgen inspect k.safetensors
+      weightgen inspect llama/
       weightgen inspect k.safetensors --json
     """
     from .stats import inspect_file
 
-    fmt, reports, metadata = inspect_file(path)
+    fmt, reports, metadata = inspect_file(path, manifest)
     if as_json:
         payload = {
             "path": path,
@@ -737,20 +752,35 @@ def inspect_command(path: str, as_json: bool) -> None:
     count = len(reports)
     kind = _kind("safetensors-sharded" if fmt == "sharded" else fmt)
     click.echo(f"{path}: {kind}, {count} tensor{'' if count == 1 else 's'}, {human_bytes(total)}")
+    checked = [r for r in reports if r.expected is not None]
     header = ("name", "shape", "dtype", "bytes", "mean", "std", "min", "max")
-    table = [header] + [
-        (
+    if checked:
+        header += ("rule std", "")
+    table = [header]
+    for r in reports:
+        row = (
             r.name,
             format_shape(r.shape),
             r.dtype,
             str(r.bytes),
             *(_fmt_stat(getattr(r, k)) for k in ("mean", "std", "min", "max")),
         )
-        for r in reports
-    ]
+        if checked:
+            want = r.expected
+            rule = "-" if want is None else _fmt_stat(want["std"])
+            if want is not None and want["value"] is not None:
+                rule = f"={want['value']:g}"
+            row += (rule, "!" if r.off else "")
+        table.append(row)
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if checked:
+        off = [r for r in checked if r.off]
+        for r in off:
+            click.echo(f"! {r.name}: {r.off}")
+        verdict = f"{len(off)} off" if off else "all within sampling error"
+        click.echo(f"{len(checked)} tensors checked against their recorded rules: {verdict}")
 
 
 def _fmt_stat(value) -> str:

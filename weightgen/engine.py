@@ -156,10 +156,13 @@ class Engine:
             coefficients, draw = samplers.elementwise(spec)
             kernel = self._kernel(spec, draw, size)
             words = prng.key_words(key)
+            finish = samplers.finish(spec)  # a transform's eager ops, if any
 
             def launch(flat_start: int) -> tuple[jax.Array, slice]:
                 # The last chunk is computed whole (one compiled size) and cut on the host.
                 chunk = kernel(prng.offset_key_data(words, flat_start), coefficients)
+                if finish is not None:
+                    chunk = finish(chunk)
                 return chunk, slice(0, min(size, stop - flat_start))
 
         else:
@@ -255,6 +258,7 @@ def run(
     taps: Sequence[Tap] = (),
     on_bytes: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Generate ``ranges`` (default: every tensor whole, in plan order) into ``sink``.
 
@@ -262,6 +266,8 @@ def run(
     ``sink.write(tensor_index, element_offset, chunk)`` and then each tap with the chunk's
     bytes (where hashing happens, off the generating thread). The first error from either
     side stops both; so does ``stop`` (checked between chunks: raises Stopped).
+    ``progress(number)``, if given, is called by this thread as it begins range ``number``
+    and after each of its chunks is queued (a peer's watcher sees that the work moves).
     """
     ranges = whole_ranges(plan) if ranges is None else list(ranges)
     pending: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
@@ -288,6 +294,8 @@ def run(
         for number, part in enumerate(ranges):
             spec = plan.tensors[part.index]
             offset = part.start
+            if progress is not None:
+                progress(number)
             try:
                 for chunk in engine.chunks(spec, part.start, part.stop):
                     if failure:
@@ -295,6 +303,8 @@ def run(
                     if stop is not None and stop.is_set():
                         raise Stopped
                     pending.put((number, offset, chunk))
+                    if progress is not None:
+                        progress(number)
                     offset += chunk.size
             except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
                 if isinstance(exc, UsageError):

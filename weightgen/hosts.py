@@ -19,11 +19,14 @@ single process (every step trivial); ``Team`` is one member of a job:
    (no byte is read back), writes the index, config and manifest, commits atomically, and
    publishes that it did.
 
-A watcher thread in every process beats (its bytes written so far) and watches the others'
-beats and the job's abort key: a process that fails or is interrupted publishes why; one
-that dies (SIGKILL) stops beating. Either way every other process notices within
-``timeout`` seconds, stops, and exits non-zero; nothing is committed, the leader removes the
-temporary output, and an existing destination is left as it was.
+A watcher thread in every process beats (its bytes written so far, and its progress clock)
+and watches the others' beats and the job's abort key: a process that fails or is
+interrupted publishes why; one that dies (SIGKILL) stops beating; one whose work is stuck (a
+write that never returns on a hung filesystem) stops its clock while its watcher still
+beats. Either way every other process notices within ``timeout`` seconds (a stuck one: plus
+the allowance of the step it was in, see ``step_allowance``), stops, and exits non-zero;
+nothing is committed, the leader removes the temporary output, and an existing destination
+is left as it was.
 """
 
 from __future__ import annotations
@@ -40,9 +43,25 @@ from typing import Any
 
 from .coordination import Cluster, CoordinationError, Session
 from .errors import UsageError, WeightgenError
-from .plan import Plan, TensorRange
+from .plan import Plan, TensorRange, TensorSpec
 
 PREFIX = "weightgen"
+
+# The progress clock's allowances: how long one step of a process's work may take beyond
+# --distributed-timeout before the process is taken for stuck (each next chunk, generated
+# or written, gets none). Each long step has a fixed part, STEP_SECONDS: compiling a
+# tensor's kernel for its first chunk, or an fsync's latency on a busy disk (well under a
+# second; ten times that on a loaded host). An orthogonal tensor is computed whole before
+# its first chunk: a QR of its matrix, at most 4 N**1.5 flops for N elements (a square
+# matrix is the worst case), taken at 1 GFLOP/s (one loaded core did 14-30 here, jax
+# 0.10.2, float32 and float64), and its N elements drawn and moved at 10 M/s. At the end,
+# the last blocks and the fsync write out what the page cache or the direct writes still
+# hold: at most the process's share, taken at 10 MB/s (a slow disk or network filesystem
+# does 50-100 MB/s).
+STEP_SECONDS = 10.0
+QR_FLOPS_PER_SECOND = 1e9
+WHOLE_ELEMENTS_PER_SECOND = 1e7
+FLUSH_BYTES_PER_SECOND = 10e6
 
 
 class PeerFailure(WeightgenError):
@@ -62,6 +81,7 @@ class Solo:
     process_id = 0
     count = 1
     stop: threading.Event | None = None
+    progress: Callable[[int], None] | None = None  # the engine's generating loop reports here
 
     def agree(self, fields: Callable[[], Mapping[str, str]]) -> None:
         pass
@@ -78,7 +98,14 @@ class Solo:
     def gather(self, step: str, payload: bytes) -> list[bytes] | None:
         return [payload]
 
-    def wrote(self, nbytes: int) -> None:
+    def working(self) -> contextlib.AbstractContextManager:
+        """Around generating, writing and the fsync (where a team watches the clock)."""
+        return contextlib.nullcontext()
+
+    def flushing(self) -> None:
+        """Generating and writing are done; the fsync begins."""
+
+    def wrote(self, number: int, nbytes: int) -> None:
         pass
 
     def committed(self, summary: bytes) -> bytes:
@@ -104,6 +131,14 @@ class Team(Solo):
         self.stop = threading.Event()
         self.failure: str | None = None
         self._done = 0
+        # The progress clock: ticked by the generating loop (a range begun, a chunk queued)
+        # and by the writer (a chunk written); watched by every watcher while ``_working``.
+        self._clock = 0
+        self._allowance = 0.0  # seconds the step under way may take beyond ``timeout``
+        self._working = False
+        self._steps: list[tuple[str, float]] = []  # per range: tensor name, first step's allowance
+        self._generating = self._writing = -1  # the ranges each loop is at
+        self._flushing = False
         self._failed_here = False
         try:
             if self.leader:
@@ -205,7 +240,11 @@ class Team(Solo):
                 raise WeightgenError(f"process {other}: {answer.decode().removeprefix('error:')}")
 
     def ranges(self, plan: Plan, block_bytes: int) -> list[TensorRange]:
-        return plan.shares(self.count, block_bytes)[self.process_id]
+        mine = plan.shares(self.count, block_bytes)[self.process_id]
+        self._steps = [
+            (plan.tensors[r.index].name, step_allowance(plan.tensors[r.index])) for r in mine
+        ]
+        return mine
 
     def gather(self, step: str, payload: bytes) -> list[bytes] | None:
         """Every process's ``payload``, in process order, at the leader (None elsewhere).
@@ -218,8 +257,54 @@ class Team(Solo):
             for other in range(self.count)
         ]
 
-    def wrote(self, nbytes: int) -> None:
+    @contextlib.contextmanager
+    def working(self):
+        self._working = True
+        try:
+            yield
+        finally:
+            self._working = False
+
+    def progress(self, number: int) -> None:
+        """The generating loop began range ``number`` (its first step may compile a kernel or
+        run a QR: its allowance holds until the next tick) or queued one of its chunks."""
+        if number != self._generating:
+            self._generating = number
+            self._allowance = self._steps[number][1]
+        else:
+            self._allowance = 0.0
+        self._clock += 1  # after the allowance: a beat that shows this tick shows it too
+
+    def flushing(self) -> None:
+        self._flushing = True
+        self._allowance = STEP_SECONDS + self._done / FLUSH_BYTES_PER_SECOND
+        self._clock += 1
+
+    def wrote(self, number: int, nbytes: int) -> None:
+        """The writer wrote ``nbytes`` of range ``number``."""
         self._done += nbytes
+        self._writing = number
+        self._clock += 1
+
+    def beat(self, beat: int) -> str:
+        """What the watcher publishes: a counter, bytes written, and while working the
+        clock, its allowance and where the work is (space-separated; the last is free text)."""
+        if not self._working:
+            return f"{beat} {self._done}"
+        clock, allowance = self._clock, self._allowance
+        return f"{beat} {self._done} {clock} {allowance:.1f} {self._where()}"
+
+    def _where(self) -> str:
+        if self._flushing:
+            return "writing out its share (fsync)"
+        names = [n for n, _ in self._steps]
+        making = names[self._generating] if 0 <= self._generating < len(names) else None
+        written = names[self._writing] if 0 <= self._writing < len(names) else None
+        if making is None:
+            return "before its first tensor"
+        if written in (None, making):
+            return f"at tensor {making!r}"
+        return f"generating tensor {making!r}, last written {written!r}"
 
     def committed(self, summary: bytes) -> bytes:
         """The leader says it committed (with its summary); the others wait to hear it."""
@@ -259,10 +344,13 @@ class Team(Solo):
 class Watcher(threading.Thread):
     """Beats for its process and watches the others' beats and the job's abort key.
 
-    A beat is the process's bytes written so far and a counter; a peer whose beat has not
-    changed for ``timeout`` seconds is taken for dead. On a failure anywhere, ``team.stop``
-    is set (the engine stops between chunks) and ``team.failure`` says why. The leader's
-    watcher also reports the whole job's progress.
+    A beat is a counter, the process's bytes written so far and, while it generates and
+    writes, its progress clock. A peer whose beat has not changed for ``timeout`` seconds is
+    taken for dead; a process (this one too) whose clock has not moved for ``timeout``
+    seconds plus the allowance of its step under way is taken for stuck, and the verdict is
+    published (the stuck process hears it too). On a failure anywhere, ``team.stop`` is set
+    (the engine stops between chunks) and ``team.failure`` says why. The leader's watcher
+    also reports the whole job's progress.
     """
 
     def __init__(self, team: Team, on_progress: Callable[[int], None] | None):
@@ -279,11 +367,12 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         team, session = self.team, self.team.session
         seen: dict[str, tuple[str, float]] = {}
+        moved: dict[int, tuple[str, float]] = {}  # process: (its clock, when seen to change)
         beat = 0
         while not self._halt.wait(self.interval):
             beat += 1
             try:
-                session.set(team.key("beat", team.process_id), f"{beat} {team._done}")
+                session.set(team.key("beat", team.process_id), team.beat(beat))
                 abort = session.try_get(team.key("abort"))
                 beats = session.dir_get(team.key("beat") + "/")
             except CoordinationError as exc:
@@ -305,6 +394,12 @@ class Watcher(threading.Thread):
                 value = beats.get(key)
                 if value is not None:
                     total += int(value.split()[1])
+                    stuck = self._stuck(other, value, now, moved)
+                    if stuck is not None:
+                        with contextlib.suppress(CoordinationError):
+                            session.set(team.key("abort"), stuck)
+                        self._trip(stuck)
+                        return
                 if other == team.process_id:
                     continue
                 last = seen.get(key)
@@ -319,9 +414,47 @@ class Watcher(threading.Thread):
             if self.on_progress is not None and team.leader:
                 self.on_progress(total)
 
+    def _stuck(
+        self, process: int, value: str, now: float, moved: dict[int, tuple[str, float]]
+    ) -> str | None:
+        """Why ``process`` is stuck, if its clock (in its beat ``value``) has not moved for
+        longer than its bound; times are this watcher's own (no clocks are compared)."""
+        fields = value.split(" ", 4)
+        if len(fields) < 5:  # not generating or writing now: nothing to judge
+            moved.pop(process, None)
+            return None
+        clock, allowance, where = fields[2], float(fields[3]), fields[4]
+        last = moved.get(process)
+        if last is None or last[0] != clock:
+            moved[process] = (clock, now)
+            return None
+        stalled = now - last[1]
+        if stalled <= self.team.timeout + allowance:
+            return None
+        return (
+            f"process {process} made no progress for {stalled:.0f} s ({where}): a write that "
+            "never returns (a hung filesystem?) or a stuck device; if it is only slow, raise "
+            "--distributed-timeout"
+        )
+
     def _trip(self, why: str) -> None:
         self.team.failure = f"{why}; nothing was committed"
         self.team.stop.set()
+
+
+def step_allowance(spec: TensorSpec) -> float:
+    """Seconds beyond --distributed-timeout that the first step of generating ``spec`` may
+    take: compiling its kernel, and for a tensor computed whole (orthogonal), its QR."""
+    if spec.init.elementwise:
+        return STEP_SECONDS
+    matrix = spec.numel
+    if spec.init.family == "delta_orthogonal":  # an orthogonal (in, out) at the centre
+        matrix = spec.shape[-2] * spec.shape[-1]
+    return (
+        STEP_SECONDS
+        + 4 * matrix**1.5 / QR_FLOPS_PER_SECOND
+        + spec.numel / WHOLE_ELEMENTS_PER_SECOND
+    )
 
 
 def _short(value: Any) -> str:

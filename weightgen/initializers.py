@@ -5,6 +5,10 @@ The CLI's commands, ``weightgen list``, the spec parser and validation are all b
 its *family* (which sampling code runs it) and what it accepts. Adding an initializer is one
 entry here plus, for a new family, one sampler in ``samplers.py``.
 
+``TRANSFORMS`` are the named elementwise maps a spec tensor may apply to the values drawn
+(its ``transform`` key), for inits that are not one initializer call (Qwen3-Next's
+``A_log = log(uniform)``): declared here, run by ``samplers.py``.
+
 Pure Python: no JAX import, so ``--help`` and ``list`` answer fast.
 """
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -306,6 +310,129 @@ def lookup(name: str) -> Initializer:
 def all_names() -> list[str]:
     """Every accepted hyphenated name and alias."""
     return list(_LOOKUP)
+
+
+# --- Transforms: a named elementwise map of the values drawn (a spec tensor's "transform") ----
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A named elementwise map, applied to the values drawn in the sample dtype, before the
+    cast to the dtype: the tensor is ``expression`` with ``x = init(key, shape, sample_dtype)``,
+    each JAX op on its own (as eager JAX rounds and stores each), then ``.astype(dtype)``.
+    ``domain`` says, from the lowest value the initializer can draw and the parameters,
+    why the map would give NaN (None: it does not)."""
+
+    name: str
+    summary: str
+    expression: str  # in JAX; x is the array drawn
+    params: tuple[Param, ...]
+    domain: Callable[[float, Mapping[str, Any]], str | None]
+
+
+def _log_domain(lowest: float, params: Mapping[str, Any]) -> str | None:
+    offset = params["offset"]
+    if lowest + offset >= 0:
+        return None  # an exact -offset gives -inf, as jnp.log(0.0) does
+    return f"log(x + offset) is NaN below x = {-offset + 0.0:g}"
+
+
+TRANSFORMS: dict[str, Transform] = {
+    t.name: t
+    for t in (
+        Transform(
+            "log",
+            "natural logarithm of the value plus offset; log(0) is -inf, as in JAX",
+            "jnp.log(x + offset)",
+            (Param("offset", "float", 0.0, "added to the values before the log"),),
+            _log_domain,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class AppliedTransform:
+    """A transform with every parameter resolved (defaults filled in, declaration order)."""
+
+    transform: Transform
+    params: tuple[tuple[str, Any], ...]
+
+    @property
+    def name(self) -> str:
+        return self.transform.name
+
+    def as_json(self) -> dict[str, Any]:
+        """The canonical spec value, every parameter written out (manifests record this)."""
+        return {"name": self.name, **dict(self.params)}
+
+
+def parse_transform(value: Any, *, where: str = "") -> AppliedTransform | None:
+    """A spec's ``transform``: ``"log"`` or ``{"name": "log", "offset": 0.01}``; None: none."""
+    label = f"{where}transform"
+    if value is None:
+        return None
+    if isinstance(value, str):
+        name, given = value, {}
+    elif isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        name, given = value["name"], {k: v for k, v in value.items() if k != "name"}
+    else:
+        text = repr(value)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise UsageError(
+            f'{label}: expected a name such as "log" or a table such as '
+            f'{{"name": "log", "offset": 0.01}}, got {text}'
+        )
+    transform = TRANSFORMS.get(name.strip().lower())
+    if transform is None:
+        raise UsageError(
+            f"{label} {name[:40]!r} is unknown; the transforms are: {', '.join(TRANSFORMS)}"
+        )
+    accepted = [p.name for p in transform.params]
+    unknown = sorted(str(k) for k in set(given) - set(accepted))
+    if unknown:
+        raise UsageError(
+            f"{label} {transform.name} has no parameter {unknown[0][:40]!r} (it accepts: "
+            f"{', '.join(accepted) or 'none'})"
+        )
+    params = tuple(
+        (p.name, p.convert(given[p.name], where=f"{label} ") if p.name in given else p.default)
+        for p in transform.params
+    )
+    return AppliedTransform(transform, params)
+
+
+def lowest_value(init: Initializer, params: Mapping[str, Any]) -> float:
+    """The lowest value ``init`` can draw with ``params`` (-inf: no bound is known)."""
+    args = init.family_args(params)
+    if init.family == "constant":
+        return args["value"]
+    if init.family == "uniform":
+        return min(0.0, args["scale"])  # JAX: uniform(0, 1) * scale
+    if init.family == "truncated_normal":
+        stddev = args["stddev"]
+        return stddev * (args["lower"] if stddev >= 0 else args["upper"])
+    return -math.inf
+
+
+def check_transform(
+    init: Initializer, params: Mapping[str, Any], applied: AppliedTransform
+) -> None:
+    """Refuse a transform on a whole-tensor initializer (QR), or one that would turn the
+    values ``init`` draws into NaNs."""
+    if not init.elementwise:
+        raise UsageError(
+            f"transform {applied.name}: {init.name} is computed whole (QR); transforms apply "
+            "to the elementwise initializers"
+        )
+    lowest = lowest_value(init, params)
+    problem = applied.transform.domain(lowest, dict(applied.params))
+    if problem is not None:
+        drawn = "values of either sign" if lowest == -math.inf else f"values down to {lowest:g}"
+        raise UsageError(
+            f"transform {applied.name}: {init.name} draws {drawn}, and {problem}; use an "
+            "initializer whose values stay in its domain (uniform, a constant) or a larger offset"
+        )
 
 
 # --- Shape rules (pure; mirror what jax.nn.initializers accepts) ---------------------------

@@ -15,8 +15,10 @@ are still read, replayed and verified.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,17 @@ def manifest_path_for(output: str) -> str:
     return output.rstrip("/") + ".manifest.json"
 
 
+def locate(target: str | os.PathLike) -> tuple[str, str | None]:
+    """(where target's own manifest would be, and that path if it exists): a folder's (or
+    its index's) ``weightgen.manifest.json``, else the file's ``FILE.manifest.json``."""
+    path = Path(target)
+    if path.is_dir() or path.name.endswith(".index.json"):
+        where = (path if path.is_dir() else path.parent) / FOLDER_MANIFEST
+    else:
+        where = Path(manifest_path_for(str(path)))
+    return str(where), str(where) if where.is_file() else None
+
+
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -49,6 +62,8 @@ def spec_entry(spec: TensorSpec, *, own_seed: bool) -> dict:
     if own_seed:
         entry["seed"] = spec.seed
     entry.update({k: _jsonable(v) for k, v in spec.params.items()})
+    if spec.transform is not None:
+        entry["transform"] = spec.transform.as_json()
     if spec.zero_rows:
         entry["zero_rows"] = list(spec.zero_rows)
     return entry

@@ -17,7 +17,7 @@ from typing import Any
 from . import initializers
 from .dtypes import DType, get_dtype
 from .errors import UsageError
-from .initializers import Initializer, format_shape
+from .initializers import AppliedTransform, Initializer, format_shape
 
 MAX_DIM = 2**48  # a dimension this large is a typo, not a tensor
 MAX_NDIM = 32  # HDF5's limit, and far beyond any weight
@@ -116,6 +116,7 @@ class TensorSpec:
     seed: int
     fold_in: int | None = None  # key = fold_in(key(seed), fold_in) when set (spec key rule)
     zero_rows: tuple[int, ...] = ()  # init(...).at[rows].set(0): rows along axis 0, sorted
+    transform: AppliedTransform | None = None  # an elementwise map after drawing (A_log's log)
 
     @property
     def numel(self) -> int:
@@ -144,6 +145,7 @@ def make_tensor(
     name: str = DEFAULT_NAME,
     fold_in: int | None = None,
     zero_rows: Any = (),
+    transform: Any = None,
     where: str = "",
 ) -> TensorSpec:
     """Validate one tensor request and resolve its defaults; UsageError on any problem."""
@@ -171,6 +173,14 @@ def make_tensor(
         )
     resolved = entry.resolve_params(params or {}, where=where)
     initializers.check_shape(entry, resolved, dims)
+    applied = initializers.parse_transform(transform, where=where)
+    if applied is not None:
+        if dt.is_complex:
+            raise UsageError(f"{where}transform {applied.name}: real dtypes only, got {dt.name}")
+        try:
+            initializers.check_transform(entry, resolved, applied)
+        except UsageError as exc:
+            raise UsageError(f"{where}{exc}") from None
     return TensorSpec(
         name=check_name(name, label=f"{where}name" if where else "--name"),
         init=entry,
@@ -181,6 +191,7 @@ def make_tensor(
         seed=parse_seed(seed),
         fold_in=fold_in,
         zero_rows=parse_zero_rows(zero_rows, dims, label=f"{where}zero_rows"),
+        transform=applied,
     )
 
 

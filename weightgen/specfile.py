@@ -8,11 +8,13 @@
        "rnn.kernel": {"init": "orthogonal", "shape": [128, 128], "seed": 99}}}
 
 Each tensor names its initializer (CLI names and aliases), its shape and optionally its
-``dtype``, ``sample_dtype``, ``seed`` and ``zero_rows`` (rows along axis 0 set to zero after
-drawing: ``init(key, shape, dtype).at[rows].set(0)``); initializer parameters sit beside
-them under JAX's argument names. Top-level ``seed``, ``dtype`` and ``sample_dtype`` are
-defaults; a top-level ``hf_config`` (a Hugging Face config.json) makes the output a model
-folder with that config.
+``dtype``, ``sample_dtype``, ``seed``, ``zero_rows`` (rows along axis 0 set to zero after
+drawing: ``init(key, shape, dtype).at[rows].set(0)``) and ``transform`` (a named elementwise
+map of the values drawn, initializers.TRANSFORMS: ``{"name": "log", "offset": 0.01}`` is
+``jnp.log(init(key, shape, sample_dtype) + 0.01).astype(dtype)``); initializer parameters
+sit beside them under JAX's argument names. Top-level ``seed``, ``dtype`` and
+``sample_dtype`` are defaults; a top-level ``hf_config`` (a Hugging Face config.json) makes
+the output a model folder with that config.
 
 The key rule: a tensor with its own ``seed`` uses ``jax.random.key(seed)``; the others use
 ``jax.random.fold_in(jax.random.key(root_seed), name_fold_in(name))``, so adding, removing or
@@ -37,7 +39,7 @@ from .plan import Plan, check_name, make_tensor, name_fold_in, parse_seed
 MAX_SPEC_BYTES = 16 << 20
 MAX_TENSORS = 100_000
 
-TENSOR_KEYS = ("init", "shape", "dtype", "sample_dtype", "seed", "zero_rows")
+TENSOR_KEYS = ("init", "shape", "dtype", "sample_dtype", "seed", "zero_rows", "transform")
 # What a manifest adds per tensor, by manifest format version.
 MANIFEST_TENSOR_KEYS = {1: ("key", "sha256", "bytes"), 2: ("key", "bytes", "digest", "blocks")}
 TOP_KEYS = ("seed", "dtype", "sample_dtype", "hf_config", "recipe", "tensors")
@@ -176,6 +178,7 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
                 seed=seed,
                 fold_in=fold_in,
                 zero_rows=entry.get("zero_rows", ()),
+                transform=entry.get("transform"),
                 name=name,
                 where=where,
             )

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import formats
+from . import expect, formats
 
 
 @dataclass
@@ -25,6 +25,11 @@ class TensorReport:
     std: float | None
     min: float | None
     max: float | None
+    # From the manifest's rule for this tensor, when there is one: its distribution's
+    # moments and bounds (expect.Expected), and why the measured values do not fit it ('' if
+    # they do, within sampling error).
+    expected: dict | None = None
+    off: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -75,8 +80,13 @@ class RunningStats:
         }
 
 
-def inspect_file(path: str | os.PathLike) -> tuple[str, list[TensorReport], dict]:
-    """(format, one report per tensor, the file's metadata)."""
+def inspect_file(
+    path: str | os.PathLike, manifest: str | os.PathLike | None = None
+) -> tuple[str, list[TensorReport], dict]:
+    """(format, one report per tensor, the file's metadata). With a manifest (the one given,
+    else the folder's own or the one beside the file, if any), each tensor's statistics are
+    set beside what its recorded rule implies."""
+    rules = _rules(path, manifest)
     fmt = formats.sniff(path)
     reader = formats.module(fmt).Reader(path)
     try:
@@ -85,11 +95,30 @@ def inspect_file(path: str | os.PathLike) -> tuple[str, list[TensorReport], dict
             stats = RunningStats(entry.dtype.is_complex)
             for chunk in reader.iter_chunks(entry):
                 stats.update(chunk)
-            reports.append(
-                TensorReport(
-                    entry.name, list(entry.shape), entry.dtype.name, entry.nbytes, **stats.report()
-                )
+            report = TensorReport(
+                entry.name, list(entry.shape), entry.dtype.name, entry.nbytes, **stats.report()
             )
+            spec = rules.get(entry.name)
+            want = expect.expected(spec) if spec is not None else None
+            if want is not None and not stats.is_complex:
+                want = expect.with_zero_rows(want, spec)
+                report.expected = want.as_dict()
+                report.off = expect.check(
+                    want, stats.count, float(stats.mean), report.std or 0.0, stats.min, stats.max
+                )
+            reports.append(report)
         return fmt, reports, dict(reader.metadata)
     finally:
         reader.close()
+
+
+def _rules(path: str | os.PathLike, manifest: str | os.PathLike | None) -> dict:
+    """name -> TensorSpec from the manifest that describes ``path``; {} when there is none."""
+    from .manifest import locate
+    from .specfile import load_spec
+
+    if manifest is None:
+        manifest = locate(path)[1]
+        if manifest is None:
+            return {}
+    return {t.name: t for t in load_spec(os.fspath(manifest)).plan.tensors}

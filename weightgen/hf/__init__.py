@@ -21,6 +21,10 @@ from .family import Family, Model
 from .recipe import Recipe, check_std, resolve
 
 MAX_CONFIG_BYTES = 1 << 20
+# Config fields about weights weightgen does not write, left out of the folder's config.json:
+# a quantization_config (gpt-oss's mxfp4, DeepSeek-V3's fp8) makes transformers expect
+# quantized tensors (blocks and scales) where weightgen writes plain ones.
+NOT_WRITTEN = ("quantization_config",)
 # The dtypes transformers builds models in.
 MODEL_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -163,7 +167,7 @@ def spec_for(
     parsed_rules = overrides.parse_all(rules)
     model = model_of(config, head)
     scheme = recipe.scheme_for(model.family.model_type)
-    hf_config = dict(config)
+    hf_config = {k: v for k, v in config.items() if k not in NOT_WRITTEN}
     hf_config.update({k: v for k, v in vars(model.config).items() if not k.startswith("_")})
     hf_config["architectures"] = [model.head.architecture]
     hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
@@ -198,6 +202,16 @@ def spec_for(
         }
     spec["tensors"] = tensors
     return spec
+
+
+def config_notes(config: dict[str, Any]) -> list[str]:
+    """One line for each field of ``config`` the written config.json leaves out."""
+    return [
+        f"note: config.json's {key} is left out of the folder's config.json: weightgen "
+        "writes unquantized weights, which transformers would not load as quantized"
+        for key in NOT_WRITTEN
+        if key in config
+    ]
 
 
 def config_with_dtype(hf_config: dict[str, Any], dtype: str) -> dict[str, Any]:

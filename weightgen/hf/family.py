@@ -31,25 +31,42 @@ class Field:
     name: str
     default: Any = None
     kind: str = "int"  # "int" (positive), "bool", "float" (non-negative), "token" (id or null),
-    # "ints" (a list of non-negative ints)
+    # "ints" (a list of non-negative ints), "names" (a list of ``choices``, or null)
     derive: Callable[[Config], Any] | None = None
     high: int = MAX_INT
+    choices: tuple[str, ...] = ()  # "names": the values an entry may take
+    length: str | None = None  # a list kind: the field its length must equal (resolved before)
+    aliases: tuple[str, ...] = ()  # other names of the field (the config class's attribute_map)
 
     def resolve(self, config: Mapping[str, Any], c: Config) -> Any:
-        value = config.get(self.name)
+        name = self.name
+        for alias in self.aliases:  # another spelling the config class maps to this field
+            if alias in config:
+                if self.name in config and config[self.name] != config[alias]:
+                    raise UsageError(
+                        f"config.json: {alias} and {self.name} name the same field and differ"
+                    )
+                name = alias
+        value = config.get(name)
         derived = self.derive(c) if self.derive is not None else None
-        if self.name not in config:
+        if name not in config:
             value = self.default if self.default is not None else derived
         elif value is None:
             value = derived if derived is not None else self.default
         if value is None:
-            if self.kind == "token":
+            if self.kind in ("token", "names"):
                 return None
             raise UsageError(f"config.json: {self.name} is required")
-        return self.check(value)
+        value = self.check(value, name)
+        if self.length is not None and len(value) != getattr(c, self.length):
+            raise UsageError(
+                f"config.json: {self.name} has {len(value)} entries; {self.length} is "
+                f"{getattr(c, self.length)}"
+            )
+        return value
 
-    def check(self, value: Any) -> Any:
-        where = f"config.json: {self.name}"
+    def check(self, value: Any, name: str | None = None) -> Any:
+        where = f"config.json: {name or self.name}"
         is_int = isinstance(value, int) and not isinstance(value, bool)
         if self.kind == "bool":
             if not isinstance(value, bool):
@@ -75,6 +92,16 @@ class Field:
                 raise UsageError(
                     f"{where} must be a list of at most {MAX_LAYERS} non-negative integers"
                 )
+        elif self.kind == "names":
+            if not isinstance(value, list) or len(value) > MAX_LAYERS:
+                raise UsageError(
+                    f"{where} must be a list of at most {MAX_LAYERS} names, got {_short(value)}"
+                )
+            for item in value:
+                if not isinstance(item, str) or item not in self.choices:
+                    raise UsageError(
+                        f"{where}: {_short(item)} is not one of {', '.join(self.choices)}"
+                    )
         elif not is_int or not 1 <= value <= self.high:
             raise UsageError(
                 f"{where} must be an integer from 1 to {self.high}, got {_short(value)}"
@@ -89,25 +116,29 @@ def _short(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Rule:
-    """How ``_init_weights`` initialises a tensor, as a weightgen initializer."""
+    """How ``_init_weights`` initialises a tensor, as a weightgen initializer (and, where
+    that is not one initializer call, a spec ``transform`` of the values drawn)."""
 
-    init: str  # "normal", "zeros" or "ones"
+    init: str  # "normal", "zeros", "ones" or "uniform"
     pad_row: bool = False  # an embedding whose row pad_token_id is zeroed
     # normal's stddev from the config and the base std (default: the base std itself)
     std: Callable[[Config, float], float] | None = None
+    scale: float | None = None  # uniform's: U[0, scale)
+    transform: tuple[tuple[str, Any], ...] = ()  # the spec's "transform" table, as pairs
 
     def entry(self, c: Config, sigma: float | None = None, *, pad_row: bool = True) -> dict:
         """The spec entry; ``sigma`` is the base std (default: ``init_std(c)``);
         ``pad_row=False`` leaves the padding row as drawn (the trainers do not zero it)."""
-        if self.init != "normal":
-            return {"init": self.init}
-        sigma = init_std(c) if sigma is None else sigma
-        entry: dict[str, Any] = {
-            "init": "normal",
-            "stddev": self.std(c, sigma) if self.std is not None else sigma,
-        }
-        if pad_row and self.pad_row and c.pad_token_id is not None:
-            entry["zero_rows"] = [c.pad_token_id]
+        entry: dict[str, Any] = {"init": self.init}
+        if self.init == "normal":
+            sigma = init_std(c) if sigma is None else sigma
+            entry["stddev"] = self.std(c, sigma) if self.std is not None else sigma
+            if pad_row and self.pad_row and c.pad_token_id is not None:
+                entry["zero_rows"] = [c.pad_token_id]
+        if self.scale is not None:
+            entry["scale"] = self.scale
+        if self.transform:
+            entry["transform"] = dict(self.transform)
         return entry
 
 

@@ -61,6 +61,9 @@ def spec_for(
         )
     parsed_rules = overrides.parse_all(rules)
     check_sizes(config)
+    from . import NOT_WRITTEN  # a quantization_config: the weights written are not quantized
+
+    config = {k: v for k, v in config.items() if k not in NOT_WRITTEN}
     layout = read_layout(config, dtype_name)
     tensors = [Built(t.name, t.shape, _Decl(t.fans), None) for t in layout.tensors]
     unexpressed = {}
@@ -90,7 +93,8 @@ def spec_for(
         spec_tensors[t.name] = entry
     hf_config = dict(config)  # the user's fields, then the class defaults transformers used
     for key, value in layout.config.items():
-        hf_config.setdefault(key, value)
+        if key not in NOT_WRITTEN:
+            hf_config.setdefault(key, value)
     hf_config["architectures"] = [layout.architecture]
     hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
     return {

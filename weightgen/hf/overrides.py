@@ -1,9 +1,10 @@
 """``--rule 'GLOB=INIT[,param=value...]'``: one tensor's (or many tensors') init, set by hand.
 
 Rules apply after the recipe, in order, the later winning. INIT is any weightgen initializer
-with its parameters as in spec files (JAX's argument names), and ``zero_rows``. Values are
-JSON where they parse as JSON (``stddev=0.01``, ``in_axis=[0,1]``), else strings
-(``mode=fan_in``). Fan-based initializers (he-normal, lecun-normal, variance-scaling, ...)
+with its parameters as in spec files (JAX's argument names), ``zero_rows`` and ``transform``.
+Values are JSON where they parse as JSON (``stddev=0.01``, ``in_axis=[0,1]``,
+``transform={"name":"log","offset":0.01}``), else strings (``mode=fan_in``,
+``transform=log``). Fan-based initializers (he-normal, lecun-normal, variance-scaling, ...)
 take the tensor's own fan axes unless the rule gives axes: ``[out, in]`` for torch's Linear
 (fan in = the last axis), as each family declares.
 """
@@ -19,12 +20,12 @@ from typing import Any
 
 from .. import initializers
 from ..errors import UsageError
-from ..initializers import Initializer, format_shape
+from ..initializers import AppliedTransform, Initializer, format_shape
 from ..plan import parse_zero_rows
 from .family import Built
 
 FAN_AXES = ("in_axis", "out_axis", "batch_axis")
-EXTRA_KEYS = ("zero_rows",)  # spec keys a rule may set besides the initializer's parameters
+EXTRA_KEYS = ("zero_rows", "transform")  # spec keys a rule may set beside the parameters
 MAX_RULES = 1000
 
 
@@ -35,6 +36,7 @@ class Override:
     init: Initializer
     params: Mapping[str, Any]  # the parameters given, validated
     zero_rows: Any = None
+    transform: AppliedTransform | None = None
 
     def entry(self, tensor: Built) -> dict:
         """The spec entry for a tensor this rule matches, checked against its shape."""
@@ -47,12 +49,16 @@ class Override:
             initializers.check_shape(self.init, resolved, tensor.shape)
             if self.zero_rows is not None:
                 parse_zero_rows(self.zero_rows, tensor.shape, label="zero_rows")
+            if self.transform is not None:
+                initializers.check_transform(self.init, resolved, self.transform)
         except UsageError as exc:
             raise UsageError(f"{where}{exc}") from None
         entry: dict[str, Any] = {"init": self.init.name}
         entry.update({k: list(v) if isinstance(v, tuple) else v for k, v in params.items()})
         if self.zero_rows is not None:
             entry["zero_rows"] = self.zero_rows
+        if self.transform is not None:
+            entry["transform"] = self.transform.as_json()
         return entry
 
 
@@ -93,12 +99,13 @@ def parse(text: str) -> Override:
         or not all(isinstance(r, int) and not isinstance(r, bool) for r in zero_rows)
     ):
         raise UsageError(f"{label}: zero_rows must be a list of row indices such as [0]")
+    transform = initializers.parse_transform(given.pop("transform", None), where=f"{label}: ")
     # Parameters alone (no shape yet): required ones present, values of the right kind.
     params = {k: _normalised(init, k, v, label) for k, v in given.items()}
     missing = [p.flag[2:] for p in init.params if p.required and p.name not in params]
     if missing:
         raise UsageError(f"{label}: {init.name} needs {', '.join(missing)}")
-    return Override(text, pattern, init, params, zero_rows)
+    return Override(text, pattern, init, params, zero_rows, transform)
 
 
 def apply(overrides: Iterable[Override], tensors: list[Built], entries: dict[str, dict]) -> None:
@@ -124,12 +131,13 @@ def parse_all(texts: Iterable[str] | None) -> list[Override]:
 
 
 def _split(text: str) -> list[str]:
-    """Split at commas outside brackets: ``normal,stddev=1`` or ``he-normal,in_axis=[0,1]``."""
+    """Split at commas outside brackets and braces: ``normal,stddev=1``,
+    ``he-normal,in_axis=[0,1]``, ``uniform,transform={"name":"log","offset":0.01}``."""
     parts, depth, current = [], 0, []
     for char in text:
-        if char in "[(":
+        if char in "[({":
             depth += 1
-        elif char in "])":
+        elif char in "])}":
             depth -= 1
         if char == "," and depth == 0:
             parts.append("".join(current))

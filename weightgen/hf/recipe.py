@@ -92,13 +92,23 @@ def truncated(std: Callable[[Where], float], cut: float) -> RuleFn:
     return lambda w: {"init": "truncated-normal", "stddev": std(w), "lower": -cut, "upper": cut}
 
 
+# Beyond this many stds a cut is invisible (a mass under 6e-7), and JAX's inverse-CDF
+# truncated normal cannot express it: in float32 erf(5.5 / sqrt(2)) is exactly 1, so
+# truncated_normal(s, -100, 100) puts about one value in 8 million at the bound itself.
+INVISIBLE_CUT = 5.0
+
+
 def torch_trunc_normal(std: Callable[[Where], float], a: float = -2.0, b: float = 2.0) -> RuleFn:
-    """torch ``trunc_normal_(std=s, a, b)`` with absolute bounds (torch's default ±2: about
-    ±100σ at s = 0.02, so effectively untruncated), exactly: ``truncated_normal(s, a/s, b/s)``."""
+    """torch ``trunc_normal_(std=s, a, b)``, whose bounds are absolute: torch's default ±2 is
+    ±100σ at s = 0.02, no cut at all, so ``normal(s)``; a bound within 5 s is a real cut,
+    ``truncated_normal(s, lower=a/s, upper=b/s)`` (JAX's bounds are in units of s)."""
 
     def rule(w: Where) -> dict:
         s = std(w)
-        return {"init": "truncated-normal", "stddev": s, "lower": a / s, "upper": b / s}
+        lower, upper = a / s, b / s
+        if min(-lower, upper) >= INVISIBLE_CUT:
+            return {"init": "normal", "stddev": s}
+        return {"init": "truncated-normal", "stddev": s, "lower": lower, "upper": upper}
 
     return rule
 
@@ -143,6 +153,7 @@ class Recipe:
     given (None: the recipe's formulas take no σ)."""
 
     name: str
+    trainer: str  # whose init it is: "torchtitan 0.3.0"
     summary: str  # one line: --help and the README
     source: str  # the trainer's files and functions it follows
     default_std: Callable[[Config], float] | None
@@ -161,9 +172,8 @@ class Recipe:
                 have.setdefault(s.model, []).append(family)
             known = "; ".join(f"{m} ({', '.join(f)})" for m, f in have.items())
             raise UsageError(
-                f"--init {self.name}: {self.summary.split(':')[0]} has no model for "
-                f"{model_type}; it covers {known}. Use --init megatron, neox or olmo2, "
-                "which apply to every family"
+                f"--init {self.name}: {self.trainer} has no model for {model_type} (it has "
+                f"{known}); --init megatron, neox and olmo2 apply to every family"
             )
         return scheme
 

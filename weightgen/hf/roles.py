@@ -17,6 +17,7 @@ MLP_GATE = "mlp_in.gate"  # a gated MLP's gate projection (w1)
 MLP_UP = "mlp_in.up"  # a gated MLP's up projection (w3)
 MLP_OUT = "mlp_out"  # a dense MLP's output projection (fc2, w2), into the residual stream
 ROUTER = "router"  # an MoE router's weight
+SHARED_EXPERT_GATE = "router.shared_expert_gate"  # a shared expert's gate: one logit, a router
 EXPERT_IN = "expert_in"  # routed experts' input projections (gate and up fused)
 EXPERT_GATE = "expert_in.gate"
 EXPERT_UP = "expert_in.up"
@@ -27,7 +28,9 @@ SHARED_UP = "mlp_in.up.shared"
 SHARED_OUT = "mlp_out.shared"
 HEAD = "head"  # the output head (lm_head), when untied
 NORM = "norm"  # norm gains: the identity at init (ones, or zeros where a norm is x * (1 + w))
-BIAS = "bias"  # biases: zeros in every trainer's scheme
+BIAS = "bias"  # biases: zeros in every trainer's scheme, unless a recipe says otherwise:
+ROUTER_BIAS = "bias.router"  # an MoE router's bias (Megatron draws it like the weight)
+EXPERT_BIAS = "bias.expert"  # routed experts' biases (torchtitan's gpt_oss draws them)
 SPECIAL = "special"  # tensors only a family has: its own rule in every recipe
 
 ROLES: dict[str, str] = {
@@ -43,6 +46,7 @@ ROLES: dict[str, str] = {
     SHARED_UP: "shared experts' up projection",
     SHARED_OUT: "shared experts' output projection",
     ROUTER: "MoE router weight",
+    SHARED_EXPERT_GATE: "a shared expert's sigmoid gate (inited as a router, as Megatron does)",
     EXPERT_IN: "routed experts' input projections",
     EXPERT_GATE: "routed experts' gate projections",
     EXPERT_UP: "routed experts' up projections",
@@ -50,6 +54,8 @@ ROLES: dict[str, str] = {
     HEAD: "output head (lm_head), when not tied to the embedding",
     NORM: "norm weights (the identity at init)",
     BIAS: "biases",
+    ROUTER_BIAS: "an MoE router's bias",
+    EXPERT_BIAS: "routed experts' biases",
     SPECIAL: "tensors only one family has (its own rule in every recipe)",
 }
 

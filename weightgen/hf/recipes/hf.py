@@ -11,6 +11,7 @@ from ..recipe import KEEP, Recipe, Scheme, config_std
 
 RECIPE = Recipe(
     name="hf",
+    trainer="transformers 5.24.0",
     summary="transformers: each family's own _init_weights (the default)",
     source="transformers 5.24.0, modeling_utils.PreTrainedModel._init_weights and each "
     "family's _init_weights",

@@ -7,7 +7,8 @@ megatron/core/utils.py: ``init_method_normal(σ)`` is ``normal_(mean=0, std=σ)`
 residual stream, ``linear_proj`` (attention output, MLA's too) and ``linear_fc2`` (MLP output,
 routed and shared experts). Everything else takes ``init_method``: embeddings
 (``embedding_init_method``, σ unless set), ``linear_qkv`` and MLA's q/kv projections,
-``linear_fc1``, the router, the untied ``output_layer``. Biases are zero, norms one. A tied
+``linear_fc1``, the router (its bias too, where it has one, e.g. gpt-oss), the untied
+``output_layer``. Other biases are zero, norms one. A tied
 output layer is the word embedding, initialised as an embedding. No padding row is zeroed.
 """
 
@@ -16,6 +17,7 @@ from ..recipe import IDENTITY, Recipe, Scheme, config_std, normal, scaled, sigma
 
 RECIPE = Recipe(
     name="megatron",
+    trainer="Megatron-LM (megatron-core 0.19)",
     summary="Megatron-LM: normal(σ), σ/sqrt(2L) on the outputs into the residual stream",
     source="Megatron-LM megatron/core/utils.py init_method_normal, scaled_init_method_normal; "
     "megatron/core/transformer/transformer_config.py",
@@ -34,6 +36,7 @@ RECIPE = Recipe(
             roles.HEAD: normal(sigma),
             roles.NORM: IDENTITY,
             roles.BIAS: zeros,
+            roles.ROUTER_BIAS: normal(sigma),  # TopKRouter's bias: init_method, like its weight
         },
         tied=roles.EMBEDDING,
     ),

@@ -15,6 +15,7 @@ from ..recipe import IDENTITY, Recipe, Scheme, normal, small_init, wang_init, ze
 
 RECIPE = Recipe(
     name="neox",
+    trainer="GPT-NeoX",
     summary="GPT-NeoX (Pythia): small_init sqrt(2/(5d)), wang_init 2/(L sqrt(d)) on the outputs",
     source="gpt-neox megatron/model/init_functions.py small_init_init_method, "
     "wang_init_method; configs/pythia/*.yml; megatron/model/gpt2_model.py, transformer.py",

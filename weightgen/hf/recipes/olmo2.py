@@ -13,6 +13,7 @@ TRUNC = truncated(sigma, 3.0)
 
 RECIPE = Recipe(
     name="olmo2",
+    trainer="OLMo-core 3.0",
     summary="OLMo 2 (OLMo-core InitMethod.normal): every matrix truncated normal(σ) cut at ±3σ",
     source="OLMo-core src/olmo_core/nn/transformer/init.py, InitMethod.normal",
     default_std=config_std,

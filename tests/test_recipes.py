@@ -1,0 +1,439 @@
+"""Init recipes (weightgen hf --init, --init-std, --rule), held to the trainers' own formulas.
+
+The formulas are restated here from each trainer's source, not taken from weightgen's recipe
+pages, and compared with what weightgen writes: per tensor, from the role its family declares,
+the std within sampling error, the mean near 0, exact zeros and ones, the truncation bound,
+per-layer depth scaling. Byte-level parity with jax.nn.initializers is checked for one tensor
+per kind of rule. The trainers' own initialised models are compared in test_trainers.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightgen
+from weightgen import hf
+from weightgen.initializers import compute_fans
+from weightgen.specfile import parse_spec
+
+HERE = Path(__file__).parent
+TINY = {
+    p.stem: json.loads(p.read_text()) for p in sorted((HERE / "data" / "hf_tiny").glob("*.json"))
+}
+BEFORE = HERE / "fixtures" / "hf_before_recipes"
+
+
+# --- The formulas, from the trainers' sources ----------------------------------------------
+# Each returns ("normal", std) | ("truncated", std, cut in stds) | ("zeros",) | ("family",)
+# (the family's own rule: norms at the identity, and the tensors only one family has).
+
+
+def megatron(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
+    """Megatron-LM megatron/core/utils.py: init_method_normal(σ) = normal_(0, σ);
+    scaled_init_method_normal(σ, L) = normal_(0, σ / sqrt(2 L)) for linear_proj and
+    linear_fc2 (experts' too); biases zero; norms one."""
+    base = role.split(".")[0]
+    if role == "bias.router":  # TopKRouter's bias takes init_method, as its weight
+        return ("normal", sigma)
+    if base in ("norm", "special"):
+        return ("family",)
+    if base == "bias":
+        return ("zeros",)
+    if base in ("attn_out", "mlp_out", "expert_out"):
+        return ("normal", sigma / math.sqrt(2 * layers))
+    return ("normal", sigma)
+
+
+def neox(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
+    """GPT-NeoX megatron/model/init_functions.py, as configs/pythia/*.yml use them:
+    small_init_init_method(d) = normal_(0, sqrt(2 / (5 d))) for init_method (embedding,
+    query_key_value, dense_h_to_4h, the final linear); wang_init_method(L, d) =
+    normal_(0, 2 / L / sqrt(d)) for output_layer_init_method (dense, dense_4h_to_h)."""
+    base = role.split(".")[0]
+    if base in ("norm", "special"):
+        return ("family",)
+    if base == "bias":
+        return ("zeros",)
+    if base in ("attn_out", "mlp_out", "expert_out"):
+        return ("normal", 2 / layers / math.sqrt(d))
+    return ("normal", math.sqrt(2 / (5 * d)))
+
+
+def olmo2(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
+    """OLMo-core src/olmo_core/nn/transformer/init.py, InitMethod.normal: every Linear,
+    the embedding and the head trunc_normal_(std=σ, a=-3σ, b=3σ); biases zero."""
+    base = role.split(".")[0]
+    if base in ("norm", "special"):
+        return ("family",)
+    if base == "bias":
+        return ("zeros",)
+    return ("truncated", sigma, 3.0)
+
+
+TITAN_MODELS = {
+    "llama": "llama3",
+    "mistral": "llama3",
+    "qwen3": "qwen3",
+    "qwen3_moe": "qwen3_moe",
+    "deepseek_v3": "deepseek_v3",
+    "gpt_oss": "gpt_oss",
+}
+
+
+def torchtitan(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
+    """torchtitan 0.3.0, torchtitan/models/<model>/__init__.py. trunc_normal_(std=s) with its
+    absolute default bounds (±2, i.e. ±100 s) is no cut: a normal of std s.
+    llama3: _LINEAR_INIT 0.02 (q/k/v, w1), _depth_init(l) 0.02/sqrt(2(l+1)) (wo, w2, w3),
+    _EMBEDDING_INIT normal_(1.0), _output_linear_init(dim) trunc_normal_(dim**-0.5, ±3 std).
+    qwen3: normal_(0.02) everywhere; MoE: wo and the experts' w2 at 0.02/sqrt(2L).
+    deepseek_v3: llama3's, plus router and experts' (routed and shared) w2, w3 at depth.
+    gpt_oss: every matrix, sinks and expert biases at depth; embedding 0.02; head as llama3."""
+    kind = TITAN_MODELS[model]
+    base = role.split(".")[0]
+    depth = sigma / math.sqrt(2 * (layer + 1)) if layer is not None else None
+    head = ("truncated", d**-0.5, 3.0)
+    if base == "norm":
+        return ("family",)
+    if kind in ("qwen3", "qwen3_moe"):
+        if base == "bias" or base == "special":
+            return ("zeros",) if base == "bias" else ("family",)
+        if kind == "qwen3_moe" and base in ("attn_out", "expert_out"):
+            return ("normal", sigma / math.sqrt(2 * layers))
+        return ("normal", sigma)
+    if kind == "gpt_oss":
+        if role in ("bias.expert", "special.sinks"):
+            return ("normal", depth)
+        if base == "bias":
+            return ("zeros",)
+        if base == "embedding":
+            return ("normal", sigma)
+        if base == "head":
+            return head
+        return ("normal", depth)
+    # llama3 and deepseek_v3
+    if base == "bias":
+        return ("zeros",)
+    if base == "special":
+        return ("family",)
+    if base == "embedding":
+        return ("normal", 1.0)
+    if base == "head":
+        return head
+    if base == "attn_in" or role.startswith(("mlp_in.gate", "expert_in.gate")):
+        return ("normal", sigma)
+    return ("normal", depth)  # attn_out, up, down; deepseek_v3's router
+
+
+FORMULAS = {"megatron": megatron, "neox": neox, "olmo2": olmo2, "torchtitan": torchtitan}
+DEFAULT_STD = {"megatron": "config", "neox": None, "olmo2": "config", "torchtitan": 0.02}
+TIED_ROLE = {"torchtitan": "head"}  # the others init a tied embedding as an embedding
+
+
+def takes(recipe: str, label: str) -> bool:
+    return recipe != "torchtitan" or TINY[label]["model_type"] in TITAN_MODELS
+
+
+def _truncated_std(cut: float) -> float:
+    """std of a standard normal truncated to (-cut, cut)."""
+    from scipy.stats import truncnorm
+
+    return float(truncnorm.std(-cut, cut))
+
+
+def _close(measured: float, want: float, count: int, kurtosis: float = 3.0) -> bool:
+    """Within five standard errors of the std estimate, plus bfloat16-sized rounding."""
+    error = want * math.sqrt((kurtosis - 1) / (4 * count))
+    return abs(measured - want) <= 5 * error + 4e-3 * want
+
+
+def _check_tensor(name, values, formula, family_entry):
+    values = values.astype(np.float64)
+    kind = formula[0]
+    if kind == "family":
+        if family_entry["init"] == "zeros":
+            assert not values.any(), name
+        elif family_entry["init"] == "ones":
+            assert (values == 1).all(), name
+        else:  # a special tensor keeps its family's normal
+            assert _close(values.std(), family_entry["stddev"], values.size), name
+        return
+    if kind == "zeros":
+        assert not values.any(), name
+        return
+    std = formula[1]
+    if kind == "truncated":
+        cut = formula[2]
+        assert np.abs(values).max() <= cut * std * (1 + 1e-6), name
+        want = std * _truncated_std(cut)
+    else:
+        want = std
+    assert _close(values.std(), want, values.size), (name, values.std(), want)
+    assert abs(values.mean()) <= 5 * want / math.sqrt(values.size), name
+    if values.ndim == 2 and values.shape[0] > 1:  # no padding row zeroed by the trainers
+        assert values.any(axis=1).all(), name
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """Every tiny model under every role-based recipe, in float32."""
+    root = tmp_path_factory.mktemp("recipes")
+    folders = {}
+    for recipe in FORMULAS:
+        for label, config in TINY.items():
+            if not takes(recipe, label):
+                continue
+            folder = root / f"{recipe}-{label}"
+            weightgen.write_model(config, folder, init=recipe, seed=3, manifest=True)
+            folders[(recipe, label)] = folder
+    return folders
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", sorted(FORMULAS))
+@pytest.mark.parametrize("label", sorted(TINY))
+def test_every_tensor_follows_the_trainers_formula(written, recipe, label):
+    if not takes(recipe, label):
+        pytest.skip(f"torchtitan has no model for {TINY[label]['model_type']}")
+    config = TINY[label]
+    model = hf.model_of(config)
+    c, family = model.config, model.family
+    default = DEFAULT_STD[recipe]
+    sigma = hf.family.init_std(c) if default == "config" else default
+    d, layers = getattr(c, family.hidden), getattr(c, family.layers)
+    tied = getattr(c, "tie_word_embeddings", False)
+    family_spec = weightgen.model_spec(config)["tensors"]
+    values = weightgen.load(written[(recipe, label)])
+    assert set(values) == {t.name for t in model.tensors}
+    for t in model.tensors:
+        role = t.decl.role
+        if t.decl.tied and tied:  # the shared tensor: torchtitan inits it last, as the head
+            role = TIED_ROLE.get(recipe, "embedding")
+        formula = FORMULAS[recipe](role, sigma, d, layers, t.layer, family.model_type)
+        _check_tensor(t.name, values[t.name], formula, family_spec[t.name])
+
+
+@pytest.mark.slow
+def test_inspect_finds_every_recipe_tensor_within_sampling_error(written, run_cli):
+    cases = [
+        ("megatron", "qwen3_moe"),
+        ("olmo2", "gpt2"),
+        ("neox", "bert-pretraining-untied"),
+        ("megatron", "qwen3_next"),  # A_log: the log of a uniform, in closed form
+        ("torchtitan", "llama-tied-bias"),
+    ]
+    for key in cases:
+        report = json.loads(run_cli("inspect", str(written[key]), "--json").stdout)
+        assert all(t["expected"] is not None for t in report["tensors"]), key
+        assert [t["name"] for t in report["tensors"] if t["off"]] == [], key
+
+
+@pytest.mark.parametrize(
+    ("recipe", "name", "jax_init"),
+    [
+        ("megatron", "model.layers.1.self_attn.o_proj.weight", ("normal", {"stddev": 0.01})),
+        ("neox", "model.layers.0.mlp.up_proj.weight", ("normal", {"stddev": (2 / 640) ** 0.5})),
+        (
+            "olmo2",
+            "model.embed_tokens.weight",
+            ("truncated_normal", {"stddev": 0.02, "lower": -3.0, "upper": 3.0}),
+        ),
+    ],
+)
+def test_recipe_tensors_are_jax_calls_byte_for_byte(tmp_path, recipe, name, jax_init):
+    """The rule written is exactly one jax.nn.initializers call with the key rule's key."""
+    import jax
+
+    from weightgen.plan import name_fold_in
+
+    weightgen.write_model(TINY["llama"], tmp_path / "m", init=recipe, seed=9)
+    got = weightgen.load(tmp_path / "m")[name]
+    key = jax.random.fold_in(jax.random.key(9), name_fold_in(name))
+    kind, params = jax_init
+    init = getattr(jax.nn.initializers, kind)(**params)
+    assert got.tobytes() == np.asarray(init(key, got.shape)).tobytes()
+
+
+def test_init_hf_is_todays_output_byte_for_byte(tmp_path):
+    """Folders written before recipes existed (weightgen 0.2.0, manifests kept as fixtures)
+    verify against folders written now with --init hf: weights, config.json, every file."""
+    fixtures = sorted(BEFORE.glob("*.manifest.json"))
+    assert {p.name.removesuffix(".manifest.json") for p in fixtures} <= set(TINY)
+    for fixture in fixtures:
+        label = fixture.name.removesuffix(".manifest.json")
+        folder = tmp_path / label
+        weightgen.write_model(TINY[label], folder, init="hf", seed=5, dtype="bfloat16")
+        assert weightgen.verify(fixture, folder) == [], label
+        document = json.loads((folder / "weightgen.manifest.json").read_text())
+        assert "recipe" not in document  # nothing new in the default's manifest either
+
+
+# --- --init-std, --rule, and what is recorded --------------------------------------------
+
+
+def _spec(**options):
+    return weightgen.model_spec(TINY["llama"], **options)
+
+
+def test_init_std_sets_the_base_std_and_the_scaled_ones_follow():
+    spec = _spec(init="megatron", init_std=0.006)
+    tensors = spec["tensors"]
+    assert tensors["model.layers.0.self_attn.q_proj.weight"]["stddev"] == 0.006
+    assert tensors["model.layers.0.mlp.down_proj.weight"]["stddev"] == 0.006 / math.sqrt(2 * 2)
+    assert spec["recipe"] == {"name": "megatron", "init_std": 0.006, "rules": []}
+    default = _spec(init="megatron")
+    assert default["recipe"]["init_std"] == 0.02  # the config's initializer_range
+    assert default["hf_config"] == spec["hf_config"] == _spec()["hf_config"]  # config unchanged
+
+
+def test_rules_apply_after_the_recipe_and_the_later_rule_wins():
+    spec = _spec(
+        init="olmo2",
+        rules=[
+            "*.o_proj.weight=zeros",
+            "model.layers.1.*.o_proj.weight=normal,stddev=0.5",
+            "model.embed_tokens.weight=normal,stddev=1.0,zero_rows=[3]",
+            "*.mlp.down_proj.weight=truncated-normal,stddev=0.01,lower=-3,upper=3",
+            "*.q_proj.weight=he-normal",
+        ],
+    )
+    t = spec["tensors"]
+    assert t["model.layers.0.self_attn.o_proj.weight"] == {"shape": [128, 128], "init": "zeros"}
+    assert t["model.layers.1.self_attn.o_proj.weight"]["stddev"] == 0.5
+    assert t["model.embed_tokens.weight"]["zero_rows"] == [3]
+    assert t["model.layers.0.mlp.down_proj.weight"]["lower"] == -3
+    # Fan-based initializers take the torch layout [out, in]: fan in is the last axis.
+    q = t["model.layers.0.self_attn.q_proj.weight"]
+    assert (q["in_axis"], q["out_axis"]) == (-1, -2)
+    assert t["model.layers.0.self_attn.k_proj.weight"]["init"] == "truncated-normal"
+    assert len(spec["recipe"]["rules"]) == 5
+
+
+def test_fan_axes_follow_each_tensors_layout():
+    """gpt2's Conv1D stores [in, out]: a fan-based rule takes JAX's own default axes there,
+    so he-normal's std is sqrt(2 / fan_in) with fan_in the input width in both layouts."""
+    for label, name in [
+        ("gpt2", "transformer.h.0.mlp.c_fc.weight"),
+        ("llama", "model.layers.0.mlp.up_proj.weight"),
+    ]:
+        spec = weightgen.model_spec(TINY[label], rules=[f"{name}=he-normal"])
+        parsed = parse_spec(spec)
+        tensor = next(t for t in parsed.plan.tensors if t.name == name)
+        fan_in, _ = compute_fans(
+            tensor.shape, tensor.params["in_axis"], tensor.params["out_axis"], ()
+        )
+        assert fan_in == 128, label  # the hidden size feeds both
+
+
+@pytest.mark.parametrize(
+    ("rules", "fragment"),
+    [
+        (["nothing.*=zeros"], "--rule 'nothing.*=zeros': 'nothing.*' matches no tensor"),
+        (["*.o_proj.weight=zeroes"], "unknown initializer 'zeroes'; did you mean zeros?"),
+        (["*.o_proj.weight=normal,stdev=1"], "normal has no parameter 'stdev'"),
+        (["*.o_proj.weight=normal,stddev=big"], "--stddev: expected a number, got 'big'"),
+        (["*.o_proj.weight"], "expected GLOB=INIT[,param=value...]"),
+        (["=zeros"], "expected GLOB=INIT[,param=value...]"),
+        (["*.o_proj.weight=variance-scaling,scale=1"], "variance-scaling needs mode"),
+        (["*norm.weight=orthogonal"], "orthogonal needs a shape of at least 2 dimensions"),
+        (["*.embed_tokens.weight=zeros,zero_rows=[999]"], "row 999 is outside axis 0"),
+        (["*.o_proj.weight=normal,stddev=1,stddev=2"], "stddev is given twice"),
+    ],
+)
+def test_bad_rules_are_one_line_naming_the_rule(tmp_path, run_cli, rules, fragment):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY["llama"]))
+    args = [a for r in rules for a in ("--rule", r)]
+    result = run_cli("hf", str(config), "-o", str(tmp_path / "out"), *args)
+    assert result.code == 2, result.stderr
+    assert fragment in result.stderr and "--rule" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--init", "deepspeed"], "'deepspeed' is not one of 'hf', "),
+        (["--init", "neox", "--init-std", "0.01"], "the neox recipe takes no base std"),
+        (["--init-std", "0"], "--init-std 0.0: must be a standard deviation above 0"),
+        (["--init-std", "nan"], "--init-std nan: must be a standard deviation"),
+        (["--init", "megatron", "--init-std", "inf"], "must be a standard deviation"),
+    ],
+)
+def test_bad_recipe_options_are_refused(tmp_path, run_cli, options, fragment):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY["llama"]))
+    result = run_cli("hf", str(config), "-o", str(tmp_path / "out"), *options)
+    assert result.code == 2 and fragment in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("label", ["gemma", "bert-mlm", "phi3", "olmo2", "mixtral"])
+def test_torchtitan_refuses_the_families_it_has_no_model_for(tmp_path, run_cli, label):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY[label]))
+    result = run_cli("hf", str(config), "-o", str(tmp_path / "out"), "--init", "torchtitan")
+    model_type = TINY[label]["model_type"]
+    want = f"--init torchtitan: torchtitan 0.3.0 has no model for {model_type} (it has llama3"
+    assert result.code == 2 and want in result.stderr, result.stderr
+    assert "--init megatron, neox and olmo2 apply to every family" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_manifest_records_the_recipe_and_replays_byte_for_byte(tmp_path, run_cli):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY["qwen3_moe"]))
+    options = ["--init", "megatron", "--init-std", "0.01", "--rule", "*.o_proj.weight=zeros"]
+    first = run_cli("hf", str(config), "-o", str(tmp_path / "a"), "-q", *options)
+    assert first.code == 0, first.stderr
+    manifest = tmp_path / "a" / "weightgen.manifest.json"
+    document = json.loads(manifest.read_text())
+    assert document["recipe"] == {
+        "name": "megatron",
+        "init_std": 0.01,
+        "rules": ["*.o_proj.weight=zeros"],
+    }
+    config_json = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert "recipe" not in config_json and config_json["initializer_range"] == 0.02
+    again = run_cli("run", str(manifest), "-o", str(tmp_path / "b"), "-q")
+    assert again.code == 0, again.stderr
+    for name in ("config.json", "model.safetensors", "weightgen.manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    spec = run_cli("hf", str(config), "--spec", *options)
+    assert json.loads(spec.stdout)["recipe"] == document["recipe"]
+
+
+def test_a_malformed_recipe_record_is_refused():
+    spec = _spec(init="megatron")
+    spec["recipe"] = {"name": "megatron", "init_std": "0.02", "rules": []}
+    with pytest.raises(weightgen.UsageError, match="'recipe' must be a table"):
+        parse_spec(spec)
+
+
+def test_the_pad_row_is_zeroed_only_by_transformers():
+    assert _spec()["tensors"]["model.embed_tokens.weight"]["zero_rows"] == [3]
+    for recipe in FORMULAS:
+        assert "zero_rows" not in _spec(init=recipe)["tensors"]["model.embed_tokens.weight"]
+
+
+def test_every_recipe_has_a_rule_for_every_role_of_the_families_it_takes():
+    for recipe in hf.RECIPES.values():
+        for family in hf.FAMILIES.values():
+            if recipe.scheme is None and family.model_type not in recipe.models:
+                continue
+            scheme = recipe.scheme_for(family.model_type)
+            for tensor in family.tensors:
+                assert callable(scheme.rule(tensor.role)), (recipe.name, tensor.name)
+
+
+def test_every_declared_role_is_in_the_vocabulary():
+    from weightgen.hf import roles
+
+    for family in hf.FAMILIES.values():
+        for tensor in family.tensors:
+            role = tensor.role
+            assert role in roles.ROLES or role.startswith("special."), (family.model_type, role)

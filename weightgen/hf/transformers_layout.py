@@ -391,7 +391,11 @@ class _Recorder(TorchFunctionMode):
                     self.write(target, *written)
                 return target if target.is_meta else self._perform(func, args, kwargs)
             if _writes_in_place(name):
-                self.write(target, f"{_call(name, args[1:], kwargs)} in place", name)
+                call = _call(name, args[1:], kwargs)
+                if name in _MAPS and len(args) == 1 and not kwargs:
+                    self.write(target, _Map(_MAPS[name], call), call)
+                else:
+                    self.write(target, f"{call} in place", name)
                 return target if target.is_meta else self._perform(func, args, kwargs)
         out = kwargs.get("out")
         if isinstance(out, torch.Tensor):
@@ -422,11 +426,14 @@ class _Recorder(TorchFunctionMode):
 
     # what a tensor holds now, read from its writes
 
+    def holds(self, tensor: torch.Tensor) -> tuple[Any, set[int]]:
+        """What ``tensor`` holds, as its writes left it: (effect, zero rows)."""
+        return _fold(self.writes.get(_storage(tensor), []), tensor)
+
     def state(self, tensor: torch.Tensor) -> tuple[dict | None, str | None]:
         """(entry with zero_rows, None) or (None, problem) for ``tensor`` as written; a
         real tensor nothing wrote to is read."""
-        writes = self.writes.get(_storage(tensor), [])
-        entry, problem = _fold(writes, tensor)
+        entry, problem = _finish(*self.holds(tensor))
         if problem is NOTHING and not tensor.is_meta:
             values = _constant_of(tensor)
             if values is not None:
@@ -435,11 +442,67 @@ class _Recorder(TorchFunctionMode):
         return entry, problem
 
 
-def _fold(writes: list[_Write], tensor: torch.Tensor) -> tuple[dict | None, str | None]:
+@dataclass(frozen=True)
+class _Shifted:
+    """``uniform_(a, b)`` with a != 0: ``a + uniform(b - a)``, which no jax initializer
+    draws, but whose log a spec transform expresses (``log(x + a)``)."""
+
+    entry: dict
+    offset: float
+    problem: str
+
+
+@dataclass(frozen=True)
+class _Map:
+    """An elementwise map applied in place to what a tensor holds (``log_()``)."""
+
+    name: str
+    call: str
+
+
+def _mapped(effect: Any, rows: set[int], m: _Map) -> dict | str:
+    """``log`` of uniform values: the spec transform ``{"name": "log", "offset": a}`` on
+    ``uniform(b - a)`` (qwen3_next's A_log: ``uniform_(0.01, 16).log_()``)."""
+    if isinstance(effect, _Shifted):
+        base, offset = effect.entry, effect.offset
+    elif isinstance(effect, dict) and effect.get("init") == "uniform" and "transform" not in effect:
+        base, offset = effect, 0.0
+    else:
+        return f"{m.call} of {_describe(effect)}"
+    if rows or offset < 0:
+        return f"{m.call} of values below zero"
+    return {**base, "transform": {"name": m.name, "offset": offset}}
+
+
+def _describe(effect: Any) -> str:
+    if isinstance(effect, dict):
+        return ", ".join(f"{k}={v}" for k, v in effect.items())
+    if isinstance(effect, _Shifted):
+        return effect.problem
+    return str(effect)
+
+
+def _finish(effect: Any, rows: set[int]) -> tuple[dict | None, str | None]:
+    if effect is None:
+        return None, NOTHING
+    if isinstance(effect, _Shifted):
+        return None, effect.problem
+    if isinstance(effect, _Map):
+        return None, f"{effect.call} in place"
+    if isinstance(effect, str):
+        return None, effect
+    entry = dict(effect)
+    if rows:
+        entry["zero_rows"] = sorted(rows)
+    return entry, None
+
+
+def _fold(writes: list[_Write], tensor: torch.Tensor) -> tuple[Any, set[int]]:
+    """What ``tensor`` holds after ``writes``, the last one deciding: (effect, zero rows)."""
     offset, numel = tensor.storage_offset(), tensor.numel()
     contiguous = tensor.is_contiguous()
     row = numel // tensor.shape[0] if tensor.dim() and tensor.shape[0] else 0
-    effect: dict | str | None = None
+    effect: Any = None
     rows: set[int] = set()
     for w in writes:
         size = math.prod(w.shape)
@@ -450,7 +513,9 @@ def _fold(writes: list[_Write], tensor: torch.Tensor) -> tuple[dict | None, str 
         if w.offset + span <= offset or w.offset >= offset + numel:
             continue  # another tensor in the same storage
         if dense and w.offset == offset and size == numel:
-            effect, rows = w.effect, set()
+            mapped = isinstance(w.effect, _Map)
+            effect = _mapped(effect, rows, w.effect) if mapped else w.effect
+            rows = set()
             continue
         first = w.offset - offset
         if contiguous and dense and row and first >= 0 and first % row == 0 and size % row == 0:
@@ -463,14 +528,7 @@ def _fold(writes: list[_Write], tensor: torch.Tensor) -> tuple[dict | None, str 
         else:
             where = "part of the tensor"
         effect = f"{w.call} on {where} only (only whole rows of zeros can follow another init)"
-    if effect is None:
-        return None, NOTHING
-    if isinstance(effect, str):
-        return None, effect
-    entry = dict(effect)
-    if rows:
-        entry["zero_rows"] = sorted(rows)
-    return entry, None
+    return effect, rows
 
 
 def _combine(name, sources, same, recorder: _Recorder, owners) -> tuple[dict | None, str | None]:
@@ -521,10 +579,11 @@ def normal(mean: Any, std: Any) -> dict | str:
     return {"init": "normal", "stddev": std}
 
 
-def uniform(a: Any, b: Any) -> dict | str:
+def uniform(a: Any, b: Any) -> dict | _Shifted:
     a, b = float(a), float(b)
     if a != 0:
-        return f"uniform_(a={a}, b={b}) (JAX's uniform draws from [0, scale): only a = 0 maps)"
+        problem = f"uniform_(a={a}, b={b}) (JAX's uniform draws from [0, scale): only a = 0 maps)"
+        return _Shifted({"init": "uniform", "scale": b - a}, a, problem)
     return {"init": "uniform", "scale": b}
 
 
@@ -670,6 +729,10 @@ _METADATA = {
 }
 
 
+# Elementwise maps a spec transform expresses, in place and as functions.
+_MAPS = {"log_": "log", "log": "log"}
+
+
 def _writes_in_place(name: str) -> bool:
     if name.startswith("__i") and name.endswith("__"):
         return True  # x += y
@@ -681,6 +744,12 @@ def _creation(rec: _Recorder, func, args, kwargs, result: torch.Tensor) -> dict 
     factory = _FACTORIES.get(name)
     if factory is not None:
         return factory(rec, name, args, kwargs)
+    if name in _MAPS and len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
+        source = args[0]  # torch.log(A): a new tensor, the map of what A holds
+        if source.shape == result.shape and source.is_contiguous():
+            effect = _mapped(*rec.holds(source), _Map(_MAPS[name], _call(name, args, kwargs)))
+            if isinstance(effect, dict):
+                return effect
     value = _evaluated(rec, func, args, kwargs, result)
     return value if value is not None else _call(name, args, kwargs)
 

@@ -39,9 +39,13 @@ def build_config(config: dict):
 
 
 def saved_tensors(model) -> dict:
-    """What save_pretrained writes: each parameter once (tied ones under their first name),
-    in the on-disk layout (transformers 5 keeps MoE experts fused in memory only)."""
+    """What save_pretrained writes: each parameter once (tied ones under their first name)
+    and the persistent buffers (a router's score-correction bias), in the on-disk layout
+    (transformers 5 keeps MoE experts fused in memory only)."""
     tensors = dict(model.named_parameters(remove_duplicate=True))
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    state = model.state_dict(keep_vars=True)
+    tensors.update({name: t for name, t in state.items() if name not in parameters})
     try:
         from transformers.core_model_loading import revert_weight_conversion
     except ImportError:  # transformers 4
@@ -84,11 +88,28 @@ def load(job: dict) -> dict:
     }
 
 
+def on_meta(config: dict):
+    """The model on the meta device, in the config's dtype. Names and shapes need no values,
+    but transformers 4.x draws every tensor even there (more than a minute for Kimi-K2's
+    70,000 tensors): its own switch (modeling_utils.no_init_weights, checked with 4.57.6)
+    skips the draws, and the ties that init_weights makes only when it draws are made here.
+    5.x skips drawing on the meta device by itself."""
+    built = build_config(config)
+    dtype = getattr(torch, config.get("dtype") or "float32")
+    cls = model_class(config)
+    if not transformers.__version__.startswith("4."):
+        with torch.device("meta"):
+            return cls._from_config(built, dtype=dtype)
+    from transformers.modeling_utils import no_init_weights
+
+    with torch.device("meta"), no_init_weights():
+        model = cls._from_config(built, dtype=dtype)
+    model.tie_weights()
+    return model
+
+
 def names(job: dict) -> dict:
-    config = build_config(job["config"])
-    dtype = getattr(torch, job["config"].get("dtype") or "float32")
-    with torch.device("meta"):
-        model = model_class(job["config"])._from_config(config, dtype=dtype)
+    model = on_meta(job["config"])
     return {
         name: [list(t.shape), str(t.dtype).removeprefix("torch.")]
         for name, t in saved_tensors(model).items()

@@ -151,15 +151,16 @@ def _close(measured: float, want: float, count: int, kurtosis: float = 3.0) -> b
     return abs(measured - want) <= 5 * error + 4e-3 * want
 
 
-def _check_tensor(name, values, formula, family_entry):
+def _check_tensor(name, values, formula, family_entry, entry):
     values = values.astype(np.float64)
     kind = formula[0]
-    if kind == "family":
+    if kind == "family":  # the family's own rule, exactly (A_log's transform included)
+        assert entry == family_entry, name
         if family_entry["init"] == "zeros":
             assert not values.any(), name
         elif family_entry["init"] == "ones":
             assert (values == 1).all(), name
-        else:  # a special tensor keeps its family's normal
+        elif family_entry["init"] == "normal":
             assert _close(values.std(), family_entry["stddev"], values.size), name
         return
     if kind == "zeros":
@@ -207,6 +208,7 @@ def test_every_tensor_follows_the_trainers_formula(written, recipe, label):
     d, layers = getattr(c, family.hidden), getattr(c, family.layers)
     tied = getattr(c, "tie_word_embeddings", False)
     family_spec = weightgen.model_spec(config)["tensors"]
+    spec = weightgen.model_spec(config, init=recipe)["tensors"]
     values = weightgen.load(written[(recipe, label)])
     assert set(values) == {t.name for t in model.tensors}
     for t in model.tensors:
@@ -214,7 +216,7 @@ def test_every_tensor_follows_the_trainers_formula(written, recipe, label):
         if t.decl.tied and tied:  # the shared tensor: torchtitan inits it last, as the head
             role = TIED_ROLE.get(recipe, "embedding")
         formula = FORMULAS[recipe](role, sigma, d, layers, t.layer, family.model_type)
-        _check_tensor(t.name, values[t.name], formula, family_spec[t.name])
+        _check_tensor(t.name, values[t.name], formula, family_spec[t.name], spec[t.name])
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ def _recipes() -> dict[str, Recipe]:
 
 
 FAMILIES: dict[str, Family] = _families()
+ALIASES: dict[str, Family] = {a: f for f in FAMILIES.values() for a in f.aliases}
 RECIPES: dict[str, Recipe] = _recipes()
 DEFAULT_RECIPE = "hf"
 
@@ -72,7 +73,9 @@ def load_config(source: str | os.PathLike) -> dict[str, Any]:
 
 def family_of(config: dict[str, Any]) -> Family:
     model_type = config.get("model_type")
-    family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    family = None
+    if isinstance(model_type, str):
+        family = FAMILIES.get(model_type) or ALIASES.get(model_type)
     if family is None:
         raise UsageError(
             f"config.json: model_type {model_type!r} is not supported; weightgen knows "
@@ -169,6 +172,8 @@ def spec_for(
     scheme = recipe.scheme_for(model.family.model_type)
     hf_config = {k: v for k, v in config.items() if k not in NOT_WRITTEN}
     hf_config.update({k: v for k, v in vars(model.config).items() if not k.startswith("_")})
+    hf_config.update(model.family.fixed)
+    hf_config["model_type"] = model.family.model_type
     hf_config["architectures"] = [model.head.architecture]
     hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
     c = model.config
@@ -185,7 +190,8 @@ def spec_for(
     tensors = {}
     for t in model.tensors:
         entry = {"shape": list(t.shape), **entries[t.name]}
-        if t.decl.float32 and dtype_name in ("bfloat16", "float16"):
+        # transformers 5.x builds these in float32 in any model dtype, float64 included.
+        if t.decl.float32 and dtype_name != "float32":
             entry["dtype"] = entry["sample_dtype"] = "float32"
         tensors[t.name] = entry
     spec: dict[str, Any] = {

@@ -102,16 +102,17 @@ def gated_mlp(
     prefix: str = MLP,
     *,
     bias: Flag | None = None,
-    width: str = "intermediate_size",
+    width: str | Callable[[Config], int] = "intermediate_size",
     mlp_roles: tuple[str, str, str] = (roles.MLP_GATE, roles.MLP_UP, roles.MLP_OUT),
     rule: Rule = NORMAL,
     **where,
 ) -> tuple[Tensor, ...]:
     """gate_proj, up_proj [width, hidden] and down_proj [hidden, width], with the roles
-    (gate, up, down) of a dense MLP unless ``mlp_roles`` says otherwise (experts)."""
+    (gate, up, down) of a dense MLP unless ``mlp_roles`` says otherwise (experts). ``width``
+    is a field's name or a function of the config."""
 
     def inner(c: Config) -> int:
-        return getattr(c, width)
+        return width(c) if callable(width) else getattr(c, width)
 
     gate, up, down = mlp_roles
     tensors = [

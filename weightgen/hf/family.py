@@ -26,14 +26,18 @@ MAX_TENSORS = 100_000  # what a spec may hold (specfile.MAX_TENSORS)
 class Field:
     """A config field the tensors depend on, resolved as the config class does: absent, it
     takes the class ``default`` (``derive``d when that is None); null, it is ``derive``d
-    (or takes the default when nothing derives it). Then checked by ``kind``."""
+    (or takes the default when nothing derives it; or stays None when ``nullable``, where
+    null means "none", as a LoRA rank). Then checked by ``kind``."""
 
     name: str
     default: Any = None
-    kind: str = "int"  # "int" (positive), "bool", "float" (non-negative), "token" (id or null),
-    # "ints" (a list of non-negative ints), "names" (a list of ``choices``, or null)
+    kind: str = "int"  # "int" (from low to high), "bool", "float" (non-negative),
+    # "token" (id or null), "ints" (a list of non-negative ints), "names" (a list of
+    # ``choices``, or null)
     derive: Callable[[Config], Any] | None = None
     high: int = MAX_INT
+    low: int = 1
+    nullable: bool = False
     choices: tuple[str, ...] = ()  # "names": the values an entry may take
     length: str | None = None  # a list kind: the field its length must equal (resolved before)
     aliases: tuple[str, ...] = ()  # other names of the field (the config class's attribute_map)
@@ -52,6 +56,8 @@ class Field:
         if name not in config:
             value = self.default if self.default is not None else derived
         elif value is None:
+            if self.nullable:
+                return None
             value = derived if derived is not None else self.default
         if value is None:
             if self.kind in ("token", "names"):
@@ -102,9 +108,11 @@ class Field:
                     raise UsageError(
                         f"{where}: {_short(item)} is not one of {', '.join(self.choices)}"
                     )
-        elif not is_int or not 1 <= value <= self.high:
+        elif not is_int or not self.low <= value <= self.high:
+            null = " or null" if self.nullable else ""
             raise UsageError(
-                f"{where} must be an integer from 1 to {self.high}, got {_short(value)}"
+                f"{where} must be an integer from {self.low} to {self.high}{null}, "
+                f"got {_short(value)}"
             )
         return value
 
@@ -198,6 +206,12 @@ class Family:
     experts: str | None = None  # the field that counts {e}
     hidden: str = "hidden_size"  # the field that is the model width (d in init recipes)
     rules: str = ""  # one line for the README's table of init rules
+    # Other model_type values naming this architecture; the folder's config.json says
+    # model_type, the one transformers builds.
+    aliases: tuple[str, ...] = ()
+    # config.json keys written with these values whatever the config says: they describe
+    # weights the model transformers builds does not have (multi-token prediction layers).
+    fixed: tuple[tuple[str, Any], ...] = ()  # (key, value) pairs
 
     def head(self, name: str | None, architectures: Any) -> Head:
         """The head asked for, else the one config.json's architectures names, else the

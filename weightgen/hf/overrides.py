@@ -157,8 +157,4 @@ def _value(text: str) -> Any:
 
 def _normalised(init: Initializer, key: str, value: Any, label: str) -> Any:
     param = next(p for p in init.params if p.name == key)
-    try:
-        converted = param.convert(value, where=f"{label}: ")
-    except UsageError as exc:
-        raise UsageError(str(exc)) from None
-    return converted
+    return param.convert(value, where=f"{label}: ")

@@ -49,7 +49,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import UsageError
 
-CHECKED = "transformers 5.24.0 and 4.57.6, torch 2.13"
+CHECKED = "transformers 5.24.0 and 4.57.6, torch 2.13"  # what the tests run it with
 TORCH_LINEAR = (-1, -2, ())  # fan axes (in, out, batch) of a torch Linear weight [out, in]
 CONV1D = (-2, -1, ())  # transformers' Conv1D stores its weight [in, out]
 MAX_VALUES = 1 << 16  # a torch.tensor(data) literal read back to see whether it is constant
@@ -71,7 +71,6 @@ class Saved:
 @dataclass(frozen=True)
 class Layout:
     version: str  # transformers'
-    torch_version: str
     architecture: str  # the class built, written to config.json's architectures
     config: dict  # every field of the config transformers built (class defaults included)
     tensors: list[Saved]
@@ -124,7 +123,6 @@ def read(config: dict, dtype: str) -> Layout:
         )
     return Layout(
         transformers.__version__,
-        torch.__version__.split("+")[0],
         cls.__name__,
         _written_config(built_config),
         tensors,

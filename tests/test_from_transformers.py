@@ -6,8 +6,9 @@ the newest 5.x, and 4.57.6 first on PYTHONPATH); what it writes is loaded by the
 are written, loaded with no missing or unexpected keys, and held to transformers' own init:
 dense ones (opt, gpt_neox), MoE with experts fused in memory in 5.x (olmoe; deepseek_v2, whose
 router 5.x keeps in float32), padding rows (opt, olmoe), parameters made on the CPU whatever
-the device (diffllama), constants computed from constants (apertus), and mamba, whose init no
-jax initializer expresses (--rule). Every built-in family (tests/data/hf_tiny) must come out of
+the device (diffllama), constants computed from constants (apertus), a truncated normal cut at
+±2σ and a masked-LM head (modernbert), and mamba, whose init no jax initializer expresses
+(--rule). Every built-in family (tests/data/hf_tiny) must come out of
 transformers exactly as weightgen declares it; a manifest replays where torch cannot be
 imported. Hub ids read a cache laid out on disk as huggingface_hub lays it out.
 """
@@ -253,6 +254,9 @@ def test_the_extra_types_show_what_they_are_meant_to(world):
     assert "model.layers.1.mlp.experts.3.down_proj.weight" in specs["deepseek_v2"]["tensors"]
     gate = specs["apertus"]["tensors"]["model.layers.0.mlp.act_fn.beta"]
     assert gate == {"shape": [], "init": "constant", "value": 0.5}
+    wo = specs["modernbert"]["tensors"]["model.layers.2.mlp.Wo.weight"]
+    assert (wo["init"], wo["lower"], wo["upper"]) == ("truncated-normal", -2.0, 2.0)
+    assert specs["modernbert"]["hf_config"]["architectures"] == ["ModernBertForMaskedLM"]
     lam = specs["diffllama"]["tensors"]["model.layers.1.self_attn.lambda_k2"]
     assert lam == {"shape": [32], "init": "normal", "stddev": 0.1}  # made on the CPU
     opt = specs["opt"]["tensors"]

@@ -48,6 +48,7 @@ import transformers
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UsageError
+from .recipe import INVISIBLE_CUT
 
 CHECKED = "transformers 5.24.0 and 4.57.6, torch 2.13"  # what the tests run it with
 TORCH_LINEAR = (-1, -2, ())  # fan axes (in, out, batch) of a torch Linear weight [out, in]
@@ -586,11 +587,18 @@ def uniform(a: Any, b: Any) -> dict | _Shifted:
 
 
 def trunc_normal(mean: Any, std: Any, a: Any, b: Any) -> dict | str:
+    """torch's bounds are absolute, JAX's in units of the std; a cut beyond 5 stds on both
+    sides (torch's default ±2 at std 0.02 is ±100) is no cut, and a plain normal, as the
+    recipes write it (recipe.INVISIBLE_CUT: JAX's float32 truncated normal cannot express
+    it)."""
     mean, std, a, b = float(mean), float(std), float(a), float(b)
-    if mean != 0 or std <= 0:
-        return f"trunc_normal_(mean={mean}, std={std}, a={a}, b={b}) (only mean 0 maps)"
-    # torch's bounds are absolute, JAX's in units of the std.
-    return {"init": "truncated-normal", "stddev": std, "lower": a / std, "upper": b / std}
+    call = f"trunc_normal_(mean={mean}, std={std}, a={a}, b={b})"
+    if mean != 0 or std <= 0 or a >= b:
+        return f"{call} (only mean 0, a positive std and a < b map)"
+    lower, upper = a / std, b / std
+    if min(-lower, upper) >= INVISIBLE_CUT:
+        return {"init": "normal", "stddev": std}
+    return {"init": "truncated-normal", "stddev": std, "lower": lower, "upper": upper}
 
 
 def _call(name: str, args: tuple | list, kwargs: dict) -> str:

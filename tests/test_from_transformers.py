@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import weightgen
-from weightgen.hf import hub
+from weightgen.hf import hub, torch_init
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -392,6 +392,98 @@ def test_configs_that_would_build_forever_are_refused_before_transformers(change
     """Sizes cost nothing on the meta device; counts of modules do."""
     with pytest.raises(weightgen.UsageError, match=fragment):
         weightgen.model_spec({**EXTRA["olmoe"], **change}, from_transformers=True)
+
+
+# --- the rules for torch's init calls (pure: no torch) ---------------------------------
+
+W = torch_init.Write
+
+
+def _strides(shape):
+    return tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
+
+
+def _rows(shape, first, count, effect, call="zero_()"):
+    """A write to rows [first, first + count) of a contiguous tensor of ``shape``."""
+    view = (count, *shape[1:])
+    return W(first * math.prod(shape[1:]), view, _strides(view), effect, call)
+
+
+def _all(shape, effect, call="init"):
+    return W(0, shape, _strides(shape), effect, call)
+
+
+def _held(writes, shape=(8, 4)):
+    return torch_init.finish(*torch_init.fold(writes, 0, shape))
+
+
+def test_the_last_write_decides_and_a_zeroed_pad_row_is_zero_rows():
+    normal = torch_init.normal(0.0, 0.02)
+    empty = torch_init.EMPTY
+    assert _held(
+        [_all((8, 4), empty), _all((8, 4), normal), _rows((8, 4), 3, 1, {"init": "zeros"})]
+    ) == (
+        {"init": "normal", "stddev": 0.02, "zero_rows": [3]},
+        None,
+    )
+    # zeroed first, drawn after: the draw covers the row (torch's Embedding, then _init_weights)
+    later = [_all((8, 4), normal), _rows((8, 4), 3, 1, {"init": "zeros"}), _all((8, 4), normal)]
+    assert _held(later) == ({"init": "normal", "stddev": 0.02}, None)
+    assert _held([_all((8, 4), empty)]) == (None, empty)
+    assert _held([]) == (None, torch_init.NOTHING)
+
+
+def test_a_partial_write_other_than_rows_of_zeros_is_a_problem_naming_the_call():
+    normal = torch_init.normal(0.0, 0.02)
+    rows = _rows((8, 4), 2, 2, torch_init.constant(0.5), "fill_(0.5)")
+    entry, problem = _held([_all((8, 4), normal), rows])
+    assert entry is None and problem.startswith("fill_(0.5) on rows 2..3 only")
+    column = W(1, (8,), (4,), {"init": "zeros"}, "zero_()")  # weight[:, 1].zero_()
+    entry, problem = _held([_all((8, 4), normal), column])
+    assert entry is None and "zero_() on part of the tensor only" in problem
+    other = W(32, (8, 4), (4, 1), {"init": "ones"}, "ones_()")  # another tensor's storage
+    assert _held([_all((8, 4), normal), other]) == ({"init": "normal", "stddev": 0.02}, None)
+
+
+@pytest.mark.parametrize(
+    ("effect", "expected"),
+    [
+        (torch_init.normal(0, 0.5), {"init": "normal", "stddev": 0.5}),
+        (torch_init.normal(1.0, 0.5), "normal_(mean=1.0, std=0.5) (weightgen's normal has mean 0)"),
+        (torch_init.uniform(0, 0.3), {"init": "uniform", "scale": 0.3}),
+        (torch_init.uniform(-0.3, 0.3), "uniform_(a=-0.3, b=0.3) (JAX's uniform draws from"),
+        (torch_init.constant(0.0), {"init": "zeros"}),
+        (torch_init.constant(1), {"init": "ones"}),
+        (torch_init.constant(-1e-6), {"init": "constant", "value": -1e-6}),
+        (torch_init.constant(float("nan")), "fills it with nan"),
+        # torch's bounds are absolute, JAX's in stds; beyond 5 stds on both sides no cut
+        (
+            torch_init.trunc_normal(0, 0.02, -0.04, 0.04),
+            {"init": "truncated-normal", "stddev": 0.02, "lower": -2.0, "upper": 2.0},
+        ),
+        (torch_init.trunc_normal(0, 0.02, -2.0, 2.0), {"init": "normal", "stddev": 0.02}),
+        (torch_init.orthogonal(2.0, 2), {"init": "orthogonal", "scale": 2.0, "column_axis": 0}),
+        (torch_init.orthogonal(1.0, 1), "orthogonal_(gain=1.0) on a tensor of fewer than 2"),
+    ],
+)
+def test_each_call_maps_to_one_jax_initializer_or_says_why_not(effect, expected):
+    entry, problem = _held([_all((8, 4), effect)])
+    if isinstance(expected, dict):
+        assert (entry, problem) == (expected, None)
+    else:
+        assert entry is None and problem.startswith(expected)
+
+
+def test_the_log_of_a_uniform_is_the_log_transform():
+    """qwen3_next's A_log: ``uniform_(0.01, 16).log_()`` is ``log(uniform(15.99) + 0.01)``."""
+    log = torch_init.Map("log", "log_()")
+    drawn = _all((8, 4), torch_init.uniform(0.01, 16))
+    assert _held([drawn, _all((8, 4), log)]) == (
+        {"init": "uniform", "scale": 15.99, "transform": {"name": "log", "offset": 0.01}},
+        None,
+    )
+    entry, problem = _held([_all((8, 4), torch_init.normal(0, 1)), _all((8, 4), log)])
+    assert entry is None and problem.startswith("log_() of init=normal")
 
 
 # --- hub ids -----------------------------------------------------------------------------

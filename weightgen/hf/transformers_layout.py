@@ -37,7 +37,6 @@ Small computations on constants are run again on the CPU to read their value.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -48,7 +47,23 @@ import transformers
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UsageError
-from .recipe import INVISIBLE_CUT
+from .torch_init import (
+    COMPUTED,
+    EMPTY,
+    NOTHING,
+    ONES,
+    ZEROS,
+    Map,
+    Write,
+    constant,
+    finish,
+    fold,
+    mapped,
+    normal,
+    orthogonal,
+    trunc_normal,
+    uniform,
+)
 
 CHECKED = "transformers 5.24.0 and 4.57.6, torch 2.13"  # what the tests run it with
 TORCH_LINEAR = (-1, -2, ())  # fan axes (in, out, batch) of a torch Linear weight [out, in]
@@ -301,18 +316,6 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
 # --- recording the init ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Write:
-    """A write to a storage: where (the view's offset, shape and strides, in elements) and
-    what (a spec entry, or a problem: the call no jax initializer expresses)."""
-
-    offset: int
-    shape: tuple[int, ...]
-    stride: tuple[int, ...]
-    effect: dict | str
-    call: str
-
-
 def _is_meta(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and value.is_meta
 
@@ -328,7 +331,7 @@ class _Recorder(TorchFunctionMode):
 
     def __init__(self):
         super().__init__()
-        self.writes: dict[int, list[_Write]] = {}
+        self.writes: dict[int, list[Write]] = {}
         self.alive: list = []  # every recorded storage, so that its id is never reused
         self.label = ""  # the torch.nn.init composite being run (xavier_uniform_, ...)
         self.paused = False  # a real tensor's init being performed, already recorded
@@ -347,7 +350,7 @@ class _Recorder(TorchFunctionMode):
             self.writes[key] = []
             self.alive.append(tensor.untyped_storage())
         self.writes[key].append(
-            _Write(
+            Write(
                 tensor.storage_offset(), tuple(tensor.shape), tuple(tensor.stride()), effect, call
             )
         )
@@ -392,7 +395,7 @@ class _Recorder(TorchFunctionMode):
             if _writes_in_place(name):
                 call = _call(name, args[1:], kwargs)
                 if name in _MAPS and len(args) == 1 and not kwargs:
-                    self.write(target, _Map(_MAPS[name], call), call)
+                    self.write(target, Map(_MAPS[name], call), call)
                 else:
                     self.write(target, f"{call} in place", name)
                 return target if target.is_meta else self._perform(func, args, kwargs)
@@ -427,107 +430,19 @@ class _Recorder(TorchFunctionMode):
 
     def holds(self, tensor: torch.Tensor) -> tuple[Any, set[int]]:
         """What ``tensor`` holds, as its writes left it: (effect, zero rows)."""
-        return _fold(self.writes.get(_storage(tensor), []), tensor)
+        writes = self.writes.get(_storage(tensor), [])
+        return fold(writes, tensor.storage_offset(), tuple(tensor.shape), tensor.is_contiguous())
 
     def state(self, tensor: torch.Tensor) -> tuple[dict | None, str | None]:
         """(entry with zero_rows, None) or (None, problem) for ``tensor`` as written; a
         real tensor nothing wrote to is read."""
-        entry, problem = _finish(*self.holds(tensor))
+        entry, problem = finish(*self.holds(tensor))
         if problem is NOTHING and not tensor.is_meta:
             values = _constant_of(tensor)
             if values is not None:
                 return values, None
             return None, COMPUTED
         return entry, problem
-
-
-@dataclass(frozen=True)
-class _Shifted:
-    """``uniform_(a, b)`` with a != 0: ``a + uniform(b - a)``, which no jax initializer
-    draws, but whose log a spec transform expresses (``log(x + a)``)."""
-
-    entry: dict
-    offset: float
-    problem: str
-
-
-@dataclass(frozen=True)
-class _Map:
-    """An elementwise map applied in place to what a tensor holds (``log_()``)."""
-
-    name: str
-    call: str
-
-
-def _mapped(effect: Any, rows: set[int], m: _Map) -> dict | str:
-    """``log`` of uniform values: the spec transform ``{"name": "log", "offset": a}`` on
-    ``uniform(b - a)`` (qwen3_next's A_log: ``uniform_(0.01, 16).log_()``)."""
-    if isinstance(effect, _Shifted):
-        base, offset = effect.entry, effect.offset
-    elif isinstance(effect, dict) and effect.get("init") == "uniform" and "transform" not in effect:
-        base, offset = effect, 0.0
-    else:
-        return f"{m.call} of {_describe(effect)}"
-    if rows or offset < 0:
-        return f"{m.call} of values below zero"
-    return {**base, "transform": {"name": m.name, "offset": offset}}
-
-
-def _describe(effect: Any) -> str:
-    if isinstance(effect, dict):
-        return ", ".join(f"{k}={v}" for k, v in effect.items())
-    if isinstance(effect, _Shifted):
-        return effect.problem
-    return str(effect)
-
-
-def _finish(effect: Any, rows: set[int]) -> tuple[dict | None, str | None]:
-    if effect is None:
-        return None, NOTHING
-    if isinstance(effect, _Shifted):
-        return None, effect.problem
-    if isinstance(effect, _Map):
-        return None, f"{effect.call} in place"
-    if isinstance(effect, str):
-        return None, effect
-    entry = dict(effect)
-    if rows:
-        entry["zero_rows"] = sorted(rows)
-    return entry, None
-
-
-def _fold(writes: list[_Write], tensor: torch.Tensor) -> tuple[Any, set[int]]:
-    """What ``tensor`` holds after ``writes``, the last one deciding: (effect, zero rows)."""
-    offset, numel = tensor.storage_offset(), tensor.numel()
-    contiguous = tensor.is_contiguous()
-    row = numel // tensor.shape[0] if tensor.dim() and tensor.shape[0] else 0
-    effect: Any = None
-    rows: set[int] = set()
-    for w in writes:
-        size = math.prod(w.shape)
-        if size == 0:
-            continue
-        span = 1 + sum((n - 1) * abs(s) for n, s in zip(w.shape, w.stride) if n > 1)
-        dense = span == size and all(s != 0 for n, s in zip(w.shape, w.stride) if n > 1)
-        if w.offset + span <= offset or w.offset >= offset + numel:
-            continue  # another tensor in the same storage
-        if dense and w.offset == offset and size == numel:
-            mapped = isinstance(w.effect, _Map)
-            effect = _mapped(effect, rows, w.effect) if mapped else w.effect
-            rows = set()
-            continue
-        first = w.offset - offset
-        if contiguous and dense and row and first >= 0 and first % row == 0 and size % row == 0:
-            span_rows = range(first // row, (first + size) // row)
-            if w.effect == ZEROS:
-                if isinstance(effect, dict) and effect != ZEROS:
-                    rows.update(span_rows)
-                continue
-            where = f"rows {span_rows.start}..{span_rows.stop - 1}"
-        else:
-            where = "part of the tensor"
-        effect = f"{w.call} on {where} only (only whole rows of zeros can follow another init)"
-    return effect, rows
 
 
 def _combine(name, sources, same, recorder: _Recorder, owners) -> tuple[dict | None, str | None]:
@@ -546,59 +461,6 @@ def _combine(name, sources, same, recorder: _Recorder, owners) -> tuple[dict | N
     if any(e != entries[0] for e in entries):
         return None, f"made of {', '.join(sources)}, which are initialised differently"
     return dict(entries[0]), None
-
-
-# --- calls and what they mean -------------------------------------------------------------
-
-ZEROS: dict = {"init": "zeros"}
-EMPTY = "nothing (torch.empty made it and no init call writes it)"
-NOTHING = "nothing (no write to it was seen)"
-COMPUTED = "values the model computed on the CPU (no init call rewrites them)"
-ONES: dict = {"init": "ones"}
-
-
-def constant(value: Any) -> dict | str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError, RuntimeError):
-        return f"fills it with {value!r}"
-    if not math.isfinite(value):
-        return f"fills it with {value}"
-    if value == 0:
-        return dict(ZEROS)
-    if value == 1:
-        return dict(ONES)
-    return {"init": "constant", "value": value}
-
-
-def normal(mean: Any, std: Any) -> dict | str:
-    mean, std = float(mean), float(std)
-    if mean != 0:
-        return f"normal_(mean={mean}, std={std}) (weightgen's normal has mean 0)"
-    return {"init": "normal", "stddev": std}
-
-
-def uniform(a: Any, b: Any) -> dict | _Shifted:
-    a, b = float(a), float(b)
-    if a != 0:
-        problem = f"uniform_(a={a}, b={b}) (JAX's uniform draws from [0, scale): only a = 0 maps)"
-        return _Shifted({"init": "uniform", "scale": b - a}, a, problem)
-    return {"init": "uniform", "scale": b}
-
-
-def trunc_normal(mean: Any, std: Any, a: Any, b: Any) -> dict | str:
-    """torch's bounds are absolute, JAX's in units of the std; a cut beyond 5 stds on both
-    sides (torch's default ±2 at std 0.02 is ±100) is no cut, and a plain normal, as the
-    recipes write it (recipe.INVISIBLE_CUT: JAX's float32 truncated normal cannot express
-    it)."""
-    mean, std, a, b = float(mean), float(std), float(a), float(b)
-    call = f"trunc_normal_(mean={mean}, std={std}, a={a}, b={b})"
-    if mean != 0 or std <= 0 or a >= b:
-        return f"{call} (only mean 0, a positive std and a < b map)"
-    lower, upper = a / std, b / std
-    if min(-lower, upper) >= INVISIBLE_CUT:
-        return {"init": "normal", "stddev": std}
-    return {"init": "truncated-normal", "stddev": std, "lower": lower, "upper": upper}
 
 
 def _call(name: str, args: tuple | list, kwargs: dict) -> str:
@@ -753,7 +615,7 @@ def _creation(rec: _Recorder, func, args, kwargs, result: torch.Tensor) -> dict 
     if name in _MAPS and len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor):
         source = args[0]  # torch.log(A): a new tensor, the map of what A holds
         if source.shape == result.shape and source.is_contiguous():
-            effect = _mapped(*rec.holds(source), _Map(_MAPS[name], _call(name, args, kwargs)))
+            effect = mapped(*rec.holds(source), Map(_MAPS[name], _call(name, args, kwargs)))
             if isinstance(effect, dict):
                 return effect
     value = _evaluated(rec, func, args, kwargs, result)
@@ -912,14 +774,7 @@ def _p_zeros(rec, tensor):
 
 
 def _p_orthogonal(rec, tensor, gain=1.0, generator=None):
-    """torch's orthogonal_ flattens the tensor to [shape[0], rest] and takes a Haar-random
-    matrix with orthonormal rows (or columns); JAX's orthogonal with column_axis=0 draws the
-    transpose of such a matrix, which has the same distribution."""
-    call = f"orthogonal_(gain={_short(gain)})"
-    if tensor.dim() < 2:
-        rec.write(tensor, f"{call} on a tensor of fewer than 2 dimensions", call)
-    else:
-        rec.write(tensor, {"init": "orthogonal", "scale": float(gain), "column_axis": 0}, call)
+    rec.write(tensor, orthogonal(gain, tensor.dim()), f"orthogonal_(gain={_short(gain)})")
     return tensor
 
 

@@ -94,19 +94,24 @@ class Layout:
 
 def read(config: dict, dtype: str) -> Layout:
     """The layout and init of the model transformers builds from ``config`` in ``dtype``."""
+    with _quiet():
+        return _read(config, dtype)
+
+
+def _read(config: dict, dtype: str) -> Layout:
     major = int(transformers.__version__.split(".")[0])
     built_config = _config(config)
-    cls = _model_class(config, built_config)
+    cls, model_config = _model_class(config, built_config)
     recorder = _Recorder()
     try:
-        with _quiet(), torch.device("meta"), _init_functions(recorder), recorder:
+        with torch.device("meta"), _init_functions(recorder), recorder:
             if major >= 5:
                 with _untied():
-                    model = cls._from_config(built_config, dtype=getattr(torch, dtype))
+                    model = cls._from_config(model_config, dtype=getattr(torch, dtype))
                 model.initialize_weights()  # what init_weights does off the meta device
                 model.tie_weights()
             else:
-                model = cls._from_config(built_config, dtype=getattr(torch, dtype))
+                model = cls._from_config(model_config, dtype=getattr(torch, dtype))
     except (UsageError, MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -165,9 +170,11 @@ def _config(config: dict):
         ) from None
 
 
-def _model_class(config: dict, built_config) -> type:
-    """The config's ``architectures[0]`` if transformers has it for this config class, else
-    the causal-LM class transformers maps the model type to."""
+def _model_class(config: dict, built_config) -> tuple[type, Any]:
+    """The class to build and the config to build it from: the config's ``architectures[0]``
+    if transformers has it for this config, else the causal-LM class transformers maps the
+    model type to; a class of a composite config's text part gets that part, as
+    ``AutoModelForCausalLM.from_config`` gives it (llama4's Llama4ForCausalLM)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     architectures = config.get("architectures")
@@ -176,14 +183,15 @@ def _model_class(config: dict, built_config) -> type:
         names.append(architectures[0])
     fallback = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config["model_type"])
     names.append(fallback)
+    text_class = (getattr(built_config, "sub_configs", None) or {}).get("text_config")
     for name in names:
         cls = getattr(transformers, name, None) if name else None
-        if (
-            isinstance(cls, type)
-            and issubclass(cls, transformers.PreTrainedModel)
-            and isinstance(built_config, cls.config_class)
-        ):
-            return cls
+        if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+            continue
+        if isinstance(built_config, cls.config_class):
+            return cls, built_config
+        if text_class is not None and cls.config_class is text_class:
+            return cls, built_config.get_text_config()
     raise UsageError(
         f"config.json: transformers {transformers.__version__} has no causal-LM class for "
         f"model_type {config['model_type']!r}"

@@ -438,15 +438,21 @@ def model_spec(
     init: str | None = None,
     init_std: float | None = None,
     rules: Iterable[str] | None = None,
+    from_transformers: bool = False,
 ) -> dict[str, Any]:
     """The spec of a whole Hugging Face model (``config`` a config.json, a folder holding
-    one, or its contents): every tensor save_pretrained writes, and the completed config
-    under ``hf_config``. No torch or transformers needed.
+    one, a hub id ``"ORG/NAME[@REVISION]"``, or its contents): every tensor save_pretrained
+    writes, and the completed config under ``hf_config``. No torch or transformers needed.
 
     Each tensor's init follows the recipe ``init`` (``"hf"``, the default: transformers'
     own rules; ``"megatron"``, ``"neox"``, ``"olmo2"``, ``"torchtitan"``) with the base
     std ``init_std`` (default: the recipe's), then ``rules`` (``"GLOB=INIT[,param=value]"``,
-    later ones winning), e.g. ``rules=["*.o_proj.weight=zeros"]``."""
+    later ones winning), e.g. ``rules=["*.o_proj.weight=zeros"]``.
+
+    ``from_transformers=True`` takes the names, shapes, dtypes and init from the model
+    transformers builds on torch's meta device, for any model type it knows (needs torch
+    and transformers: ``pip install 'weightgen[transformers]'``); only ``init="hf"`` and
+    ``rules`` apply then."""
     from . import hf
     from .plan import parse_seed
 
@@ -460,6 +466,7 @@ def model_spec(
         init=init,
         init_std=init_std,
         rules=list(rules) if rules is not None else None,
+        from_transformers=from_transformers,
     )
 
 
@@ -474,12 +481,13 @@ def write_model(
     init: str | None = None,
     init_std: float | None = None,
     rules: Iterable[str] | None = None,
+    from_transformers: bool = False,
     **write_options: Any,
 ) -> WriteResult:
     """Write a Hugging Face model folder (config.json, weights, manifest) for ``config``,
     e.g. ``write_model("config.json", "llama/", init="megatron")``; ``transformers`` loads
-    it as is. ``init``, ``init_std`` and ``rules`` are those of ``model_spec``;
-    ``write_options`` those of ``write``."""
+    it as is. ``init``, ``init_std``, ``rules`` and ``from_transformers`` are those of
+    ``model_spec``; ``write_options`` those of ``write``."""
     from .specfile import parse_spec
 
     spec = model_spec(
@@ -491,6 +499,7 @@ def write_model(
         init=init,
         init_std=init_std,
         rules=rules,
+        from_transformers=from_transformers,
     )
     write_options.setdefault("manifest", True)
     return write_parsed(parse_spec(spec), output, **write_options)

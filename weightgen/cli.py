@@ -473,8 +473,13 @@ def _hf_callback(config: str, **options: Any) -> None:
         init=options["init"],
         init_std=options["init_std"],
         rules=options["rule"],
+        from_transformers=options["from_transformers"],
     )
     if not options["quiet"] and not options["process_id"]:
+        if options["from_transformers"]:
+            from .hf.from_transformers import layout_source
+
+            click.echo(f"layout and init read from {layout_source(spec)}", err=True)
         for note in hf.config_notes(document):
             click.echo(note, err=True)
     if options["spec"]:
@@ -523,6 +528,14 @@ hf_command = click.Command(
             "[default: the config's architectures, else the first]",
         ),
         click.Option(
+            ["--from-transformers"],
+            is_flag=True,
+            help="for any model type transformers knows: names, shapes, dtypes and init "
+            "read from the model transformers builds on torch's meta device (needs torch "
+            "and transformers: pip install 'weightgen[transformers]'); only --init hf and "
+            "--rule apply",
+        ),
+        click.Option(
             ["--init", "init"],
             type=click.Choice(list(RECIPES)),
             default="hf",
@@ -569,7 +582,9 @@ hf_command = click.Command(
     short_help="Write a Hugging Face model folder from its config.json.",
     help="""Write a Hugging Face model folder from a config.json that transformers loads as is.
 
-CONFIG is a config.json, or a folder holding one. DIR gets config.json (completed with
+CONFIG is a config.json, a folder holding one, or a hub id ORG/NAME[@REVISION]
+(config.json alone, from the Hugging Face cache or downloaded through huggingface_hub; an
+existing path wins). DIR gets config.json (completed with
 every field the shapes came from, and the dtype), model.safetensors (or shards and
 model.safetensors.index.json beyond --max-shard-size) and weightgen.manifest.json. Tensors
 are named and shaped as save_pretrained writes them and initialised by transformers' own
@@ -581,6 +596,11 @@ bounded memory, whatever the model's size; no torch or transformers needed.
 OLMo 2, torchtitan), so the folder is that trainer's seed checkpoint; --init-std sets the
 recipe's base std and --rule sets single tensors. The manifest records all three.
 
+--from-transformers writes any model type transformers knows (torch and transformers
+installed): the tensors, shapes, dtypes and ties of the model transformers builds on the
+meta device, each initialised as its own _init_weights does (read from the calls it
+makes); a tensor no jax initializer can express needs a --rule.
+
 Example:
 
 \b
@@ -590,6 +610,9 @@ Example:
   weightgen hf config.json -o m/ --init megatron --init-std 0.006
   weightgen hf config.json -o m/ --init olmo2 --rule '*.o_proj.weight=zeros'
   weightgen hf bert-config.json -o bert/ --head pretraining
+  weightgen hf Qwen/Qwen3-8B -o qwen3/ --dtype bfloat16
+  weightgen hf EleutherAI/pythia-160m@main -o pythia/ --from-transformers
+  weightgen hf facebook/opt-125m -o opt/ --from-transformers --rule '*.fc2.weight=zeros'
   weightgen hf config.json --spec > model.json   # edit, then:
   weightgen run model.json -o llama/""",
     epilog="Families: " + ", ".join(FAMILIES),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
-from pathlib import Path
 from typing import Any
 
 from .. import strictjson
@@ -58,8 +57,11 @@ DEFAULT_RECIPE = "hf"
 
 
 def load_config(source: str | os.PathLike) -> dict[str, Any]:
-    """A config.json (or a folder holding one), parsed strictly: it is untrusted input."""
-    path = Path(source)
+    """A config.json (or a folder holding one, or a hub id ORG/NAME[@REVISION]: hub.py),
+    parsed strictly: it is untrusted input."""
+    from . import hub
+
+    path = hub.config_path(source)
     if path.is_dir():
         path = path / "config.json"
     raw = strictjson.read_bounded(str(path), MAX_CONFIG_BYTES, error=UsageError, what=str(path))
@@ -77,7 +79,8 @@ def family_of(config: dict[str, Any]) -> Family:
     if family is None:
         raise UsageError(
             f"config.json: model_type {model_type!r} is not supported; weightgen knows "
-            f"{', '.join(FAMILIES)}"
+            f"{', '.join(FAMILIES)}; for any other type transformers knows, add "
+            "--from-transformers (needs torch and transformers)"
         )
     return family
 
@@ -106,6 +109,22 @@ def config_dtype(config: dict[str, Any]) -> str:
     return "float32"
 
 
+def model_dtypes(
+    config: dict[str, Any], dtype: str | None, sample_dtype: str | None
+) -> tuple[str, str]:
+    """(the weights' dtype, the dtype values are drawn in) of a model: ``--dtype``, else the
+    config's; draws in float32 for half precision unless ``--sample-dtype`` says."""
+    dtype_name = get_dtype(dtype).name if dtype is not None else config_dtype(config)
+    if dtype_name not in MODEL_DTYPES:
+        raise UsageError(
+            f"--dtype {dtype_name}: transformers builds models in {', '.join(MODEL_DTYPES)}"
+        )
+    if sample_dtype is None:
+        # Full-resolution draws, rounded: JAX's own half-precision draws take few values.
+        return dtype_name, "float32" if dtype_name in ("bfloat16", "float16") else dtype_name
+    return dtype_name, get_dtype(sample_dtype, option="--sample-dtype").name
+
+
 def recipe_of(name: str | None) -> Recipe:
     recipe = RECIPES.get(name or DEFAULT_RECIPE)
     if recipe is None:
@@ -123,27 +142,34 @@ def spec_for(
     init: str | None = None,
     init_std: float | None = None,
     rules: list[str] | tuple[str, ...] | None = None,
+    from_transformers: bool = False,
 ) -> dict[str, Any]:
     """The weightgen spec of a whole model: every tensor with its init rule (the family's
     own, or the recipe ``init``'s with base std ``init_std``, then the ``rules`` given), and
     the config to write beside it (``hf_config``), completed with every field the shapes
     came from, the architecture and the dtype. A recipe other than the default, a base std
-    or rules are recorded under ``recipe``."""
+    or rules are recorded under ``recipe``. ``from_transformers``: names, shapes, dtypes and
+    init read from the model transformers builds (from_transformers.py), for any type it
+    knows."""
+    dtype_name, sample_dtype = model_dtypes(config, dtype, sample_dtype)
+    if from_transformers:
+        from . import from_transformers as transformers_path
+
+        return transformers_path.spec_for(
+            config,
+            dtype_name=dtype_name,
+            sample_dtype=sample_dtype,
+            seed=seed,
+            head=head,
+            init=init,
+            init_std=init_std,
+            rules=rules,
+        )
     recipe = recipe_of(init)
     given_std = check_std(init_std) if init_std is not None else None
     parsed_rules = overrides.parse_all(rules)
     model = model_of(config, head)
     scheme = recipe.scheme_for(model.family.model_type)
-    dtype_name = get_dtype(dtype).name if dtype is not None else config_dtype(config)
-    if dtype_name not in MODEL_DTYPES:
-        raise UsageError(
-            f"--dtype {dtype_name}: transformers builds models in {', '.join(MODEL_DTYPES)}"
-        )
-    if sample_dtype is None:
-        # Full-resolution draws, rounded: JAX's own half-precision draws take few values.
-        sample_dtype = "float32" if dtype_name in ("bfloat16", "float16") else dtype_name
-    else:
-        sample_dtype = get_dtype(sample_dtype, option="--sample-dtype").name
     hf_config = {k: v for k, v in config.items() if k not in NOT_WRITTEN}
     hf_config.update({k: v for k, v in vars(model.config).items() if not k.startswith("_")})
     hf_config.update(model.family.fixed)

@@ -66,12 +66,14 @@ def load(job: dict) -> dict:
             model.get_input_embeddings().weight.data_ptr()
             == model.get_output_embeddings().weight.data_ptr()
         )
+    loaded = saved_tensors(model)
     digests = {
         name: hashlib.sha256(
             t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
         ).hexdigest()
-        for name, t in saved_tensors(model).items()
+        for name, t in loaded.items()
     }
+    dtypes = {name: str(t.dtype).removeprefix("torch.") for name, t in loaded.items()}
     ids = torch.randint(0, config["vocab_size"], (1, 7))
     with torch.no_grad():
         output = model(ids)
@@ -85,6 +87,7 @@ def load(job: dict) -> dict:
         "tied_shared": tied,
         "finite": bool(torch.isfinite(first.float()).all()),
         "digests": digests,
+        "dtypes": dtypes,
     }
 
 

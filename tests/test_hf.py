@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -158,6 +159,14 @@ def _loaded_as_written(world, version: str, key: tuple[str, str]) -> dict:
     assert report["mismatched"] == [] and report["errors"] == []
     assert report["finite"]
     written = weightgen.load(world["folders"][key])
+    for name, dtype in report["dtypes"].items():
+        if name in written and str(written[name].dtype) != dtype:
+            # transformers 4.x has no _keep_in_fp32_modules_strict: it casts the float32
+            # routers 5.x keeps (deepseek_v3, glm4_moe) to the model's dtype on load.
+            assert version == "4" and written[name].dtype == np.float32, (name, dtype)
+            written[name] = written[name].astype(
+                ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
+            )
     ours = {n: hashlib.sha256(a.tobytes()).hexdigest() for n, a in written.items()}
     assert report["digests"] == {n: ours[n] for n in report["digests"]}
     assert set(ours) - set(report["digests"]) <= set(_aliases(version, ours))

@@ -727,9 +727,37 @@ def report(rows: list[Row], runs: int) -> None:
         "(atomic commit); the anchors do not. The disk floor writes the same byte count of",
         "incompressible data with one fdatasync.",
     ]
+    lines += gpu_section()
     (OUT / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(rows)
+
+
+GPU_CHECK = OUT / "gpu_check.json"  # scripts/gpu_check.py --out, from a GPU machine
+
+
+def gpu_section() -> list[str]:
+    """The last GPU check's table (committed as bench/gpu_check.json: this machine has no
+    GPU), so the results keep it when the CPU benchmark runs again."""
+    if not GPU_CHECK.is_file():
+        return []
+    found = json.loads(GPU_CHECK.read_text())
+    meta = found["meta"]
+    lines = [
+        "",
+        "## GPU check",
+        "",
+        f"{meta['date']}; {meta['machine']}, {meta.get('device', 'GPU')}; python "
+        f"{meta['python']}; jax {meta['jax']} ({meta['backend']}); `scripts/gpu_check.py` "
+        f"took {meta['seconds']:.0f} s.",
+        "",
+        "| section | check | result | detail |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['section']} | {r['check']} | {r['result']} | {r['detail']} |" for r in found["rows"]
+    ]
+    return lines
 
 
 def plot(rows: list[Row]) -> None:

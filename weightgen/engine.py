@@ -175,7 +175,10 @@ class Engine:
         if found is None:
             if len(self._coefficients) >= 4096:
                 self._coefficients.clear()  # bounded, whatever the plan
-            found = self._coefficients[token] = samplers.elementwise(spec)
+            # JAX computes these scalars eagerly on the device it draws on: on another
+            # platform's device (a GPU beside --devices cpu) they could round differently.
+            with jax.default_device(self.devices[0]):
+                found = self._coefficients[token] = samplers.elementwise(spec)
         return found
 
     def _signature(self, spec: TensorSpec) -> tuple:

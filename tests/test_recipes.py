@@ -234,6 +234,24 @@ def test_inspect_finds_every_recipe_tensor_within_sampling_error(written, run_cl
         assert [t["name"] for t in report["tensors"] if t["off"]] == [], key
 
 
+def test_inspect_allows_a_cut_rounded_to_the_stored_dtype(tmp_path, run_cli):
+    """A bfloat16 tensor cut at ±3σ = ±0.06 holds ±0.0600586, the nearest bfloat16: within
+    its rule; a value past that is not."""
+    import ml_dtypes
+
+    from weightgen import expect
+
+    weightgen.write_model(TINY["llama"], tmp_path / "m", init="olmo2", dtype="bfloat16")
+    report = json.loads(run_cli("inspect", str(tmp_path / "m"), "--json").stdout)
+    assert [t["name"] for t in report["tensors"] if t["off"]] == []
+    assert max(t["max"] for t in report["tensors"] if t["name"].endswith("proj.weight")) > 0.06
+    want = expect.Expected(0.0, 0.02 * 0.98658, 2.8, -0.06, 0.06)
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    assert expect.check(want, 10**6, 0.0, 0.0197, -0.0600586, 0.0600586, bf16) == ""
+    assert "above the rule's bound" in expect.check(want, 10**6, 0.0, 0.0197, -0.06, 0.0605, bf16)
+    assert "above the rule's bound" in expect.check(want, 10**6, 0.0, 0.0197, -0.06, 0.0600586)
+
+
 @pytest.mark.parametrize(
     ("recipe", "name", "jax_init"),
     [

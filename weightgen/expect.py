@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from . import initializers
 from .plan import TensorSpec
 
@@ -135,6 +137,13 @@ def _transformed(spec: TensorSpec) -> Expected | None:
     return None
 
 
+def _rounded(value: float, dtype: np.dtype | None) -> float:
+    """``value`` as stored in ``dtype`` (round to nearest), back as a float."""
+    if dtype is None or not math.isfinite(value):
+        return value
+    return float(np.asarray(value, dtype=np.float64).astype(dtype))
+
+
 def with_zero_rows(want: Expected, spec: TensorSpec) -> Expected:
     """The moments once ``spec.zero_rows`` are set to zero (a mixture with a point at 0)."""
     if not spec.zero_rows or not spec.shape or not spec.shape[0]:
@@ -149,8 +158,18 @@ def with_zero_rows(want: Expected, spec: TensorSpec) -> Expected:
     return Expected(mean, std, want.kurtosis / max(kept, 1e-12), low, high, value)
 
 
-def check(want: Expected, count: int, mean: float, std: float, low: float, high: float) -> str:
-    """'' when the measured statistics fit ``want`` within sampling error; else why not."""
+def check(
+    want: Expected,
+    count: int,
+    mean: float,
+    std: float,
+    low: float,
+    high: float,
+    dtype: np.dtype | None = None,
+) -> str:
+    """'' when the measured statistics fit ``want`` within sampling error; else why not.
+    ``dtype``: the stored dtype, to which a bound rounds too (a bfloat16 tensor cut at 0.06
+    may hold 0.0600586, the nearest bfloat16)."""
     if count == 0:
         return ""
     if want.value is not None:
@@ -158,10 +177,10 @@ def check(want: Expected, count: int, mean: float, std: float, low: float, high:
             return ""
         return f"expected every value {want.value:g}, found {low:g}..{high:g}"
     span = abs(want.high - want.low) if want.high is not None and want.low is not None else 0.0
-    slack = 1e-6 * max(span, want.std, 1e-30)  # rounding to the stored dtype
-    if want.low is not None and low < want.low - slack:
+    slack = 1e-6 * max(span, want.std, 1e-30)  # float arithmetic near the bound
+    if want.low is not None and low < min(want.low, _rounded(want.low, dtype)) - slack:
         return f"min {low:.6g} is below the rule's bound {want.low:.6g}"
-    if want.high is not None and high > want.high + slack:
+    if want.high is not None and high > max(want.high, _rounded(want.high, dtype)) + slack:
         return f"max {high:.6g} is above the rule's bound {want.high:.6g}"
     if count < 2:
         return ""

@@ -104,7 +104,13 @@ def inspect_file(
                 want = expect.with_zero_rows(want, spec)
                 report.expected = want.as_dict()
                 report.off = expect.check(
-                    want, stats.count, float(stats.mean), report.std or 0.0, stats.min, stats.max
+                    want,
+                    stats.count,
+                    float(stats.mean),
+                    report.std or 0.0,
+                    stats.min,
+                    stats.max,
+                    entry.dtype.numpy,
                 )
             reports.append(report)
         return fmt, reports, dict(reader.metadata)

@@ -137,6 +137,49 @@ EXPERT_ROLES = (roles.EXPERT_GATE, roles.EXPERT_UP, roles.EXPERT_OUT)
 SHARED_ROLES = (roles.SHARED_GATE, roles.SHARED_UP, roles.SHARED_OUT)
 
 
+def experts_fit(count: str = "num_experts") -> tuple[Callable[[Config], bool], str]:
+    """The check every MoE family makes: a token cannot pick more experts than there are."""
+    return (
+        lambda c: c.num_experts_per_tok <= getattr(c, count),
+        f"num_experts_per_tok {{num_experts_per_tok}} exceeds {count} {{{count}}}",
+    )
+
+
+def routed_experts(
+    prefix: str = MLP, *, count: str = "num_experts", width: str = "moe_intermediate_size", **where
+) -> tuple[Tensor, ...]:
+    """A router ``gate.weight [count, hidden]`` and ``count`` gated experts, one tensor per
+    expert (``experts.{e}.``), as the Qwen MoE families write them."""
+    return (
+        Tensor(
+            prefix + "gate.weight",
+            lambda c: (getattr(c, count), c.hidden_size),
+            NORMAL,
+            roles.ROUTER,
+            **where,
+        ),
+        *gated_mlp(prefix + "experts.{e}.", width=width, mlp_roles=EXPERT_ROLES, **where),
+    )
+
+
+def gated_shared_expert(
+    prefix: str = MLP, *, width: str = "shared_expert_intermediate_size", **where
+) -> tuple[Tensor, ...]:
+    """Qwen's shared expert and its gate: ``shared_expert.`` as a gated MLP, and
+    ``shared_expert_gate.weight [1, hidden]``, a router-like logit whose sigmoid scales the
+    shared expert's output (role ``router.shared_expert_gate``)."""
+    return (
+        *gated_mlp(prefix + "shared_expert.", width=width, mlp_roles=SHARED_ROLES, **where),
+        Tensor(
+            prefix + "shared_expert_gate.weight",
+            lambda c: (1, c.hidden_size),
+            NORMAL,
+            roles.SHARED_EXPERT_GATE,
+            **where,
+        ),
+    )
+
+
 def layer_norms(rule: Rule, *names: str) -> tuple[Tensor, ...]:
     """Per-layer norm weights [hidden]: ``model.layers.{i}.<name>.weight``."""
     return tuple(

@@ -45,10 +45,7 @@ def moe_fields(
 # What the router's forward needs: experts split into n_group equal groups, topk_group of
 # them kept, num_experts_per_tok experts chosen.
 MOE_CHECKS = (
-    (
-        lambda c: c.num_experts_per_tok <= c.n_routed_experts,
-        "num_experts_per_tok {num_experts_per_tok} exceeds n_routed_experts {n_routed_experts}",
-    ),
+    blocks.experts_fit("n_routed_experts"),
     (
         lambda c: c.n_routed_experts % c.n_group == 0,
         "n_routed_experts {n_routed_experts} is not a multiple of n_group {n_group}",

@@ -65,11 +65,7 @@ FAMILY = Family(
     ),
     checks=(
         blocks.KV_HEADS_DIVIDE_HEADS,
-        (
-            lambda c: c.num_experts_per_tok <= c.num_local_experts,
-            "num_experts_per_tok {num_experts_per_tok} exceeds num_local_experts "
-            "{num_local_experts}",
-        ),
+        blocks.experts_fit("num_local_experts"),
     ),
     tensors=(
         *blocks.embedding(),

@@ -15,8 +15,8 @@ addresses it. Both transformers versions read num_experts and qkv_bias; 4.57.6 r
 num_attention_heads * head_dim == hidden_size (it has no head_dim field of its own).
 """
 
-from .. import blocks, roles
-from ..family import NORMAL, ONES, Family, Field, Head, Tensor
+from .. import blocks
+from ..family import ONES, Family, Field, Head
 from .qwen3_moe import dense, sparse
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -45,42 +45,15 @@ FAMILY = Family(
             "num_attention_heads {num_attention_heads} times head_dim {head_dim} is not "
             "hidden_size {hidden_size} (transformers 4.x requires it)",
         ),
-        (
-            lambda c: c.num_experts_per_tok <= c.num_experts,
-            "num_experts_per_tok {num_experts_per_tok} exceeds num_experts {num_experts}",
-        ),
+        blocks.experts_fit(),
     ),
     experts="num_experts",
     tensors=blocks.decoder(
         ONES,
         qkv_bias=lambda c: c.qkv_bias,
         mlp=(
-            Tensor(
-                blocks.MLP + "gate.weight",
-                lambda c: (c.num_experts, c.hidden_size),
-                NORMAL,
-                roles.ROUTER,
-                layer_when=sparse,
-            ),
-            *blocks.gated_mlp(
-                blocks.MLP + "experts.{e}.",
-                width="moe_intermediate_size",
-                mlp_roles=blocks.EXPERT_ROLES,
-                layer_when=sparse,
-            ),
-            *blocks.gated_mlp(
-                blocks.MLP + "shared_expert.",
-                width="shared_expert_intermediate_size",
-                mlp_roles=blocks.SHARED_ROLES,
-                layer_when=sparse,
-            ),
-            Tensor(
-                blocks.MLP + "shared_expert_gate.weight",
-                lambda c: (1, c.hidden_size),
-                NORMAL,
-                roles.SHARED_EXPERT_GATE,
-                layer_when=sparse,
-            ),
+            *blocks.routed_experts(layer_when=sparse),
+            *blocks.gated_shared_expert(layer_when=sparse),
             *blocks.gated_mlp(layer_when=dense),
         ),
     ),

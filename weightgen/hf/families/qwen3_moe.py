@@ -2,8 +2,8 @@
 num_experts experts of moe_intermediate_size, one tensor per expert) unless it is in
 mlp_only_layers or (i + 1) is not a multiple of decoder_sparse_step, then a dense MLP."""
 
-from .. import blocks, roles
-from ..family import NORMAL, ONES, Family, Field, Head, Tensor
+from .. import blocks
+from ..family import ONES, Family, Field, Head
 
 
 def sparse(c, i: int) -> bool:
@@ -33,10 +33,7 @@ FAMILY = Family(
     ),
     checks=(
         blocks.KV_HEADS_DIVIDE_HEADS,
-        (
-            lambda c: c.num_experts_per_tok <= c.num_experts,
-            "num_experts_per_tok {num_experts_per_tok} exceeds num_experts {num_experts}",
-        ),
+        blocks.experts_fit(),
     ),
     experts="num_experts",
     tensors=blocks.decoder(
@@ -45,19 +42,7 @@ FAMILY = Family(
         o_bias=blocks.ATTENTION_BIAS,
         qk_norms="head",
         mlp=(
-            Tensor(
-                blocks.MLP + "gate.weight",
-                lambda c: (c.num_experts, c.hidden_size),
-                NORMAL,
-                roles.ROUTER,
-                layer_when=sparse,
-            ),
-            *blocks.gated_mlp(
-                blocks.MLP + "experts.{e}.",
-                width="moe_intermediate_size",
-                mlp_roles=blocks.EXPERT_ROLES,
-                layer_when=sparse,
-            ),
+            *blocks.routed_experts(layer_when=sparse),
             *blocks.gated_mlp(layer_when=dense),
         ),
     ),

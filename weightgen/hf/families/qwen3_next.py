@@ -111,24 +111,7 @@ GATED_DELTANET = (
     Tensor(LINEAR + "out_proj.weight", lambda c: (c.hidden_size, value_dim(c)), NORMAL, blocks.OUT),
 )
 
-MOE = (
-    Tensor(MLP + "gate.weight", lambda c: (c.num_experts, c.hidden_size), NORMAL, roles.ROUTER),
-    *blocks.gated_mlp(
-        MLP + "experts.{e}.", width="moe_intermediate_size", mlp_roles=blocks.EXPERT_ROLES
-    ),
-    *blocks.gated_mlp(
-        MLP + "shared_expert.",
-        width="shared_expert_intermediate_size",
-        mlp_roles=blocks.SHARED_ROLES,
-    ),
-    # sigmoid(shared_expert_gate(x)) scales the shared expert's output: a router-like gate.
-    Tensor(
-        MLP + "shared_expert_gate.weight",
-        lambda c: (1, c.hidden_size),
-        NORMAL,
-        roles.SHARED_EXPERT_GATE,
-    ),
-)
+MOE = (*blocks.routed_experts(), *blocks.gated_shared_expert())
 
 
 def _layers(tensors: tuple[Tensor, ...], when) -> tuple[Tensor, ...]:
@@ -177,10 +160,7 @@ FAMILY = Family(
             "linear_num_value_heads {linear_num_value_heads} is not a multiple of "
             "linear_num_key_heads {linear_num_key_heads}",
         ),
-        (
-            lambda c: c.num_experts_per_tok <= c.num_experts,
-            "num_experts_per_tok {num_experts_per_tok} exceeds num_experts {num_experts}",
-        ),
+        blocks.experts_fit(),
     ),
     experts="num_experts",
     tensors=(

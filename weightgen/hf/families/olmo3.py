@@ -8,8 +8,10 @@ which are not saved; 4.57.6 has no override. Both: Linear and Embedding normal(s
 row zeroed, RMSNorm weights ones.
 """
 
-from .. import blocks
-from ..family import ONES, Family, Field, Head
+import dataclasses
+
+from ..family import Field, Head
+from .olmo2 import FAMILY as OLMO2
 
 LAYER_TYPES = ("full_attention", "sliding_attention")  # the masks the model builds
 
@@ -19,20 +21,12 @@ def three_sliding_one_full(c) -> list[str]:
     return [LAYER_TYPES[(i + 1) % 4 != 0] for i in range(c.num_hidden_layers)]
 
 
-FAMILY = Family(
+FAMILY = dataclasses.replace(
+    OLMO2,
     model_type="olmo3",
     heads=(Head("causal-lm", "Olmo3ForCausalLM"),),
     fields=(
-        *blocks.decoder_fields(
-            vocab=50304,
-            hidden=4096,
-            intermediate=11008,
-            layers=32,
-            heads=32,
-            kv_heads=None,
-            pad=1,
-        ),
-        Field("attention_bias", False, "bool"),
+        *OLMO2.fields,
         Field(
             "layer_types",
             None,
@@ -42,13 +36,4 @@ FAMILY = Family(
             length="num_hidden_layers",
         ),
     ),
-    checks=(blocks.KV_HEADS_DIVIDE_HEADS,),
-    tensors=blocks.decoder(
-        ONES,
-        qkv_bias=blocks.ATTENTION_BIAS,
-        o_bias=blocks.ATTENTION_BIAS,
-        qk_norms="width",
-        norms=("post_attention_layernorm", "post_feedforward_layernorm"),
-    ),
-    rules="norms (q_norm, k_norm too) ones; biases (attention_bias) zeros",
 )

@@ -431,3 +431,28 @@ def test_batched_pieces_of_ranges_are_those_slices():
     for number, (spec, lo, hi) in enumerate(bounds):
         want = generated(spec).reshape(-1)[lo:hi]
         assert same_bytes(got[number], want), (number, lo, hi)
+
+
+def test_parameters_equal_in_python_but_not_in_bytes_are_kept_apart():
+    """The engine caches kernels and coefficients per parameter set: -0.0 == 0.0 and
+    1 == 1.0 in Python, yet constant(-0.0) writes a sign bit JAX keeps. Each tensor of one
+    plan is still JAX's own."""
+    from weightgen import engine as engine_mod
+    from weightgen.plan import Plan
+
+    specs = [
+        make_tensor("constant", (3, 5), params={"value": value}, name=f"c{i}", dtype=dtype)
+        for i, (value, dtype) in enumerate(
+            [(0.0, "float32"), (-0.0, "float32"), (-0.0, "bfloat16"), (0.0, "bfloat16")]
+        )
+    ]
+    written: dict[int, np.ndarray] = {}
+
+    class Memory:
+        def write(self, index, offset, chunk):
+            written[index] = np.array(chunk)
+
+    engine_mod.run(engine_mod.Engine(jax.devices()[:1], 256), Plan.of(specs), Memory())
+    for index, spec in enumerate(specs):
+        assert same_bytes(written[index].reshape(spec.shape), reference(spec)), spec.describe()
+    assert np.signbit(written[1]).all() and not np.signbit(written[0]).any()

@@ -379,14 +379,11 @@ class Engine:
 
 def _token(spec: TensorSpec) -> tuple:
     """What a tensor's kernel and coefficients depend on, besides its shape: a cheap key
-    (resolved parameters are numbers, strings and tuples)."""
-    params = tuple(spec.params.items())
-    try:
-        hash(params)
-    except TypeError:  # a TensorSpec built by hand, with a list for a tuple
-        params = (repr(sorted(spec.params.items())),)
+    (resolved parameters are numbers, strings and tuples). Parameters go in by repr, not by
+    value: -0.0 == 0.0 and 1 == 1.0 == True in Python, but they make different bytes."""
+    params = repr(tuple(spec.params.items()))
     transform = spec.transform.as_json() if spec.transform is not None else None
-    return (spec.init.name, spec.sample_dtype.name, spec.dtype.name, repr(transform), *params)
+    return (spec.init.name, spec.sample_dtype.name, spec.dtype.name, repr(transform), params)
 
 
 _ERRORS = (RuntimeError, ValueError, TypeError, NotImplementedError)  # from JAX and XLA

@@ -498,6 +498,51 @@ def test_step_allowances_cover_compiling_and_a_qr_growing_with_its_size():
     assert allowance("delta-orthogonal", (9, 9, 64, 64)) < allowance("orthogonal", (576, 576))
 
 
+def test_a_range_begun_keeps_its_allowance_until_its_own_chunks_are_queued():
+    """Dispatch runs ahead of landing: after the loop begins range 1, chunks of range 0 are
+    still being queued. Range 1's allowance (its QR, which runs asynchronously and so shows
+    when its first chunk lands) holds through those and ends with its own first chunk."""
+    import threading
+
+    import jax
+
+    from weightgen import engine as engine_mod
+    from weightgen import hosts
+
+    events = []
+
+    class Record:
+        def began(self, number):
+            events.append(("began", number))
+
+        def queued(self, number):
+            events.append(("queued", number))
+
+    class Discard:
+        def write(self, index, offset, chunk):
+            pass
+
+    plan = Plan.of(
+        [make_tensor("normal", (64, 64), name="a"), make_tensor("orthogonal", (32, 64), name="b")]
+    )
+    engine = engine_mod.Engine(jax.devices()[:1], 256)  # a: 16 chunks, 3 in flight
+    engine_mod.run(engine, plan, Discard(), clock=Record())
+    begun_b = events.index(("began", 1))
+    assert ("queued", 0) in events[begun_b:], events  # a's chunks land after b begins
+
+    team = hosts.Team.__new__(hosts.Team)  # the clock alone, without a cluster
+    team._steps = [("a", 1.0), ("b", 99.0)]
+    team._generating, team._tick, team._tick_lock = -1, (0, 0.0), threading.Lock()
+    allowances = []
+    for event, number in events:
+        getattr(team, event)(number)
+        allowances.append(team._tick[1])
+    first_b = events.index(("queued", 1))
+    assert set(allowances[begun_b:first_b]) == {99.0}, (events, allowances)
+    assert allowances[first_b] == 0.0
+    assert team._tick[0] == len(events)  # every event ticked
+
+
 # --- pure pieces ---------------------------------------------------------------------------
 
 

@@ -238,7 +238,7 @@ def _write(
                 taps=taps,
                 on_bytes=on_bytes,
                 stop=team.stop,
-                progress=team.progress,
+                clock=team if isinstance(team, hosts.Team) else None,
             )
             team.flushing()
             sink.close()

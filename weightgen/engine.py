@@ -431,6 +431,14 @@ def whole_ranges(plan: Plan) -> list[TensorRange]:
     return [TensorRange(i, 0, t.numel) for i, t in enumerate(plan.tensors)]
 
 
+class Clock(Protocol):
+    """What a team's watcher reads (hosts.Team): the generating loop's steps, by range."""
+
+    def began(self, number: int) -> None: ...
+
+    def queued(self, number: int) -> None: ...
+
+
 class Tap(Protocol):
     """Sees every chunk written (hashing, checking); raises to stop the run."""
 
@@ -453,7 +461,7 @@ def run(
     taps: Sequence[Tap] = (),
     on_bytes: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
-    progress: Callable[[int], None] | None = None,
+    clock: Clock | None = None,
 ) -> None:
     """Generate ``ranges`` (default: every tensor whole, in plan order) into ``sink``.
 
@@ -461,9 +469,8 @@ def run(
     ``sink.write(tensor_index, element_offset, chunk)`` and then each tap with the chunk's
     bytes (where hashing happens, off the generating thread). The first error from either
     side stops both; so does ``stop`` (checked between chunks: raises Stopped).
-    ``progress(number)``, if given, is called by this thread as it begins dispatching range
-    ``number`` and after each kernel call's chunks are queued, with the range then being
-    dispatched (a peer's watcher sees that the work moves).
+    ``clock``, if given, hears from this thread as it begins dispatching each range and as
+    each kernel call's chunks are queued (a peer's watcher sees that the work moves).
     """
     ranges = whole_ranges(plan) if ranges is None else list(ranges)
     specs = [plan.tensors[part.index] for part in ranges]
@@ -492,22 +499,15 @@ def run(
 
     thread = threading.Thread(target=writer, name="weightgen-writer", daemon=True)
     thread.start()
-    dispatching = [0]
-
-    def began(number: int) -> None:
-        dispatching[0] = number
-        if progress is not None:
-            progress(number)
-
     try:
-        for landed in engine.stream(pieces, began):
+        for landed in engine.stream(pieces, clock.began if clock is not None else None):
             if failure:
                 break
             if stop is not None and stop.is_set():
                 raise Stopped
             pending.put(landed)
-            if progress is not None:
-                progress(dispatching[0])
+            if clock is not None:
+                clock.queued(landed[-1][0])
     finally:
         pending.put(None)
         thread.join()

@@ -81,7 +81,6 @@ class Solo:
     process_id = 0
     count = 1
     stop: threading.Event | None = None
-    progress: Callable[[int], None] | None = None  # the engine's generating loop reports here
 
     def agree(self, fields: Callable[[], Mapping[str, str]]) -> None:
         pass
@@ -131,10 +130,12 @@ class Team(Solo):
         self.stop = threading.Event()
         self.failure: str | None = None
         self._done = 0
-        # The progress clock: ticked by the generating loop (a range begun, a chunk queued)
-        # and by the writer (a chunk written); watched by every watcher while ``_working``.
-        self._clock = 0
-        self._allowance = 0.0  # seconds the step under way may take beyond ``timeout``
+        # The progress clock and the seconds the step under way may take beyond ``timeout``:
+        # ticked by the generating loop (a range begun, chunks queued) and by the writer (a
+        # chunk written), read by the watcher while ``_working``. One pair under one lock,
+        # so the watcher never sees a new tick with an old allowance or the reverse.
+        self._tick = (0, 0.0)
+        self._tick_lock = threading.Lock()
         self._working = False
         self._steps: list[tuple[str, float]] = []  # per range: tensor name, first step's allowance
         self._generating = self._writing = -1  # the ranges each loop is at
@@ -265,33 +266,41 @@ class Team(Solo):
         finally:
             self._working = False
 
-    def progress(self, number: int) -> None:
-        """The generating loop began range ``number`` (its first step may compile a kernel or
-        run a QR: its allowance holds until the next tick) or queued one of its chunks."""
-        if number != self._generating:
-            self._generating = number
-            self._allowance = self._steps[number][1]
-        else:
-            self._allowance = 0.0
-        self._clock += 1  # after the allowance: a beat that shows this tick shows it too
+    def _advance(self, allowance: float | None = None) -> None:
+        """Tick the clock; set the allowance, or keep it (None)."""
+        with self._tick_lock:
+            clock, kept = self._tick
+            self._tick = (clock + 1, kept if allowance is None else allowance)
+
+    def began(self, number: int) -> None:
+        """The generating loop began dispatching range ``number``. Its first step may compile
+        a kernel or run a QR; the allowance for it holds until a chunk of it is queued."""
+        self._generating = number
+        self._advance(self._steps[number][1])
+
+    def queued(self, number: int) -> None:
+        """The generating loop queued chunks for the writer, of ranges up to ``number``.
+        Dispatch runs ahead of landing, so these may be an earlier range's: then the range
+        begun keeps its allowance (its kernel may still be running)."""
+        self._advance(0.0 if number >= self._generating else None)
 
     def flushing(self) -> None:
         self._flushing = True
-        self._allowance = STEP_SECONDS + self._done / FLUSH_BYTES_PER_SECOND
-        self._clock += 1
+        self._advance(STEP_SECONDS + self._done / FLUSH_BYTES_PER_SECOND)
 
     def wrote(self, number: int, nbytes: int) -> None:
         """The writer wrote ``nbytes`` of range ``number``."""
         self._done += nbytes
         self._writing = number
-        self._clock += 1
+        self._advance()
 
     def beat(self, beat: int) -> str:
         """What the watcher publishes: a counter, bytes written, and while working the
         clock, its allowance and where the work is (space-separated; the last is free text)."""
         if not self._working:
             return f"{beat} {self._done}"
-        clock, allowance = self._clock, self._allowance
+        with self._tick_lock:
+            clock, allowance = self._tick
         return f"{beat} {self._done} {clock} {allowance:.1f} {self._where()}"
 
     def _where(self) -> str:

@@ -252,6 +252,23 @@ def test_inspect_allows_a_cut_rounded_to_the_stored_dtype(tmp_path, run_cli):
     assert "above the rule's bound" in expect.check(want, 10**6, 0.0, 0.0197, -0.06, 0.0600586)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_inspect_accepts_a_constant_rule_as_stored(tmp_path, run_cli, dtype):
+    """A constant 0.1 is stored as the nearest value of the dtype (0.100000001 in float32):
+    that is the rule's value; a constant 0.2 where the rule says 0.1 is not."""
+    from weightgen import expect
+
+    weightgen.write_model(
+        TINY["llama"], tmp_path / "m", dtype=dtype, rules=["*.o_proj.weight=constant,value=0.1"]
+    )
+    report = json.loads(run_cli("inspect", str(tmp_path / "m"), "--json").stdout)
+    assert [t["name"] for t in report["tensors"] if t["off"]] == []
+    assert {t["min"] for t in report["tensors"] if t["name"].endswith("o_proj.weight")} != {0.1}
+    want = expect.Expected(0.1, 0.0, 0.0, 0.1, 0.1, value=0.1)
+    found = float(np.float32(0.2))
+    assert "expected every value 0.1," in expect.check(want, 8, found, 0, found, found, None)
+
+
 @pytest.mark.parametrize(
     ("recipe", "name", "jax_init"),
     [
@@ -308,6 +325,27 @@ def test_init_std_sets_the_base_std_and_the_scaled_ones_follow():
     default = _spec(init="megatron")
     assert default["recipe"]["init_std"] == 0.02  # the config's initializer_range
     assert default["hf_config"] == spec["hf_config"] == _spec()["hf_config"]  # config unchanged
+
+
+def test_torchtitan_absolute_cuts_become_real_at_a_large_base_std():
+    """torch's trunc_normal_ bounds are absolute (±2): invisible at σ 0.02 (written as a
+    normal), a ±2σ cut at σ 1.0 and ±4σ at the depth std σ/sqrt(2·2). gpt_oss's embedding is
+    normal_(std=σ) in torchtitan 0.3.0 (_EMBEDDING_INIT), never cut."""
+    llama = _spec(init="torchtitan", init_std=1.0)["tensors"]
+    assert _spec(init="torchtitan")["tensors"]["model.layers.0.self_attn.q_proj.weight"] == {
+        "shape": [128, 128],
+        "init": "normal",
+        "stddev": 0.02,
+    }
+    cut = {k: llama["model.layers.0.self_attn.q_proj.weight"][k] for k in ("init", "lower")}
+    assert cut == {"init": "truncated-normal", "lower": -2.0}
+    assert llama["model.layers.1.mlp.down_proj.weight"]["upper"] == 4.0
+    gpt_oss = weightgen.model_spec(TINY["gpt_oss"], init="torchtitan", init_std=1.0)["tensors"]
+    assert gpt_oss["model.embed_tokens.weight"] == {
+        "shape": gpt_oss["model.embed_tokens.weight"]["shape"],
+        "init": "normal",
+        "stddev": 1.0,
+    }
 
 
 def test_rules_apply_after_the_recipe_and_the_later_rule_wins():

@@ -555,7 +555,8 @@ hf_command = click.Command(
             multiple=True,
             metavar="'GLOB=INIT[,param=value...]'",
             help="set the init of the tensors GLOB matches, after the recipe (repeatable; "
-            "later rules win), e.g. '*.o_proj.weight=zeros'. INIT is any initializer with its "
+            "later rules win), e.g. '*.o_proj.weight=zeros'. GLOB matches whole tensor names "
+            "and * crosses dots. INIT is any initializer with its "
             "parameters as in spec files; fan-based ones (he-normal, lecun-normal, "
             "variance-scaling, ...) use the torch layout [out, in] (fan in = last axis) "
             "unless the rule gives in_axis/out_axis",

@@ -173,9 +173,10 @@ def check(
     if count == 0:
         return ""
     if want.value is not None:
-        if low == high == want.value:
+        stored = {want.value, _rounded(want.value, dtype)}  # 0.1 is 0.100000001 in float32
+        if low == high and high in stored:
             return ""
-        return f"expected every value {want.value:g}, found {low:g}..{high:g}"
+        return f"expected every value {want.value:.9g}, found {low:.9g}..{high:.9g}"
     span = abs(want.high - want.low) if want.high is not None and want.low is not None else 0.0
     slack = 1e-6 * max(span, want.std, 1e-30)  # float arithmetic near the bound
     if want.low is not None and low < min(want.low, _rounded(want.low, dtype)) - slack:

@@ -41,8 +41,13 @@ class Override:
     def entry(self, tensor: Built) -> dict:
         """The spec entry for a tensor this rule matches, checked against its shape."""
         params = dict(self.params)
+        hint = ""
         if self.init.family == "variance_scaling" and not FAN_AXES & params.keys():
             params.update(zip(FAN_AXES, tensor.decl.fans, strict=True))
+            hint = (
+                " (the fan axes are this tensor's own layout's: narrow the GLOB to the "
+                "matrices, or give in_axis/out_axis)"
+            )
         where = f"--rule {self.text!r}: tensor {tensor.name!r} {format_shape(tensor.shape)}: "
         resolved = self.init.resolve_params(params, where=where)
         try:
@@ -52,7 +57,7 @@ class Override:
             if self.transform is not None:
                 initializers.check_transform(self.init, resolved, self.transform)
         except UsageError as exc:
-            raise UsageError(f"{where}{exc}") from None
+            raise UsageError(f"{where}{exc}{hint}") from None
         entry: dict[str, Any] = {"init": self.init.name}
         entry.update({k: list(v) if isinstance(v, tuple) else v for k, v in params.items()})
         if self.zero_rows is not None:
@@ -116,8 +121,9 @@ def apply(overrides: Iterable[Override], tensors: list[Built], entries: dict[str
         matched = [t for t in tensors if regex.match(t.name)]
         if not matched:
             raise UsageError(
-                f"--rule {rule.text!r}: {rule.pattern!r} matches no tensor of this model "
-                "(weightgen hf CONFIG --spec lists them)"
+                f"--rule {rule.text!r}: {rule.pattern!r} matches no tensor of this model (a "
+                "GLOB matches whole names and * crosses dots, e.g. '*.o_proj.weight'; "
+                "weightgen hf CONFIG --spec lists them)"
             )
         for tensor in matched:
             entries[tensor.name] = rule.entry(tensor)

@@ -110,7 +110,7 @@ DEEPSEEK_V3 = Scheme(
 GPT_OSS = Scheme(
     {
         **COMMON,
-        roles.EMBEDDING: LINEAR,
+        roles.EMBEDDING: normal(sigma),  # _EMBEDDING_INIT: normal_(std=0.02), no cut
         roles.ATTN_IN: DEPTH,
         roles.ATTN_OUT: DEPTH,
         roles.ROUTER: DEPTH,

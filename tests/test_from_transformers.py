@@ -365,6 +365,28 @@ def test_the_flag_without_torch_says_what_to_install(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
+def test_a_transformers_too_old_is_named_with_what_to_install(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(EXTRA["opt"]))
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import transformers\n"
+        "transformers.__version__ = '4.46.3'\n"
+        "from weightgen.cli import main\n"
+        f"main(['hf', {str(config)!r}, '--spec', '--from-transformers'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=TIMEOUT
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "needs transformers 4.57 or later" in proc.stderr
+    assert "4.46.3 is installed" in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
@@ -384,14 +406,33 @@ def test_what_only_builtin_families_have_is_refused(tmp_path, run_cli, options, 
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        ({"num_hidden_layers": 2000, "num_experts": 1000}, "2000 layers of 1000 experts make"),
-        ({"num_hidden_layers": 10**9}, "a layer or expert count of 1000000000 is not sane"),
+        ({"num_hidden_layers": 2000, "num_experts": 1000}, r"\(2000 layers of 1000 experts"),
+        ({"num_hidden_layers": 10**9}, "num_hidden_layers 1000000000 is not a sane layer"),
+        ({"encoder_layers": 10**6}, "encoder_layers 1000000 is not a sane"),
+        ({"vision_config": {"num_hidden_layers": 10**7}}, "num_hidden_layers 10000000 is not"),
+        ({"text_config": {"decoder_layers": 500, "moe_num_experts": 300}}, "500 layers of 300"),
+        # no one part is too big, but together they are
+        ({"sub": [{"n_layer": 60_000}, {"n_layer": 60_000}]}, "more than 100,000 tensors"),
     ],
 )
 def test_configs_that_would_build_forever_are_refused_before_transformers(change, fragment):
     """Sizes cost nothing on the meta device; counts of modules do."""
     with pytest.raises(weightgen.UsageError, match=fragment):
         weightgen.model_spec({**EXTRA["olmoe"], **change}, from_transformers=True)
+
+
+def test_written_config_fills_class_defaults_into_nested_configs_too():
+    from weightgen.hf.from_transformers import _filled
+
+    given = {"model_type": "x", "text_config": {"hidden_size": 64}, "tie": True}
+    defaults = {"tie": False, "vocab_size": 10, "text_config": {"hidden_size": 8, "eps": 1e-6}}
+    assert _filled(given, defaults) == {
+        "model_type": "x",
+        "text_config": {"hidden_size": 64, "eps": 1e-6},
+        "tie": True,
+        "vocab_size": 10,
+    }
+    assert given["text_config"] == {"hidden_size": 64}  # the caller's config is left alone
 
 
 # --- the rules for torch's init calls (pure: no torch) ---------------------------------
@@ -452,6 +493,18 @@ def test_a_partial_write_other_than_rows_of_zeros_is_a_problem_naming_the_call()
         (torch_init.normal(1.0, 0.5), "normal_(mean=1.0, std=0.5) (weightgen's normal has mean 0)"),
         (torch_init.uniform(0, 0.3), {"init": "uniform", "scale": 0.3}),
         (torch_init.uniform(-0.3, 0.3), "uniform_(a=-0.3, b=0.3) (JAX's uniform draws from"),
+        (torch_init.uniform(-0.3, 0.3, (2,)), "uniform_(a=-0.3, b=0.3) (JAX's uniform draws"),
+        (
+            torch_init.uniform(-0.3, 0.3, (8, 4)),
+            {
+                "init": "variance-scaling",
+                "scale": 0.3 * 0.3 * 4 / 3,
+                "mode": "fan_in",
+                "distribution": "uniform",
+                "in_axis": 1,
+                "out_axis": 0,
+            },
+        ),
         (torch_init.constant(0.0), {"init": "zeros"}),
         (torch_init.constant(1), {"init": "ones"}),
         (torch_init.constant(-1e-6), {"init": "constant", "value": -1e-6}),
@@ -472,6 +525,32 @@ def test_each_call_maps_to_one_jax_initializer_or_says_why_not(effect, expected)
         assert (entry, problem) == (expected, None)
     else:
         assert entry is None and problem.startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("entry", "shape", "bound"),
+    [
+        # uniform_(-0.3, 0.3) on a conv weight [out, in, kernel]: fan_in = in * kernel
+        (torch_init.uniform(-0.3, 0.3, (64, 6, 5)), (64, 6, 5), 0.3),
+        # kaiming_uniform_(a=sqrt(5)), nn.Linear's default: bound 1 / sqrt(fan_in)
+        (torch_init.variance_scaling(1 / 3, "fan_in"), (96, 40), 1 / math.sqrt(40)),
+        # xavier_uniform_(gain=2): bound 2 sqrt(6 / (fan_in + fan_out)), fans times kernel 3
+        (torch_init.variance_scaling(4.0, "fan_avg"), (30, 20, 3), 2 * math.sqrt(6 / 150)),
+    ],
+)
+def test_a_symmetric_uniform_is_a_uniform_variance_scaling_with_torch_bounds(entry, shape, bound):
+    """What the entry draws fills torch's [-bound, bound): its extremes near the bound, its
+    std bound / sqrt(3)."""
+    from conftest import generated
+
+    spec = weightgen.make_tensor(entry["init"], shape, params=_params(entry), seed=7)
+    values = generated(spec).astype(np.float64)
+    assert bound * 0.98 < np.abs(values).max() <= bound * (1 + 1e-6)
+    assert math.isclose(values.std(), bound / math.sqrt(3), rel_tol=0.05)
+
+
+def _params(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k != "init"}
 
 
 def test_the_log_of_a_uniform_is_the_log_transform():
@@ -547,7 +626,9 @@ def test_hf_home_is_where_the_cache_is_when_hf_hub_cache_is_unset(tmp_path, monk
     assert _hidden(weightgen.model_spec(REPO)) == 128
 
 
-def test_a_repo_not_cached_offline_says_how_to_get_the_file(hub_cache, run_cli, tmp_path):
+def test_a_repo_not_cached_offline_says_how_to_get_the_file(
+    hub_cache, run_cli, tmp_path, monkeypatch
+):
     result = run_cli("hf", "acme/other@v2", "-o", str(tmp_path / "out"))
     assert result.code == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "acme/other@v2: no such file here, and its config.json is not in the" in result.stderr
@@ -557,6 +638,10 @@ def test_a_repo_not_cached_offline_says_how_to_get_the_file(hub_cache, run_cli, 
     assert not (tmp_path / "out").exists()
     unknown = run_cli("hf", f"{REPO}@v9", "--spec")  # a revision the cache does not know
     assert unknown.code == 2 and "not in the Hugging Face cache" in unknown.stderr
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")  # huggingface_hub reads this one too
+    other = run_cli("hf", "acme/other", "--spec")
+    assert other.code == 2 and "TRANSFORMERS_OFFLINE is set" in other.stderr, other.stderr
 
 
 def test_an_existing_path_wins_over_a_hub_id(hub_cache, tmp_path):
@@ -573,6 +658,7 @@ def test_an_existing_path_wins_over_a_hub_id(hub_cache, tmp_path):
         (f"{REPO}@../../etc", "not a hub id"),
         ("acme/tiny--llama", "cannot read acme/tiny--llama"),
         ("acme/a/b", "cannot read acme/a/b"),
+        ("configs/llama.json", "cannot read configs/llama.json"),  # a path, never looked up
     ],
 )
 def test_a_malformed_id_is_refused_in_one_line(hub_cache, run_cli, source, fragment):

@@ -442,7 +442,8 @@ def model_spec(
 ) -> dict[str, Any]:
     """The spec of a whole Hugging Face model (``config`` a config.json, a folder holding
     one, a hub id ``"ORG/NAME[@REVISION]"``, or its contents): every tensor save_pretrained
-    writes, and the completed config under ``hf_config``. No torch or transformers needed.
+    writes, and the completed config under ``hf_config``. The built-in families need no
+    torch or transformers.
 
     Each tensor's init follows the recipe ``init`` (``"hf"``, the default: transformers'
     own rules; ``"megatron"``, ``"neox"``, ``"olmo2"``, ``"torchtitan"``) with the base

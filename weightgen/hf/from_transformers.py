@@ -9,6 +9,8 @@ record in the manifest, and one error for a tensor whose init no jax initializer
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,10 +93,8 @@ def spec_for(
             entry["dtype"] = t.dtype
             entry["sample_dtype"] = "float32" if t.dtype in HALF else t.dtype
         spec_tensors[t.name] = entry
-    hf_config = dict(config)  # the user's fields, then the class defaults transformers used
-    for key, value in layout.config.items():
-        if key not in NOT_WRITTEN:
-            hf_config.setdefault(key, value)
+    # The user's fields, then the class defaults transformers used (in sub-configs too).
+    hf_config = _filled(config, {k: v for k, v in layout.config.items() if k not in NOT_WRITTEN})
     hf_config["architectures"] = [layout.architecture]
     hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
     return {
@@ -111,29 +111,59 @@ def spec_for(
     }
 
 
+def _filled(given: dict, defaults: dict) -> dict:
+    """``given`` with every field of ``defaults`` it lacks, nested configs merged alike."""
+    out = dict(given)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = _filled(out[key], value)
+    return out
+
+
 MAX_BLOCKS = 100_000  # layers x experts: each is at least one tensor, and a spec holds 100,000
-LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
-EXPERTS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts")
+# A count of layers or experts, in any (sub-)config: num_hidden_layers, n_layer,
+# encoder_layers, num_decoder_layers, num_local_experts, n_routed_experts, moe_num_experts...
+COUNT = re.compile(r"(?:^|_)(layers?|experts)$")
 
 
 def check_sizes(config: dict) -> None:
     """Before transformers builds anything from an untrusted config: no more layers x
     experts than a model may have tensors (on the meta device sizes cost nothing; counts of
-    modules do)."""
-    for part in (config, config.get("text_config")):
-        if not isinstance(part, dict):
-            continue
-        counts = [part[k] for k in (*LAYERS, *EXPERTS) if k in part]
-        for value in counts:
-            if isinstance(value, int) and not isinstance(value, bool) and value > MAX_BLOCKS:
-                raise UsageError(f"config.json: a layer or expert count of {value} is not sane")
-        layers = next((part[k] for k in LAYERS if _count(part.get(k))), 1)
-        experts = max([part[k] for k in EXPERTS if _count(part.get(k))] or [1])
-        if layers * experts > MAX_BLOCKS:
+    modules do). Every nested config counts (text_config, vision_config, ...): each adds its
+    largest layer count times its largest expert count."""
+    total = 0
+    for part in _configs(config):
+        layers, experts = 1, 1
+        for key, value in part.items():
+            match = COUNT.search(key) if isinstance(key, str) else None
+            if match is None or not _count(value):
+                continue
+            if value > MAX_BLOCKS:
+                raise UsageError(f"config.json: {key} {value} is not a sane layer or expert count")
+            if match.group(1) == "experts":
+                experts = max(experts, value)
+            else:
+                layers = max(layers, value)
+        total += layers * experts
+        if total > MAX_BLOCKS:
             raise UsageError(
-                f"config.json: {layers} layers of {experts} experts make more than "
-                f"{MAX_BLOCKS:,} tensors; a model may have at most that many"
+                f"config.json: its layers and experts make more than {MAX_BLOCKS:,} tensors "
+                f"({layers} layers of {experts} experts in one part); a model may have at "
+                "most that many"
             )
+
+
+def _configs(config: dict, depth: int = 0) -> Iterator[dict]:
+    """``config`` and every config nested in it (dicts, and dicts in lists)."""
+    yield config
+    if depth >= 8:
+        return
+    for value in config.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                yield from _configs(item, depth + 1)
 
 
 def _count(value: Any) -> bool:

@@ -51,8 +51,8 @@ def config_path(source: str | os.PathLike) -> Path:
     """Where to read a config from: ``source`` itself when it exists (or is no hub id),
     else the cached or downloaded config.json of the hub id it names."""
     path = Path(source)
-    if not isinstance(source, str) or source == "-" or path.exists():
-        return path
+    if not isinstance(source, str) or source == "-" or path.exists() or _looks_local(path):
+        return path  # the reader says when it does not exist
     hub_id = parse(source)
     if hub_id is None:
         if "@" in source:
@@ -64,6 +64,12 @@ def config_path(source: str | os.PathLike) -> Path:
     if cached is not None:
         return cached
     return download(hub_id)
+
+
+def _looks_local(path: Path) -> bool:
+    """A .json file name (``configs/llama.json``) is a mistyped path, not a hub id: never
+    looked up, never sent to the Hub."""
+    return path.suffix.lower() == ".json"
 
 
 def cache_dir() -> Path:
@@ -93,9 +99,12 @@ def cached_config(hub_id: HubId) -> Path | None:
     return found if found.is_file() else None
 
 
-def offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.upper() in _TRUE
+def offline() -> str | None:
+    """The variable that says not to download (as huggingface_hub reads it), else None."""
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(variable, "").upper() in _TRUE:
+            return variable
+    return None
 
 
 def download(hub_id: HubId) -> Path:
@@ -106,8 +115,9 @@ def download(hub_id: HubId) -> Path:
         + " (or huggingface-cli download), or pass a path"
     )
     missing = f"{hub_id}: no such file here, and its {FILENAME} is not in the Hugging Face cache"
-    if offline():
-        raise UsageError(f"{missing} ({cache_dir()}) and HF_HUB_OFFLINE is set; {how}")
+    variable = offline()
+    if variable is not None:
+        raise UsageError(f"{missing} ({cache_dir()}) and {variable} is set; {how}")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:

@@ -76,12 +76,41 @@ def normal(mean: Any, std: Any) -> dict | str:
     return {"init": "normal", "stddev": std}
 
 
-def uniform(a: Any, b: Any) -> dict | Shifted:
+# torch's fan axes (torch.nn.init._calculate_fan_in_and_fan_out): in = dim 1, out = dim 0,
+# both times the receptive field (the product of dims 2 and up), as JAX's _compute_fans takes
+# them with in_axis=1, out_axis=0 (for a matrix, the torch Linear layout [out, in]).
+TORCH_FANS = {"in_axis": 1, "out_axis": 0}
+
+
+def uniform(a: Any, b: Any, shape: tuple[int, ...] | None = None) -> dict | Shifted:
+    """``uniform_(a, b)``: ``uniform(scale=b)`` where a = 0; on a tensor of ``shape`` with 2
+    or more dimensions, a symmetric ``uniform_(-b, b)`` is JAX's variance scaling with a
+    uniform distribution (which draws from [-limit, limit), limit = sqrt(3 scale / fan_in)):
+    scale = b² fan_in / 3."""
     a, b = float(a), float(b)
-    if a != 0:
-        problem = f"uniform_(a={a}, b={b}) (JAX's uniform draws from [0, scale): only a = 0 maps)"
-        return Shifted({"init": "uniform", "scale": b - a}, a, problem)
-    return {"init": "uniform", "scale": b}
+    if a == 0:
+        return {"init": "uniform", "scale": b}
+    problem = (
+        f"uniform_(a={a}, b={b}) (JAX's uniform draws from [0, scale), and its variance "
+        "scaling from [-limit, limit) on tensors of 2 or more dimensions only)"
+    )
+    if a == -b and b > 0 and shape is not None and len(shape) >= 2 and math.prod(shape):
+        fan_in = shape[1] * math.prod(shape[2:])
+        return variance_scaling(b * b * fan_in / 3, "fan_in")
+    return Shifted({"init": "uniform", "scale": b - a}, a, problem)
+
+
+def variance_scaling(scale: float, mode: str) -> dict:
+    """A uniform variance scaling with torch's fans: kaiming_uniform_ is scale gain² with its
+    mode, xavier_uniform_ scale gain² with fan_avg (torch's bound sqrt(3) gain / sqrt(fan) is
+    JAX's limit sqrt(3 scale / fan))."""
+    return {
+        "init": "variance-scaling",
+        "scale": scale,
+        "mode": mode,
+        "distribution": "uniform",
+        **TORCH_FANS,
+    }
 
 
 def trunc_normal(mean: Any, std: Any, a: Any, b: Any) -> dict | str:

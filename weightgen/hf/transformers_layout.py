@@ -28,9 +28,11 @@ flag is used; nothing else in weightgen imports torch or transformers. What it r
   a constructor makes on the CPU whatever the device are recorded and really initialised.
 
 The last write to a tensor decides. A write to whole rows of zeros (the embedding's pad row,
-zeroed through a view) becomes ``zero_rows``; any other partial write, a call with no jax
-initializer (``uniform_(a, b)`` with a != 0, a normal with a mean, a copy of computed
-values), or no write at all (``torch.empty``) is a problem, reported with the call.
+zeroed through a view) becomes ``zero_rows``. A symmetric ``uniform_(-b, b)`` on 2 or more
+dimensions (``kaiming_uniform_``, ``xavier_uniform_``) is JAX's uniform variance scaling
+with torch's fans. Any other partial write, a call with no jax initializer
+(``uniform_(a, b)`` with a != 0 otherwise, a normal with a mean, a copy of computed values),
+or no write at all (``torch.empty``) is a problem, reported with the call.
 Small computations on constants are run again on the CPU to read their value.
 """
 
@@ -63,10 +65,13 @@ from .torch_init import (
     orthogonal,
     trunc_normal,
     uniform,
+    variance_scaling,
 )
 
 CHECKED = "transformers 5.24.0 and 4.57.6, torch 2.13"  # what the tests run it with
+OLDEST = (4, 57)  # _from_config(dtype=) and the save-time key conversions this module reads
 TORCH_LINEAR = (-1, -2, ())  # fan axes (in, out, batch) of a torch Linear weight [out, in]
+TORCH_CONV = (1, 0, ())  # of a conv weight [out, in, *kernel]: torch's fans, kernel included
 CONV1D = (-2, -1, ())  # transformers' Conv1D stores its weight [in, out]
 MAX_VALUES = 1 << 16  # a torch.tensor(data) literal read back to see whether it is constant
 
@@ -92,6 +97,12 @@ class Layout:
     tensors: list[Saved]
 
 
+def _version(text: str) -> tuple[int, ...]:
+    """(major, minor) of a version string such as '4.57.6' or '5.0.0.dev0'."""
+    parts = [int(p) if p.isdigit() else 0 for p in text.split(".")[:2]]
+    return tuple(parts + [0] * (2 - len(parts)))
+
+
 def read(config: dict, dtype: str) -> Layout:
     """The layout and init of the model transformers builds from ``config`` in ``dtype``."""
     with _quiet():
@@ -99,7 +110,14 @@ def read(config: dict, dtype: str) -> Layout:
 
 
 def _read(config: dict, dtype: str) -> Layout:
-    major = int(transformers.__version__.split(".")[0])
+    version = _version(transformers.__version__)
+    if version < OLDEST:
+        raise UsageError(
+            f"--from-transformers needs transformers {OLDEST[0]}.{OLDEST[1]} or later (it was "
+            f"checked with {CHECKED}); {transformers.__version__} is installed: "
+            "pip install 'weightgen[transformers]'"
+        )
+    major = version[0]
     built_config = _config(config)
     cls, model_config = _model_class(config, built_config)
     recorder = _Recorder()
@@ -233,8 +251,11 @@ def _saved(model, major: int) -> tuple[dict, dict]:
     owners = {}
     for name, tensor in state.items():
         owner = modules.get(name.rpartition(".")[0])
-        conv1d = type(owner).__name__ == "Conv1D" and name.endswith(".weight")
-        owners[name] = (tensor, CONV1D if conv1d else TORCH_LINEAR)
+        if type(owner).__name__ == "Conv1D" and name.endswith(".weight"):
+            fans = CONV1D
+        else:
+            fans = TORCH_CONV if tensor.dim() > 2 else TORCH_LINEAR
+        owners[name] = (tensor, fans)
     if major >= 5:
         from transformers.core_model_loading import revert_weight_conversion
         from transformers.modeling_utils import remove_tied_weights_from_state_dict
@@ -497,7 +518,7 @@ def _m_normal(rec, args, kwargs):
 def _m_uniform(rec, args, kwargs):
     a = args[1] if len(args) > 1 else kwargs.get("from", 0.0)
     b = args[2] if len(args) > 2 else kwargs.get("to", 1.0)
-    return uniform(a, b), f"uniform_({a}, {b})"
+    return uniform(a, b, tuple(args[0].shape)), f"uniform_({a}, {b})"
 
 
 def _m_zero(rec, args, kwargs):
@@ -756,7 +777,7 @@ def _p_normal(rec, tensor, mean=0.0, std=1.0, generator=None):
 
 
 def _p_uniform(rec, tensor, a=0.0, b=1.0, generator=None):
-    rec.write(tensor, uniform(a, b), f"uniform_(a={a}, b={b})")
+    rec.write(tensor, uniform(a, b, tuple(tensor.shape)), f"uniform_(a={a}, b={b})")
     return tensor
 
 
@@ -811,8 +832,21 @@ _ORIGINALS = {n: getattr(torch.nn.init, n) for n in (*PRIMITIVES, *COMPOSITES)}
 
 
 def _kaiming_uniform(rec, tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+    """torch's bound gain sqrt(3 / fan) is JAX's uniform variance scaling with scale gain²
+    (torch's own default for nn.Linear and nn.ConvNd weights: a = sqrt(5), scale 1/3)."""
     call = f"kaiming_uniform_(a={_short(a)}, mode={mode!r}, nonlinearity={nonlinearity!r})"
-    rec.write(tensor, f"{call} (a uniform_(-b, b); JAX's uniform draws from [0, scale))", call)
+    if tensor.dim() < 2 or mode not in ("fan_in", "fan_out"):
+        effect: dict | str = f"{call} on a {tensor.dim()}-D tensor (torch needs 2 dimensions)"
+    elif tensor.numel() == 0:
+        effect = dict(ZEROS)  # torch leaves a tensor with no elements as it is
+    else:
+        try:
+            gain = torch.nn.init.calculate_gain(nonlinearity, a)
+        except ValueError as exc:
+            effect = f"{call} ({exc})"
+        else:
+            effect = variance_scaling(gain * gain, mode)
+    rec.write(tensor, effect, call)
     return tensor
 
 

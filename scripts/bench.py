@@ -178,10 +178,12 @@ class Row:
 def run_once(argv: list[str], env: dict) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one child process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace")
+    with tempfile.TemporaryFile() as stderr:  # not a pipe: a chatty child would fill it
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        stderr.seek(0)
+        err = stderr.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{err[-2000:]}")
     return wall, usage.ru_maxrss * 1024

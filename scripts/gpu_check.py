@@ -428,11 +428,15 @@ def rate_section(table, devices, sizes, workdir: Path, device_arg) -> tuple[int,
             f"{seconds:.2f} s, {elements / seconds / 1e9:.2f} G elements/s",
         )
         if devices[0].platform != "cpu" and size == sizes[0]:
+            before = os.environ.get("WEIGHTGEN_THREEFRY")
             os.environ["WEIGHTGEN_THREEFRY"] = "unrolled"
             try:
                 seconds = _null_run(spec, devices)
             finally:
-                del os.environ["WEIGHTGEN_THREEFRY"]
+                if before is None:
+                    del os.environ["WEIGHTGEN_THREEFRY"]
+                else:
+                    os.environ["WEIGHTGEN_THREEFRY"] = before
             table.add(
                 "rate",
                 f"{tag}, no I/O, weightgen's unrolled threefry",
@@ -516,10 +520,12 @@ def hf_section(
     path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    err = proc.stderr.read().decode(errors="replace").strip()
+    with tempfile.TemporaryFile() as stderr:  # not a pipe: a chatty child would fill it
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        stderr.seek(0)
+        err = stderr.read().decode(errors="replace").strip()
     code = os.waitstatus_to_exitcode(status)
     name = config.name
     if code != 0:
@@ -630,6 +636,7 @@ def main() -> int:
                 "seconds": round(seconds, 1),
                 "small": args.small,
                 "failed": table.failed,
+                "device": jax.devices()[0].device_kind,
             },
             "rows": table.rows,
         }

@@ -298,6 +298,20 @@ def test_inspect_reports_stats(run_cli, tmp_path):
     assert "weight" in table and "(300, 7)" in table
 
 
+def test_inspect_reads_past_a_broken_manifest_beside_the_file(run_cli, tmp_path):
+    """The manifest found beside a file only adds the rule column: a damaged one leaves the
+    statistics; one named with --manifest must be readable."""
+    out = tmp_path / "w.safetensors"
+    assert run_cli("normal", "--shape", "30,7", "-o", str(out), "-q").code == 0
+    from weightgen.manifest import locate
+
+    beside = tmp_path / os.path.basename(locate(out)[0])  # where inspect looks for one
+    beside.write_text("{broken")
+    report = json.loads(run_cli("inspect", str(out), "--json").stdout)
+    assert [t["expected"] for t in report["tensors"]] == [None]
+    _assert_clean_failure(run_cli("inspect", str(out), "--manifest", str(beside)), 2, "JSON")
+
+
 def test_inspect_bad_file_is_one_line(run_cli, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")

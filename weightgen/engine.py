@@ -4,7 +4,9 @@ Data flow for one tensor: flat ranges of ``chunk_elems`` elements -> one jit ker
 (sharded over the devices; the key data carries the range's start, so the kernel compiles
 once per family, dtype and size) -> asynchronous device-to-host copies, a few in flight ->
 a bounded queue -> a writer thread that feeds the sink (file writes release the GIL).
-Host memory is a few chunks whatever the tensor's size. Chunk size and device count never
+Host memory is a few chunks whatever the tensor's size. Consecutive tensors smaller than a
+chunk that share a kernel go out together, as the rows of one vmapped call (a model's
+experts: one call for many, not one each). Chunk size, batching and device count never
 change a byte: every element is a function of the key and its flat index only.
 """
 
@@ -196,15 +198,11 @@ class Engine:
         spec: TensorSpec,
         start: int = 0,
         stop: int | None = None,
-        *,
-        words: tuple[int, int] | None = None,
     ) -> Iterator[np.ndarray]:
         """Elements ``start .. stop`` of the flattened tensor (default: all of it) as host
-        arrays in ``spec.dtype``, in order. ``words``: the tensor's key words, when the
-        caller derived them already (``prng.derive_words`` does a whole plan at once)."""
+        arrays in ``spec.dtype``, in order."""
         stop = spec.numel if stop is None else stop
-        if words is None:
-            words = prng.derive(spec.seed, spec.fold_in)
+        words = prng.derive(spec.seed, spec.fold_in)
         for landed in self.stream([Piece(spec, start, stop, words)]):
             for _number, _offset, host in landed:
                 yield host

@@ -178,7 +178,8 @@ def check_config() -> None:
 
 def derive_words(seeds: Sequence[int], fold_ins: Sequence[int | None]) -> np.ndarray:
     """The key words of many tensors at once, as an ``(n, 2)`` uint32 array: row ``i`` is
-    ``jax.random.key_data(base_key(seeds[i], fold_ins[i]))``, computed in numpy.
+    the key data of ``jax.random.key(seeds[i])``, folded with ``fold_ins[i]`` where it is not
+    None (the spec key rule), computed in numpy.
 
     ``jax.random.key(seed)`` for ``0 <= seed < 2**32`` is the words ``(0, seed)`` (JAX's
     ``threefry_seed``: the high and low 32 bits), and ``fold_in(key, data)`` is
@@ -199,14 +200,9 @@ def derive_words(seeds: Sequence[int], fold_ins: Sequence[int | None]) -> np.nda
 
 
 def derive(seed: int, fold_in: int | None = None) -> tuple[int, int]:
-    """The key words of ``base_key(seed, fold_in)``, without JAX."""
+    """The key words of ``jax.random.key(seed)``, folded with ``fold_in`` when given."""
     row = derive_words([seed], [fold_in])[0]
     return int(row[0]), int(row[1])
-
-
-def base_key(seed: int, fold_in: int | None = None) -> jax.Array:
-    """``jax.random.key(seed)``, folded with ``fold_in`` when given (the spec key rule)."""
-    return jax.random.wrap_key_data(np.array(derive(seed, fold_in), _U32))
 
 
 def key_words(key: jax.Array) -> tuple[int, int]:
@@ -218,11 +214,6 @@ def key_words(key: jax.Array) -> tuple[int, int]:
 def words_hex(words) -> str:
     """Two key words as 16 hex digits (the ``key`` recorded in manifests)."""
     return f"{int(words[0]):08x}{int(words[1]):08x}"
-
-
-def key_hex(seed: int, fold_in: int | None = None) -> str:
-    """The key data of ``base_key(seed, fold_in)`` as 16 hex digits (recorded in manifests)."""
-    return words_hex(derive(seed, fold_in))
 
 
 def offset_key_data(words: tuple[int, int], flat_start: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import expect, formats
+from .errors import WeightgenError
 
 
 @dataclass
@@ -124,7 +125,11 @@ def _rules(path: str | os.PathLike, manifest: str | os.PathLike | None) -> dict:
     from .specfile import load_spec
 
     if manifest is None:
-        manifest = locate(path)[1]
-        if manifest is None:
+        found = locate(path)[1]
+        if found is None:
+            return {}
+        try:  # one found beside the file may be stale or foreign: the statistics still stand
+            return {t.name: t for t in load_spec(os.fspath(found)).plan.tensors}
+        except WeightgenError:
             return {}
     return {t.name: t for t in load_spec(os.fspath(manifest)).plan.tensors}

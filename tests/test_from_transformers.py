@@ -39,18 +39,13 @@ EXTRA = {
     p.stem: json.loads(p.read_text())
     for p in sorted((HERE / "data" / "hf_transformers").glob("*.json"))
 }
-# mamba's A_log (a log of 1..N), dt_proj (a uniform(-b, b)) and its bias (an inverse softplus of
-# random values), conv1d and out_proj (kaiming_uniform_: a uniform(-b, b)) have no jax
-# initializer: the user says what they get.
+# mamba's A_log (a log of 1..N) and dt_proj's bias (an inverse softplus of random values)
+# are computed: no jax initializer draws them, so the user says what they get. Its conv1d
+# and out_proj (kaiming_uniform_) and dt_proj's weight (uniform_(-b, b)) are uniform variance
+# scalings.
 MAMBA = "mamba"
-MAMBA_RULES = [
-    "*.mixer.A_log=zeros",
-    "*.mixer.dt_proj.weight=normal,stddev=0.1",
-    "*.mixer.dt_proj.bias=zeros",
-    "*.mixer.conv1d.weight=he-uniform",
-    "*.mixer.out_proj.weight=lecun-normal",
-]
-RULED = ("A_log", "dt_proj", "conv1d.weight", "out_proj")
+MAMBA_RULES = ["*.mixer.A_log=zeros", "*.mixer.dt_proj.bias=zeros"]
+RULED = ("A_log", "dt_proj.bias")
 EXPRESSED = [label for label in EXTRA if label != MAMBA]
 VERSIONS = ("5", "4")
 
@@ -122,8 +117,6 @@ def world(tmp_path_factory):
             "--from-transformers",
             "--rule",
             MAMBA_RULES[0],
-            "--rule",
-            "*.conv1d.weight=zeros",
         ],
     }
     jobs5 += [{"kind": "cli", "args": args} for args in cli.values()]
@@ -303,13 +296,23 @@ def test_an_init_no_jax_initializer_expresses_names_the_tensor_and_the_call(worl
     assert "'backbone.layers.0.mixer.A_log'" in error and "copy_ of log(" in error
     assert "--rule 'backbone.layers.0.mixer.A_log=INIT" in error
     assert not (world["tmp"] / "cli-mamba").exists()
-    # Rules cover A_log and conv1d; the next tensor they do not cover is named.
+    # A rule covers A_log; the next tensor no rule covers is named.
     partial = world["cli"]["rules"]
-    assert partial["code"] == 2 and "'backbone.layers.0.mixer.dt_proj.weight'" in partial["stderr"]
-    assert "uniform_(a=-0.5, b=0.5)" in partial["stderr"]
+    assert partial["code"] == 2 and "'backbone.layers.0.mixer.dt_proj.bias'" in partial["stderr"]
+    assert "copy_ of add(" in partial["stderr"]
     ruled = world["specs"]["5"][MAMBA]["spec"]["tensors"]
     assert ruled["backbone.layers.0.mixer.A_log"] == {"shape": [128, 8], "init": "zeros"}
-    assert ruled["backbone.layers.1.mixer.dt_proj.weight"]["stddev"] == 0.1
+    # kaiming_uniform_(a=sqrt(5)) on conv1d [128, 1, 4]: torch's fan_in is 1 x 4 (the kernel)
+    conv = ruled["backbone.layers.1.mixer.conv1d.weight"]
+    assert (conv["init"], conv["distribution"], conv["scale"]) == (
+        "variance-scaling",
+        "uniform",
+        pytest.approx(1 / 3),
+    )
+    assert (conv["in_axis"], conv["out_axis"]) == (1, 0)
+    # uniform_(-dt_rank**-0.5, dt_rank**-0.5) on dt_proj [128, 4]: scale b² fan_in / 3
+    dt = ruled["backbone.layers.1.mixer.dt_proj.weight"]
+    assert dt["scale"] == pytest.approx(0.5**2 * 4 / 3) and dt["mode"] == "fan_in"
 
 
 @pytest.mark.slow

@@ -756,8 +756,14 @@ def gpu_section() -> list[str]:
         "| section | check | result | detail |",
         "|---|---|---|---|",
     ]
+    shown = {True: "yes", False: "NO"}  # the script's own words for a check's outcome
+
+    def cell(value) -> str:
+        return shown[value] if isinstance(value, bool) else str(value)
+
     lines += [
-        f"| {r['section']} | {r['check']} | {r['result']} | {r['detail']} |" for r in found["rows"]
+        f"| {r['section']} | {r['check']} | {cell(r['result'])} | {r['detail']} |"
+        for r in found["rows"]
     ]
     return lines
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +29,33 @@ def x64(enabled: bool):
         yield
     finally:
         jax.config.update("jax_enable_x64", before)
+
+
+CLIENT_TIMEOUT = 600  # seconds: one client process builds and loads many small models
+TRANSFORMERS_ENV = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_client(
+    script: Path, jobs: list[dict], jobs_file: Path, python_path: str | None, **env: str
+) -> dict:
+    """A real client (transformers, a trainer) on ``jobs``, in a process and session of its
+    own with only ``python_path`` on its path (and ``env``), killed past CLIENT_TIMEOUT: its
+    JSON answer."""
+    jobs_file.write_text(json.dumps(jobs))
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    environ.update(env)
+    if python_path:
+        environ["PYTHONPATH"] = python_path
+    proc = subprocess.run(
+        [sys.executable, str(script), str(jobs_file)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT,
+        start_new_session=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
 
 
 def reference(spec) -> np.ndarray:

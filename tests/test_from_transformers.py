@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TRANSFORMERS_ENV, run_client
 
 import weightgen
 from weightgen.hf import hub, torch_init
@@ -56,23 +57,12 @@ def _rules(label: str) -> list[str]:
 
 def _run(script: str, jobs: list[dict], tmp: Path, version: str) -> dict:
     jobs_file = tmp / f"{Path(script).stem}-{version}-{len(jobs)}.json"
-    jobs_file.write_text(json.dumps(jobs))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    python_path = None
     if version == "4":
         if not TRANSFORMERS4.is_dir():
             pytest.fail(f"transformers 4.57.6 is not in {TRANSFORMERS4}: run make install-test")
-        env["PYTHONPATH"] = str(TRANSFORMERS4)
-    proc = subprocess.run(
-        [sys.executable, str(HERE / script), str(jobs_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        start_new_session=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    answer = json.loads(proc.stdout)
+        python_path = str(TRANSFORMERS4)
+    answer = run_client(HERE / script, jobs, jobs_file, python_path, **TRANSFORMERS_ENV)
     assert answer["version"].startswith(version), answer["version"]
     return answer
 

@@ -15,13 +15,12 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import TRANSFORMERS_ENV, run_client
 
 import weightgen
 from weightgen import hf
@@ -31,7 +30,6 @@ HERE = Path(__file__).parent
 REAL_CONFIGS = sorted((HERE / "data" / "hf_configs").glob("*.json"))
 ROOT = HERE.parent
 TRANSFORMERS4 = ROOT / ".venv" / "transformers4"  # make install puts 4.57.6 here
-CLIENT_TIMEOUT = 600
 
 # One tiny config per family (and per head or option worth loading): big enough for
 # statistics, small to write. The file's stem is the label.
@@ -70,21 +68,7 @@ def _write(folder: Path, config: dict, layout: str) -> None:
 
 def _client(python_path: str | None, jobs: list[dict], tmp: Path) -> dict:
     jobs_file = tmp / f"jobs-{len(jobs)}-{abs(hash(python_path))}.json"
-    jobs_file.write_text(json.dumps(jobs))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-    if python_path:
-        env["PYTHONPATH"] = python_path
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "hf_client.py"), str(jobs_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT,
-        start_new_session=True,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    return run_client(HERE / "hf_client.py", jobs, jobs_file, python_path, **TRANSFORMERS_ENV)
 
 
 @pytest.fixture(scope="module")

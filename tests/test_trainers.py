@@ -27,25 +27,22 @@ naming the fix, except in CI (the CI environment variable set), where they fail.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import subprocess
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_client
 
 import weightgen
 from weightgen import hf
 
 HERE = Path(__file__).parent
 TRAINERS_DIR = HERE.parent / ".venv" / "trainers"  # make install-test puts them here
-CLIENT_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
@@ -285,21 +282,13 @@ def _family_present(case: Case) -> None:
 
 def _run_client(trainer: Trainer, cases: list[Case], tmp: Path) -> dict[str, dict]:
     jobs = [{"label": c.label, "model": c.model, "args": c.sizes, "seed": 0} for c in cases]
-    jobs_file = tmp / f"{trainer.folder}-jobs.json"
-    jobs_file.write_text(json.dumps(jobs))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(TRAINERS_DIR / trainer.folder)
-    env["PYTHONWARNINGS"] = "ignore"
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "trainers" / trainer.client), str(jobs_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT,
-        start_new_session=True,
+    answer = run_client(
+        HERE / "trainers" / trainer.client,
+        jobs,
+        tmp / f"{trainer.folder}-jobs.json",
+        str(TRAINERS_DIR / trainer.folder),
+        PYTHONWARNINGS="ignore",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    answer = json.loads(proc.stdout)
     return {c.label: r for c, r in zip(cases, answer["reports"], strict=True)}
 
 

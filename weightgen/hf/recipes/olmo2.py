@@ -3,7 +3,10 @@
 OLMo-core src/olmo_core/nn/transformer/init.py: with ``InitMethod.normal`` every Linear
 weight, the embedding and the output head are ``trunc_normal_(mean=0, std=σ, a=-3σ, b=3σ)``,
 which is ``jax.nn.initializers.truncated_normal(σ, lower=-3, upper=3)``; biases zero, norms
-(q_norm and k_norm too) one. No padding row is zeroed.
+(q_norm and k_norm too) one. No padding row is zeroed. One difference, on purpose: OLMo-core
+3.0's ``init_feed_forward_moe`` never visits an MoE block's ``shared_mlp``, which so keeps
+torch's nn.Linear default (kaiming_uniform_); this recipe gives shared experts T(σ), as every
+other matrix (a ``--rule`` gives them anything else).
 """
 
 from .. import roles

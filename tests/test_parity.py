@@ -267,6 +267,26 @@ def test_derived_keys_are_jax_key_and_fold_in(x64_on):
             assert tuple(row) == prng.key_words(key), (seed, fold)
 
 
+def test_a_jax_deriving_keys_otherwise_is_refused_and_a_pass_is_remembered(tmp_path, monkeypatch):
+    """check_config holds derive_words to this JAX's key and fold_in (eager JAX calls, part
+    of every start-up), once per JAX version when given a folder to remember the pass in."""
+    from weightgen import prng
+    from weightgen.errors import GenerationError
+
+    prng.check_config(remember=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [
+        f"keys-checked-jax-{jax.__version__}-jaxlib-{__import__('jaxlib').__version__}"
+    ]
+    with monkeypatch.context() as patch:
+        patch.setattr(prng, "derive", lambda seed, data=None: (0, 0))
+        prng.check_config(remember=tmp_path)  # remembered: not checked again
+        with pytest.raises(GenerationError, match="derives keys from seeds differently"):
+            prng.check_config()
+        with pytest.raises(GenerationError, match="derives keys from seeds differently"):
+            prng.check_config(remember=tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_jax_primitive_path_on_request(monkeypatch):
     """WEIGHTGEN_THREEFRY=jax: JAX's own threefry2x32_p (the old path), the same bytes."""
     from weightgen import prng

@@ -19,6 +19,7 @@ core (measured in the README); sha256 stays available per file on request.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,23 +31,18 @@ BLOCK_BYTES = 16 << 20
 FORMAT = {"algorithm": ALGORITHM, "block_bytes": BLOCK_BYTES}
 
 
-_hasher_type = None
-
-
+@functools.cache
 def _blake3():
     """The ``blake3`` hasher, imported only when something is hashed: a run without a
     manifest or digests works where the package is not installed."""
-    global _hasher_type
-    if _hasher_type is None:
-        try:
-            from blake3 import blake3
-        except ImportError:
-            raise WeightgenError(
-                "manifests and digests need the blake3 package: pip install blake3, "
-                "or write without them (--no-manifest)"
-            ) from None
-        _hasher_type = blake3
-    return _hasher_type
+    try:
+        from blake3 import blake3
+    except ImportError:
+        raise WeightgenError(
+            "manifests and digests need the blake3 package: pip install blake3, "
+            "or write without them (--no-manifest)"
+        ) from None
+    return blake3
 
 
 def block_digest(data) -> bytes:

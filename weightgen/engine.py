@@ -50,6 +50,7 @@ def compile_cache_dir() -> Path:
 def configure_jax(*, x64: bool, compile_cache: bool = True) -> None:
     """Process-wide JAX settings for a run: x64 when a tensor needs it; the compile cache."""
     jax.config.update("jax_enable_x64", x64)
+    cache = None
     if compile_cache and os.environ.get(COMPILE_CACHE_ENV, "1") != "0":
         try:
             cache = compile_cache_dir()
@@ -59,8 +60,8 @@ def configure_jax(*, x64: bool, compile_cache: bool = True) -> None:
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
             jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         except OSError:
-            pass  # an unwritable cache folder only costs compile time
-    prng.check_config()
+            cache = None  # an unwritable cache folder only costs compile time
+    prng.check_config(remember=cache)
 
 
 def select_devices(spec: str | None) -> list[jax.Device]:
@@ -139,7 +140,6 @@ class Engine:
         self._slicers: dict[int, Callable] = {}
         self._coefficients: dict[tuple, tuple] = {}
         self._signatures: dict[tuple, tuple] = {}
-        self._dispatching = 0  # the piece whose calls are being dispatched (for errors)
         # On an accelerator, start each device-to-host copy as soon as the call is queued.
         # On CPU the result already is host memory: the "copy" would be a real second copy
         # (measured: ~0.5 s per GiB), and np.asarray reads the buffer in place instead.
@@ -152,8 +152,11 @@ class Engine:
         small = -(-_next_pow2(numel) // ndev) * ndev
         return min(self.chunk_elems, small)
 
-    def _kernel(self, spec: TensorSpec, draw, size: int) -> Callable:
-        signature = (self._signature(spec), size)
+    def _kernel(self, spec: TensorSpec, draw, size: int, rows: int | None = None) -> Callable:
+        """The jitted draw of ``size`` elements from one row of key data; with ``rows``, mapped
+        over that many rows of key data and coefficients (a batch of small pieces: every
+        element computed exactly as in the chunk kernel). Compiled once per signature."""
+        signature = (self._signature(spec), size) + (() if rows is None else (rows,))
         kernel = self._kernels.get(signature)
         if kernel is None:
             unrolled = self.unrolled
@@ -161,7 +164,10 @@ class Engine:
             def run(key_data, coefficients):
                 return draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
 
-            kernel = jax.jit(run, out_shardings=self._sharding)
+            if rows is None:
+                kernel = jax.jit(run, out_shardings=self._sharding)
+            else:
+                kernel = jax.jit(jax.vmap(run), out_shardings=self._batch_sharding)
             self._kernels[signature] = kernel
         return kernel
 
@@ -169,29 +175,19 @@ class Engine:
         """``samplers.elementwise(spec)``, once per distinct parameter set, dtype and shape:
         its coefficients are eager JAX scalars (a few dispatches), the same for every tensor
         that shares them (a model's experts, its layers)."""
-        token = (
-            _token(spec),
-            spec.shape if spec.init.family == "variance_scaling" else None,
-        )
-        found = self._coefficients.get(token)
-        if found is None:
-            if len(self._coefficients) >= 4096:
-                self._coefficients.clear()  # bounded, whatever the plan
+        shape = spec.shape if spec.init.family == "variance_scaling" else None
+
+        def make() -> tuple[tuple, Callable]:
             # JAX computes these scalars eagerly on the device it draws on: on another
             # platform's device (a GPU beside --devices cpu) they could round differently.
             with jax.default_device(self.devices[0]):
-                found = self._coefficients[token] = samplers.elementwise(spec)
-        return found
+                return samplers.elementwise(spec)
+
+        return _cached(self._coefficients, (_token(spec), shape), make)
 
     def _signature(self, spec: TensorSpec) -> tuple:
         """``samplers.kernel_signature(spec)``, looked up once per parameter set."""
-        token = _token(spec)
-        found = self._signatures.get(token)
-        if found is None:
-            if len(self._signatures) >= 4096:
-                self._signatures.clear()
-            found = self._signatures[token] = samplers.kernel_signature(spec)
-        return found
+        return _cached(self._signatures, _token(spec), lambda: samplers.kernel_signature(spec))
 
     def chunks(
         self,
@@ -220,14 +216,7 @@ class Engine:
         dispatching of a piece begins (before its first kernel compiles or its QR runs).
         """
         in_flight: collections.deque = collections.deque()
-        calls = self._calls(pieces, on_piece)
-        while True:
-            try:
-                call = next(calls, None)
-            except _ERRORS as exc:
-                raise _failure(pieces[self._dispatching].spec, exc) from exc
-            if call is None:
-                break
+        for call in self._calls(pieces, on_piece):
             in_flight.append(call)
             if len(in_flight) > IN_FLIGHT:
                 yield _land(*in_flight.popleft())
@@ -240,35 +229,37 @@ class Engine:
         """Kernel calls, dispatched: (device array, [(number, spec, first element, row,
         valid slice)]) where ``row`` is the row of a batch (None: the array is one piece's)."""
         batch: list[tuple[int, Piece, int]] = []  # (number, piece, kernel size)
-        signature = None  # the batch's kernel
         for number, piece in enumerate(pieces):
-            self._dispatching = number
             if on_piece is not None:
                 on_piece(number)
             spec, start, stop = piece.spec, piece.start, piece.stop
             if not 0 <= start <= stop <= spec.numel:
-                raise ValueError(f"range {start}..{stop} outside {spec.describe()}")
+                raise _failure(spec, ValueError(f"range {start}..{stop} outside {spec.describe()}"))
             if start == stop:
                 continue
             size = self.kernel_elems(stop - start)
             # A transform runs as eager ops on each chunk (samplers.finish): not in a batch.
-            if spec.init.elementwise and spec.transform is None and 2 * size <= self.chunk_elems:
-                kernel = (self._signature(spec), size)
-                if batch and (kernel != signature or len(batch) * size >= self.chunk_elems):
-                    self._dispatching = batch[0][0]
-                    yield from self._batches(batch)
-                    self._dispatching, batch = number, []
+            small = (
+                spec.init.elementwise and spec.transform is None and 2 * size <= self.chunk_elems
+            )
+            if batch and not (
+                small
+                and (self._signature(spec), size) == self._batch_signature(batch)
+                and len(batch) * size < self.chunk_elems
+            ):
+                yield from _guarded(batch[0][1].spec, self._batches(batch))
+                batch = []
+            if small:
                 batch.append((number, piece, size))
-                signature = kernel
-                continue
-            if batch:
-                self._dispatching = batch[0][0]
-                yield from self._batches(batch)
-                self._dispatching, batch = number, []
-            yield from self._chunked(number, piece, size)
+            else:
+                yield from _guarded(spec, self._chunked(number, piece, size))
         if batch:
-            self._dispatching = batch[0][0]
-            yield from self._batches(batch)
+            yield from _guarded(batch[0][1].spec, self._batches(batch))
+
+    def _batch_signature(self, batch: list[tuple[int, Piece, int]]) -> tuple:
+        """The kernel a batch's pieces share: the first piece's signature and size."""
+        _, piece, size = batch[0]
+        return (self._signature(piece.spec), size)
 
     def _chunked(self, number: int, piece: Piece, size: int) -> Iterator[tuple[jax.Array, list]]:
         """One piece in chunks of ``size`` elements; the last computed whole (one compiled
@@ -314,18 +305,15 @@ class Engine:
                 yield from self._chunked(number, piece, size)
                 continue
             spec = group[0][1].spec
-            words = np.array([p.words for _, p, _ in group], np.uint32)
-            starts = np.array([p.start for _, p, _ in group], np.uint64)
-            key_data = np.empty((rows, 4), np.uint32)  # prng.offset_key_data, row by row
-            key_data[:, :2] = words
-            key_data[:, 2] = starts >> np.uint64(32)
-            key_data[:, 3] = starts & np.uint64(0xFFFFFFFF)
+            key_data = prng.offset_key_rows(
+                np.array([p.words for _, p, _ in group], np.uint32), [p.start for _, p, _ in group]
+            )
             found = [self._elementwise(p.spec) for _, p, _ in group]
             if all(f is found[0] for f in found):  # one parameter set: a model's experts
                 coefficients = tuple(np.repeat(c[None], rows, axis=0) for c in found[0][0])
             else:
                 coefficients = tuple(np.stack(column) for column in zip(*(c for c, _ in found)))
-            kernel = self._batch_kernel(spec, found[0][1], size, rows)
+            kernel = self._kernel(spec, found[0][1], size, rows)
             out = kernel(key_data, coefficients)
             if self._copy_early:
                 out.copy_to_host_async()
@@ -336,21 +324,6 @@ class Engine:
                     for row, (number, p, _) in enumerate(group)
                 ],
             )
-
-    def _batch_kernel(self, spec: TensorSpec, draw, size: int, rows: int) -> Callable:
-        """``rows`` small pieces in one call: the chunk kernel mapped over rows of key data
-        and coefficients (every element is computed exactly as in the chunk kernel)."""
-        signature = (self._signature(spec), size, rows)
-        kernel = self._kernels.get(signature)
-        if kernel is None:
-            unrolled = self.unrolled
-
-            def one(key_data, coefficients):
-                return draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
-
-            kernel = jax.jit(jax.vmap(one), out_shardings=self._batch_sharding)
-            self._kernels[signature] = kernel
-        return kernel
 
     def _slice(
         self, flat: jax.Array, start: int, *, size: int, stop: int
@@ -375,6 +348,17 @@ class Engine:
         return slicer(flat, np.int32(start)), slice(skip, skip + valid)
 
 
+def _cached(cache: dict, token: tuple, make: Callable):
+    """``cache[token]``, made on first use; the cache is emptied at 4096 entries, so it
+    stays small whatever the plan."""
+    found = cache.get(token)
+    if found is None:
+        if len(cache) >= 4096:
+            cache.clear()
+        found = cache[token] = make()
+    return found
+
+
 def _token(spec: TensorSpec) -> tuple:
     """What a tensor's kernel and coefficients depend on, besides its shape: a cheap key
     (resolved parameters are numbers, strings and tuples). Parameters go in by repr, not by
@@ -385,6 +369,14 @@ def _token(spec: TensorSpec) -> tuple:
 
 
 _ERRORS = (RuntimeError, ValueError, TypeError, NotImplementedError)  # from JAX and XLA
+
+
+def _guarded(spec: TensorSpec, calls: Iterator) -> Iterator:
+    """``calls``, with an error from JAX or XLA while dispatching them named for ``spec``."""
+    try:
+        yield from calls
+    except _ERRORS as exc:
+        raise _failure(spec, exc) from exc
 
 
 def _failure(spec: TensorSpec, exc: BaseException) -> BaseException:

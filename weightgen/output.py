@@ -100,7 +100,7 @@ class Target:
                 formats.safetensors.build_header([entries[i] for i in members], file_metadata())
                 for _, members in shards
             ]
-            size = len(b"".join(headers)) + plan.nbytes
+            size = sum(map(len, headers)) + plan.nbytes
             return cls(
                 output, "folder", FOLDER_FORMAT, plan, size, shards, hf_config, headers, entries
             )

@@ -6,6 +6,7 @@ axes, dtypes, sizes) before JAX is imported or a byte is written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -121,19 +122,15 @@ class TensorSpec:
     zero_rows: tuple[int, ...] = ()  # init(...).at[rows].set(0): rows along axis 0, sorted
     transform: AppliedTransform | None = None  # an elementwise map after drawing (A_log's log)
 
-    def __post_init__(self) -> None:
-        # Sizes once, at construction: a plan of 70,000 tensors asks for them often.
-        numel = math.prod(self.shape)
-        object.__setattr__(self, "_numel", numel)
-        object.__setattr__(self, "_nbytes", numel * self.dtype.itemsize)
-
-    @property
+    # Computed once (cached_property writes past the frozen dataclass): a plan or a file of
+    # 70,000 tensors asks for its sizes often.
+    @functools.cached_property
     def numel(self) -> int:
-        return self._numel
+        return math.prod(self.shape)
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
-        return self._nbytes
+        return self.numel * self.dtype.itemsize
 
     @property
     def needs_x64(self) -> bool:

@@ -28,9 +28,11 @@ once (``jax.random.key`` and ``fold_in`` are threefry on two words), with no JAX
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -145,8 +147,11 @@ def unrolled_for(platform: str, choice: str | None = None) -> bool:
     return choice == "unrolled" or (choice == "auto" and platform == "cpu")
 
 
-def check_config() -> None:
-    """Streaming is exact only under JAX's default partitionable threefry."""
+def check_config(remember: Path | None = None) -> None:
+    """Streaming is exact only under JAX's default partitionable threefry; ``derive_words``
+    only while this JAX derives keys as it does. That last check costs eager JAX calls (about
+    0.1 s of every start-up): with ``remember`` (a folder: the compile cache's) it runs once
+    per JAX and jaxlib version, and a file there says it passed."""
     from .errors import GenerationError
 
     if not jax.config.jax_threefry_partitionable:
@@ -165,6 +170,13 @@ def check_config() -> None:
             "an offset. Unset JAX_RANDOM_SEED_OFFSET or fold the offset into --seed"
         )
     # derive_words computes JAX's key derivation without JAX: hold it to this JAX's own.
+    import jaxlib
+
+    passed = None
+    if remember is not None:
+        passed = remember / f"keys-checked-jax-{jax.__version__}-jaxlib-{jaxlib.__version__}"
+        if passed.is_file():
+            return
     for seed, data in ((7, 0x9E3779B9), (2**32 - 1, None)):
         key = jax.random.key(seed)
         if data is not None:
@@ -174,6 +186,9 @@ def check_config() -> None:
                 f"this JAX ({jax.__version__}) derives keys from seeds differently from the "
                 "threefry rule weightgen implements; use a tested JAX (see constraints.txt)"
             )
+    if passed is not None:
+        with contextlib.suppress(OSError):  # unwritable: only checking again next time
+            passed.touch()
 
 
 def derive_words(seeds: Sequence[int], fold_ins: Sequence[int | None]) -> np.ndarray:
@@ -219,6 +234,17 @@ def words_hex(words) -> str:
 def offset_key_data(words: tuple[int, int], flat_start: int) -> np.ndarray:
     """Key data for the offset PRNG: the key words and the 64-bit start of a flat range."""
     return np.array([words[0], words[1], flat_start >> 32, flat_start & 0xFFFFFFFF], _U32)
+
+
+def offset_key_rows(words: np.ndarray, flat_starts: np.ndarray) -> np.ndarray:
+    """``offset_key_data`` of many ranges at once: ``(n, 2)`` key words and ``n`` starts
+    give ``(n, 4)`` key data, row ``i`` that of ``words[i]`` from ``flat_starts[i]``."""
+    starts = np.asarray(flat_starts, np.uint64)
+    rows = np.empty((len(starts), 4), _U32)
+    rows[:, :2] = words
+    rows[:, 2] = starts >> np.uint64(32)
+    rows[:, 3] = starts & np.uint64(0xFFFFFFFF)
+    return rows
 
 
 def wrap(key_data, *, unrolled: bool = False) -> jax.Array:

@@ -9,6 +9,7 @@ engine never knows which format it feeds.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,18 +33,15 @@ class TensorEntry:
     shape: tuple[int, ...]
     dtype: DType
 
-    def __post_init__(self) -> None:
-        numel = math.prod(self.shape)  # once: a file of 70,000 tensors asks often
-        object.__setattr__(self, "_numel", numel)
-        object.__setattr__(self, "_nbytes", numel * self.dtype.itemsize)
-
-    @property
+    # Computed once (cached_property writes past the frozen dataclass): a plan or a file of
+    # 70,000 tensors asks for its sizes often.
+    @functools.cached_property
     def numel(self) -> int:
-        return self._numel
+        return math.prod(self.shape)
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
-        return self._nbytes
+        return self.numel * self.dtype.itemsize
 
 
 class Sink(Protocol):

@@ -17,7 +17,7 @@ num_attention_heads * head_dim == hidden_size (it has no head_dim field of its o
 
 from .. import blocks
 from ..family import ONES, Family, Field, Head
-from .qwen3_moe import dense, sparse
+from .qwen3_moe import dense, moe_fields, sparse
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
@@ -29,12 +29,7 @@ FAMILY = Family(
             vocab=151936, hidden=2048, intermediate=5632, layers=24, heads=16, kv_heads=16
         ),
         Field("qkv_bias", True, "bool"),
-        Field("num_experts", 60, high=100_000),
-        Field("num_experts_per_tok", 4, high=100_000),
-        Field("moe_intermediate_size", 1408),
-        Field("shared_expert_intermediate_size", 5632),
-        Field("decoder_sparse_step", 1),
-        Field("mlp_only_layers", [], "ints"),
+        *moe_fields(experts=60, per_token=4, width=1408, shared=5632),
         # 5.x derives it (use_sliding_window, max_window_layers) when null; given, it is checked.
         Field("layer_types", None, "names", choices=LAYER_TYPES, length="num_hidden_layers"),
     ),

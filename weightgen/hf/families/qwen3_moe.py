@@ -15,6 +15,22 @@ def dense(c, i: int) -> bool:
     return not sparse(c, i)
 
 
+def moe_fields(
+    *, experts: int, per_token: int, width: int, shared: int | None = None
+) -> tuple[Field, ...]:
+    """The Qwen MoE fields with a family's defaults (``shared``: a shared expert's width).
+    transformers 4.x reads num_experts only (5.x writes num_local_experts, which 4.x ignores,
+    falling back to its default): weightgen writes num_experts."""
+    return (
+        Field("num_experts", experts, high=100_000),
+        Field("num_experts_per_tok", per_token, high=100_000),
+        Field("moe_intermediate_size", width),
+        *([Field("shared_expert_intermediate_size", shared)] if shared is not None else []),
+        Field("decoder_sparse_step", 1),
+        Field("mlp_only_layers", [], "ints"),
+    )
+
+
 FAMILY = Family(
     model_type="qwen3_moe",
     heads=(Head("causal-lm", "Qwen3MoeForCausalLM"),),
@@ -23,13 +39,7 @@ FAMILY = Family(
             vocab=151936, hidden=2048, intermediate=6144, layers=24, heads=32, kv_heads=4
         ),
         Field("attention_bias", False, "bool"),
-        # transformers 4.x reads num_experts only (5.x writes num_local_experts, which 4.x
-        # ignores, falling back to 128): weightgen writes num_experts.
-        Field("num_experts", 128, high=100_000),
-        Field("num_experts_per_tok", 8, high=100_000),
-        Field("moe_intermediate_size", 768),
-        Field("decoder_sparse_step", 1),
-        Field("mlp_only_layers", [], "ints"),
+        *moe_fields(experts=128, per_token=8, width=768),
     ),
     checks=(
         blocks.KV_HEADS_DIVIDE_HEADS,

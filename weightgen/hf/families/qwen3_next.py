@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from .. import blocks, roles
 from ..family import NORMAL, ONES, ZEROS, Family, Field, Head, Rule, Tensor
+from .qwen3_moe import dense, moe_fields, sparse
 
 LINEAR = "model.layers.{i}.linear_attn."
 ATTN, MLP = blocks.ATTN, blocks.MLP
@@ -31,15 +32,6 @@ def linear(c, i: int) -> bool:
 
 def full(c, i: int) -> bool:
     return c.layer_types[i] == "full_attention"
-
-
-def sparse(c, i: int) -> bool:
-    dense_layers = c.__dict__.setdefault("_dense_layers", frozenset(c.mlp_only_layers))
-    return i not in dense_layers and (i + 1) % c.decoder_sparse_step == 0
-
-
-def dense(c, i: int) -> bool:
-    return not sparse(c, i)
 
 
 def default_layer_types(c) -> list[str]:
@@ -138,12 +130,7 @@ FAMILY = Family(
         Field("linear_value_head_dim", 128),
         Field("linear_num_key_heads", 16),
         Field("linear_num_value_heads", 32),
-        Field("num_experts", 512, high=100_000),
-        Field("num_experts_per_tok", 10, high=100_000),
-        Field("moe_intermediate_size", 512),
-        Field("shared_expert_intermediate_size", 512),
-        Field("decoder_sparse_step", 1),
-        Field("mlp_only_layers", [], "ints"),
+        *moe_fields(experts=512, per_token=10, width=512, shared=512),
         # Absent or null, layer_types follows full_attention_interval (a config kwarg, not a
         # class field); weightgen writes both, so every transformers reads the same layers.
         Field("full_attention_interval", 4, high=10_000),

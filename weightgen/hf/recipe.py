@@ -2,7 +2,8 @@
 
 A recipe page (``recipes/*.py``) is a table from role to rule, citing the trainer's source.
 A rule is a small function of ``Where`` (the base std σ, the layer count L, the width d, the
-layer index l, the tensor's shape) that returns a spec entry (an initializer and its
+layer index l, the tensor's shape, μP's base width, the fans of the matrix the trainer holds)
+that returns a spec entry (an initializer and its
 parameters), or ``KEEP``: the family's own rule (``_init_weights``). Roles are looked up most
 specific first (``mlp_in.up``, then ``mlp_in``); ``special`` tensors always keep the family's
 rule. No recipe knows a family's tensor names and no family knows a recipe: ``resolve`` joins
@@ -18,7 +19,7 @@ from typing import Any
 
 from ..errors import UsageError
 from . import roles
-from .family import Built, Config, init_std
+from .family import MAX_INT, Built, Config, init_std
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,18 @@ class Where:
     hidden: int  # d: the model's width
     layer: int | None  # l: the layer index, from 0 (None outside the layer stack)
     shape: tuple[int, ...]
+    # μP's base width (--mup-base-width): the proxy model's d; None without μP.
+    base_width: int | None = None
+    # The fans (torch's _calculate_fan_in_and_fan_out) of the matrix the trainer holds: the
+    # fused one where the trainer fuses what the folder splits (nanotron's qkv_proj for
+    # q_proj, k_proj, v_proj; gate_up_proj for gate_proj, up_proj); None for a vector.
+    fan_in: int | None = None
+    fan_out: int | None = None
+
+    @property
+    def width_mult(self) -> float:
+        """μP's m = d / base width (megatron-core's mup_width_mult); 1 without μP."""
+        return self.hidden / self.base_width if self.base_width else 1.0
 
 
 RuleFn = Callable[[Where], dict | None]
@@ -53,6 +66,24 @@ def sigma(w: Where) -> float:
 def scaled(w: Where) -> float:
     """Megatron's scaled_init_method_normal: σ / sqrt(2 L)."""
     return w.sigma / math.sqrt(2.0 * w.layers)
+
+
+def mup(w: Where) -> float:
+    """megatron-core's μP init_method: σ / sqrt(m), m = d / base width."""
+    return w.sigma / math.sqrt(w.width_mult)
+
+
+def mup_scaled(w: Where) -> float:
+    """megatron-core's mup_scaled_init_method_normal: σ / (sqrt(2 L) sqrt(m))."""
+    return w.sigma / (math.sqrt(2.0 * w.layers) * math.sqrt(w.width_mult))
+
+
+def spectral(w: Where) -> float:
+    """nanotron's SpectralMupParametrizator._compute_spectral_std with std 1:
+    (1 / sqrt(fan_in)) min(1, sqrt(fan_out / fan_in)) (Yang et al. 2023, parametrization 1)."""
+    if w.fan_in is None or w.fan_out is None:
+        raise AssertionError("a spectral std needs a matrix's fans")
+    return (1.0 / math.sqrt(w.fan_in)) * min(1.0, math.sqrt(w.fan_out / w.fan_in))
 
 
 def small_init(w: Where) -> float:
@@ -135,6 +166,9 @@ class Scheme:
     tied: str = roles.EMBEDDING
     pad_row: bool = False
     model: str = ""  # the trainer's own model this follows (torchtitan's "llama3", ...)
+    # (test, what the trainer's model cannot express): a config the test refuses is refused
+    # naming the field (nanotron's llama has no biases and head_dim = hidden / heads).
+    requires: tuple[tuple[Callable[[Config], bool], str], ...] = ()
 
     def rule(self, role: str) -> RuleFn:
         for candidate in roles.lineage(role):
@@ -161,6 +195,12 @@ class Recipe:
     scheme: Scheme | None = None
     models: Mapping[str, Scheme] = field(default_factory=dict)
     start: str = ""  # how the trainer starts from the folder (README)
+    # Its μP form, for the README and --help (empty: it has none, and --mup-base-width is
+    # refused): how a base width W enters the trainer's init.
+    mup: str = ""
+    # Why --mup-base-width is refused, where the reason is not "no μP form" (a recipe that
+    # is μP by construction, with no base width).
+    no_base_width: str = ""
 
     def scheme_for(self, model_type: str) -> Scheme:
         if self.scheme is not None:
@@ -176,6 +216,16 @@ class Recipe:
                 f"{known}); --init megatron, neox and olmo2 apply to every family"
             )
         return scheme
+
+    def check(self, scheme: Scheme, c: Config) -> None:
+        """Refuse, in one line, a config the trainer's model cannot express."""
+        for test, message in scheme.requires:
+            if not test(c):
+                what = f"{self.trainer}'s {scheme.model}" if scheme.model else self.trainer
+                raise UsageError(
+                    f"--init {self.name}: {what} {message.format(**vars(c))}; --init megatron, "
+                    "neox and olmo2 apply to every family"
+                )
 
     def base_std(self, c: Config, given: float | None) -> float | None:
         if given is None:
@@ -200,6 +250,31 @@ def check_std(value: Any) -> float:
     return float(value)
 
 
+def check_base_width(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise UsageError(
+            f"--mup-base-width: expected the base model's hidden size, an integer from 1 to "
+            f"{MAX_INT}, got {value!r}"
+        )
+    return value
+
+
+def trainer_fans(t: Built, c: Config) -> tuple[int | None, int | None]:
+    """(fan_in, fan_out) of the matrix the trainer holds for ``t``: its fused matrix where
+    the family declares one (``Tensor.fused``), else the tensor itself, along the tensor's
+    fan axes (batch axes, e.g. experts, left out); (None, None) for a vector."""
+    shape = tuple(t.decl.fused(c)) if t.decl.fused is not None else t.shape
+    if len(shape) < 2:
+        return None, None
+    in_axis, out_axis, _ = t.decl.fans
+
+    def size(axes) -> int:
+        axes = axes if isinstance(axes, tuple) else (axes,)
+        return math.prod(shape[a] for a in axes)
+
+    return size(in_axis), size(out_axis)
+
+
 def resolve(
     tensors: list[Built],
     scheme: Scheme,
@@ -208,6 +283,7 @@ def resolve(
     sigma: float | None,
     layers: int,
     hidden: int,
+    base_width: int | None = None,
 ) -> dict[str, dict]:
     """name -> spec entry for every tensor: the scheme's rule for its role, or the
     family's own rule where the scheme keeps it."""
@@ -219,7 +295,9 @@ def resolve(
         rule = rules.get(role)
         if rule is None:
             rule = rules[role] = scheme.rule(role)
-        entry = rule(Where(sigma or 0.0, layers, hidden, t.layer, t.shape))
+        fan_in, fan_out = trainer_fans(t, c)
+        where = Where(sigma or 0.0, layers, hidden, t.layer, t.shape, base_width, fan_in, fan_out)
+        entry = rule(where)
         if entry is None:
             entry = t.decl.rule.entry(c, sigma, pad_row=scheme.pad_row)
         entries[t.name] = entry

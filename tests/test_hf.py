@@ -117,6 +117,8 @@ RECIPE_FOLDERS = [
     ("qwen3_moe", "megatron"),
     ("gpt2", "neox"),
     ("gemma", "olmo2"),
+    ("mistral", "nanotron"),
+    ("llama", "nanotron-spectral"),
 ]
 
 

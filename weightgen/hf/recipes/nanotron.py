@@ -57,6 +57,7 @@ RECIPE = Recipe(
     default_std=config_std,
     default_std_text="the config's initializer_range (nanotron's YAML: model.init_method.std)",
     models={"llama": LLAMA, "mistral": LLAMA},
-    start="nanotron: convert the folder with examples/llama/convert_hf_to_nanotron.py, then "
-    "model.init_method: {path: CONVERTED}",
+    start="nanotron: torchrun --nproc_per_node=1 examples/llama/convert_hf_to_nanotron.py "
+    "--checkpoint_path=DIR --save_path=CKPT (nanotron's main branch), then "
+    "model.init_method: {path: CKPT} in its YAML",
 )

@@ -17,7 +17,11 @@ of the fused qkv and gate_proj, up_proj those of gate_up (``Tensor.fused``). ``o
 No base std: nanotron fixes it at 1.0 (``--init-std`` is refused). No base width: the
 spectral condition is μP by construction, each std a function of the matrix's own fans;
 width transfer comes from the learning rates (``LearningRateForSpectralMup``: η fan_out /
-fan_in) and nanotron's forward, both in the trainer. ``--mup-base-width`` is refused.
+fan_in) and nanotron's forward (softmax scale 1/d_head), both in the trainer, and both on
+only when the YAML says ``init_method: {use_mup: true}`` (``trainer.py``
+``parametrization_method``, ``config.py`` ``_is_using_mup``): nanotron v0.5 cannot load a
+checkpoint (``init_method: {path: ...}``) and train it under spectral μP without a change.
+``--mup-base-width`` is refused.
 Families as ``nanotron``'s (llama, mistral): ``_parametrize_mup_weight`` would also draw a
 bias with the fans of a vector, which torch refuses, and the v0.5 parametrizator knows
 ``TritonRMSNorm`` only. nanotron's main branch (2411b022) keeps the same formula.
@@ -57,8 +61,9 @@ RECIPE = Recipe(
     default_std=None,
     default_std_text="nanotron fixes the spectral std at 1.0",
     models={"llama": SCHEME, "mistral": SCHEME},
-    start="nanotron, with model.init_method: {use_mup: true} for training from scratch; "
-    "from the folder as --init nanotron",
+    start="nanotron: converted and loaded as for --init nanotron; but nanotron v0.5 turns "
+    "on spectral μP's forward (softmax 1/d_head) and learning rates only with "
+    "model.init_method: {use_mup: true}, never with {path: CKPT}",
     no_base_width="nanotron-spectral is μP by construction and takes no base width (each "
     "std comes from its matrix's fans)",
 )

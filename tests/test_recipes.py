@@ -725,3 +725,16 @@ def test_a_malformed_base_width_in_a_recipe_record_is_refused(width):
     spec["recipe"]["mup_base_width"] = width
     with pytest.raises(weightgen.UsageError, match="'mup_base_width' \\(a positive integer\\)"):
         parse_spec(spec)
+
+
+def test_every_recipe_is_in_the_readme_and_the_help_names_mup(run_cli):
+    """Each recipe is documented with its source; --help shows --mup-base-width with the
+    recipes that take it."""
+    readme = (HERE.parent / "README.md").read_text()
+    for name, recipe in hf.RECIPES.items():
+        assert f"`{name}`" in readme, name
+        assert recipe.source, name
+    assert "--mup-base-width W" in readme and "mup_base_width" in readme
+    assert hf.mup_recipes() == ["megatron"]
+    help_text = " ".join(run_cli("hf", "--help").stdout.split())
+    assert "--mup-base-width" in help_text and "megatron: megatron-core's use_mup" in help_text

@@ -181,7 +181,8 @@ CASES = {
         Case("megatron", "gpt_oss", "gpt_oss", "gpt_oss", MOE),
         # μP (--mup-base-width): megatron-core built with use_mup=True and a base width other
         # than the width, smaller (m = 4: hidden weights at half the std) and larger (m = 1/4,
-        # tied, learned positions, biases); dense, MoE, and MoE with a gated shared expert.
+        # tied, learned positions, biases); dense, MoE, MoE with a gated shared expert, and
+        # MLA with dense first layers, an expert bias and shared experts.
         Case("megatron", "qwen3-mup64", "qwen3", "qwen3", {**UNTIED, "mup_base": 64}),
         Case("megatron", "qwen3_moe-mup64", "qwen3_moe", "qwen3_moe", {**MOE, "mup_base": 64}),
         Case(
@@ -192,6 +193,13 @@ CASES = {
             {**MOE, "shared_experts": 2, "mup_base": 64},
         ),
         Case("megatron", "gpt2-mup1024", "gpt2", "gpt2", {**GPT2, "mup_base": 1024}),
+        Case(
+            "megatron",
+            "deepseek_v3-mup64",
+            "deepseek_v3",
+            "deepseek_v3",
+            {**DEEPSEEK, "mup_base": 64},
+        ),
         Case("olmo", "olmo2-untied", "olmo2", "olmo2", {**OLMO2, "tied": False}),
         Case("olmo", "olmo2-tied", "olmo2", "olmo2", {**OLMO2, "tied": True}),
         # OLMoE's layers: weightgen has no olmoe family, but qwen3_moe has the same tensors

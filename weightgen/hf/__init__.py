@@ -185,6 +185,8 @@ def spec_for(
         sigma=sigma,
         layers=getattr(c, model.family.layers),
         hidden=getattr(c, model.family.hidden),
+        experts=getattr(c, model.family.experts) if model.family.experts else 0,
+        head_dim=getattr(c, "head_dim", None),
     )
     overrides.apply(parsed_rules, model.tensors, entries)
     tensors = {}

@@ -15,7 +15,7 @@ ATTN = "model.layers.{i}.self_attn."
 MLP = "model.layers.{i}.mlp."
 Flag = Callable[[Config], bool]
 ATTENTION_BIAS: Flag = lambda c: c.attention_bias  # noqa: E731 - the common bias flag
-IN, OUT, BIAS = roles.ATTN_IN, roles.ATTN_OUT, roles.BIAS
+IN, Q, OUT, BIAS = roles.ATTN_IN, roles.ATTN_Q, roles.ATTN_OUT, roles.BIAS
 
 
 def q_width(c: Config) -> int:
@@ -80,7 +80,7 @@ def embedding() -> tuple[Tensor, ...]:
 def attention(*, qkv_bias: Flag | None = None, o_bias: Flag | None = None) -> tuple[Tensor, ...]:
     """q, k, v, o projections; o_proj is [hidden, heads * head_dim]."""
     tensors = [
-        Tensor(ATTN + "q_proj.weight", lambda c: (q_width(c), c.hidden_size), NORMAL, IN),
+        Tensor(ATTN + "q_proj.weight", lambda c: (q_width(c), c.hidden_size), NORMAL, Q),
         Tensor(ATTN + "k_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN),
         Tensor(ATTN + "v_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN),
         Tensor(ATTN + "o_proj.weight", lambda c: (c.hidden_size, q_width(c)), NORMAL, OUT),

@@ -18,18 +18,25 @@ from typing import Any
 
 from ..errors import UsageError
 from . import roles
-from .family import Built, Config, init_std
+from .family import TORCH_LINEAR, Built, Config, init_std
 
 
 @dataclass(frozen=True, slots=True)
 class Where:
-    """What a recipe's rule may depend on."""
+    """What a recipe's rule may depend on. ``fans``: the (in, out, batch) axes of the
+    tensor's layout on disk (torch's Linear [out, in] unless the family says otherwise), so
+    a fan-based rule takes the trainer's fans whatever the layout; ``experts``: the routed
+    expert count (0 without experts); ``head_dim``: the attention head width, where the
+    family has one."""
 
     sigma: float  # the base std: --init-std, else the recipe's default
     layers: int  # L: the model's layer count
     hidden: int  # d: the model's width
     layer: int | None  # l: the layer index, from 0 (None outside the layer stack)
     shape: tuple[int, ...]
+    fans: tuple = TORCH_LINEAR
+    experts: int = 0
+    head_dim: int | None = None
 
 
 RuleFn = Callable[[Where], dict | None]
@@ -77,6 +84,23 @@ def inverse_sqrt_width(w: Where) -> float:
     return w.hidden**-0.5
 
 
+def fan_in(w: Where) -> int:
+    """The tensor's fan in, as ``jax.nn.initializers`` computes it from its fan axes."""
+    from ..initializers import compute_fans
+
+    return compute_fans(w.shape, *w.fans)[0]
+
+
+def inverse_sqrt_fan_in(w: Where) -> float:
+    """1 / sqrt(fan_in): haliax's Linear at init_scale 1."""
+    return fan_in(w) ** -0.5
+
+
+def inverse_width(w: Where) -> float:
+    """1 / d: haliax's Embedding at init_scale 1 (1/d, not 1/sqrt(d))."""
+    return 1.0 / w.hidden
+
+
 # --- Rules ---------------------------------------------------------------------------------
 
 
@@ -109,6 +133,35 @@ def torch_trunc_normal(std: Callable[[Where], float], a: float = -2.0, b: float 
         if min(-lower, upper) >= INVISIBLE_CUT:
             return {"init": "normal", "stddev": s}
         return {"init": "truncated-normal", "stddev": s, "lower": lower, "upper": upper}
+
+    return rule
+
+
+def variance_scaling(
+    distribution: str, scale: Callable[[Where], float] = lambda w: 1.0, *, experts: bool = False
+) -> RuleFn:
+    """``jax.nn.initializers.variance_scaling(scale, "fan_in", distribution)`` with the fan
+    axes of the tensor's layout on disk, so its fan in is the trainer's whatever the layout.
+    ``experts``: MaxText's expert kernels (E, in, out) take in_axis 0 and out_axis 1, so
+    JAX's fan in is E x out (moe.py); a per-expert tensor [out, in] gets the same variance
+    from its out axis as in_axis and the scale divided by E."""
+
+    def rule(w: Where) -> dict:
+        in_axis, out_axis, batch_axis = w.fans
+        s = scale(w)
+        if experts:
+            in_axis, out_axis, s = out_axis, in_axis, s / w.experts
+        entry = {
+            "init": "variance-scaling",
+            "scale": s,
+            "mode": "fan_in",
+            "distribution": distribution,
+            "in_axis": in_axis,
+            "out_axis": out_axis,
+        }
+        if batch_axis != ():
+            entry["batch_axis"] = batch_axis
+        return entry
 
     return rule
 
@@ -208,6 +261,8 @@ def resolve(
     sigma: float | None,
     layers: int,
     hidden: int,
+    experts: int = 0,
+    head_dim: int | None = None,
 ) -> dict[str, dict]:
     """name -> spec entry for every tensor: the scheme's rule for its role, or the
     family's own rule where the scheme keeps it."""
@@ -219,7 +274,17 @@ def resolve(
         rule = rules.get(role)
         if rule is None:
             rule = rules[role] = scheme.rule(role)
-        entry = rule(Where(sigma or 0.0, layers, hidden, t.layer, t.shape))
+        where = Where(
+            sigma or 0.0,
+            layers,
+            hidden,
+            t.layer,
+            t.shape,
+            fans=t.decl.fans,
+            experts=experts,
+            head_dim=head_dim,
+        )
+        entry = rule(where)
         if entry is None:
             entry = t.decl.rule.entry(c, sigma, pad_row=scheme.pad_row)
         entries[t.name] = entry

@@ -117,6 +117,10 @@ RECIPE_FOLDERS = [
     ("qwen3_moe", "megatron"),
     ("gpt2", "neox"),
     ("gemma", "olmo2"),
+    ("mixtral", "maxtext"),
+    ("qwen3_moe", "maxtext"),
+    ("llama-tied-bias", "levanter"),
+    ("mixtral", "levanter"),
 ]
 
 

@@ -67,6 +67,7 @@ CONFIGS = {
     },
     "qwen2": {**BASE, "model_type": "qwen2", "tie_word_embeddings": True},
     "olmo2": {**BASE, "model_type": "olmo2"},
+    "olmo3": {**BASE, "model_type": "olmo3"},
     "gemma": {**BASE, "model_type": "gemma"},
 }
 
@@ -174,7 +175,7 @@ def maxtext_oracle(rule, seed: int = 0) -> np.ndarray:
     return np.asarray(init(key, shape)) / divisor
 
 
-MAXTEXT_CASES = ["llama", "llama-tied", "mixtral", "qwen3_moe", "qwen2"]
+MAXTEXT_CASES = ["llama", "llama-tied", "mixtral", "qwen3_moe", "qwen2", "olmo3"]
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +253,7 @@ def test_maxtext_query_is_divided_by_sqrt_head_dim_only_without_qk_norm_or_scala
         ("mixtral", True),
         ("qwen2", False),
         ("qwen3_moe", False),
+        ("olmo3", False),
     ]:
         q = weightgen.model_spec(CONFIGS[label], init="maxtext")["tensors"][name]
         assert q["scale"] == (1 / 64 if divided else 1.0), label

@@ -69,6 +69,8 @@ CONFIGS = {
     "olmo2": {**BASE, "model_type": "olmo2"},
     "olmo3": {**BASE, "model_type": "olmo3"},
     "gemma": {**BASE, "model_type": "gemma"},
+    "gemma2": {**BASE, "model_type": "gemma2"},
+    "gemma3_text": {**BASE, "model_type": "gemma3_text"},
 }
 
 
@@ -355,7 +357,7 @@ def levanter_layer(name: str, s: dict):
     raise AssertionError(f"{name}: no Levanter layer in the test's table")
 
 
-LEVANTER_CASES = ["llama", "llama-tied", "mixtral", "olmo2", "gemma"]
+LEVANTER_CASES = ["llama", "llama-tied", "mixtral", "olmo2", "gemma", "gemma2", "gemma3_text"]
 
 
 @pytest.fixture(scope="module")

@@ -196,3 +196,27 @@ def test_manifests_without_qr_tensors_record_no_blas(tmp_path):
     weightgen.run_spec(str(spec), tmp_path / "w.safetensors", manifest=True)
     manifest = json.loads((tmp_path / "w.safetensors.manifest.json").read_text())
     assert "blas" not in manifest["environment"]
+
+
+def test_the_accepting_bounds_hold_rounding_and_refuse_more():
+    """qrdrift's check on known values: a neighbouring kernel's rounding passes; a value moved
+    by more than rounding, or a matrix no longer orthogonal, does not."""
+    import jax
+    import numpy as np
+
+    from weightgen import qrdrift
+    from weightgen.specfile import parse_spec
+
+    entry = {"init": "orthogonal", "shape": [48, 32], "column_axis": 0, "scale": 2.0, "seed": 1}
+    spec = parse_spec({"tensors": {"q": entry}}).plan.tensors[0]
+    q = np.asarray(jax.nn.initializers.orthogonal(2.0, column_axis=0)(jax.random.key(1), (48, 32)))
+    nudged = np.nextafter(q, np.float32(np.inf))  # one float32 step everywhere: rounding
+    ok = qrdrift._compare(spec, nudged, "K", q)
+    assert ok.differing == q.size and ok.largest <= ok.bound
+    assert ok.orthogonality <= ok.orthogonality_bound
+    moved = q.copy()
+    moved[3, 5] += 1e-3 * np.abs(q).max()
+    bad = qrdrift._compare(spec, moved, "K", q)
+    assert bad.differing == 1 and bad.largest > bad.bound
+    stretched = qrdrift._compare(spec, q * 1.001, "K", q * 1.001)  # same values, not orthogonal
+    assert stretched.largest == 0 and stretched.orthogonality > stretched.orthogonality_bound

@@ -119,6 +119,10 @@ RECIPE_FOLDERS = [
     ("gemma", "olmo2"),
     ("mistral", "nanotron"),
     ("llama", "nanotron-spectral"),
+    ("mixtral", "maxtext"),
+    ("qwen3_moe", "maxtext"),
+    ("llama-tied-bias", "levanter"),
+    ("mixtral", "levanter"),
 ]
 
 

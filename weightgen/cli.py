@@ -561,7 +561,8 @@ hf_command = click.Command(
             type=float,
             default=None,
             help="the recipe's base std σ [default: the config's initializer_range for hf, "
-            "megatron, olmo2, nanotron; 0.02 for torchtitan; neox and nanotron-spectral take none]",
+            "megatron, olmo2, nanotron; 0.02 for torchtitan; neox, nanotron-spectral, maxtext and "
+            "levanter take none]",
         ),
         click.Option(
             ["--mup-base-width"],
@@ -617,9 +618,9 @@ same distributions as transformers' init, not torch's numbers for a seed. Stream
 bounded memory, whatever the model's size; no torch or transformers needed.
 
 --init RECIPE initialises the model as a trainer does instead (Megatron-LM, GPT-NeoX,
-OLMo 2, torchtitan, nanotron), so the folder is that trainer's seed checkpoint; --init-std sets the
-recipe's base std, --mup-base-width W μP's base width (megatron) and --rule sets single
-tensors. The manifest records them all.
+OLMo 2, torchtitan, nanotron, MaxText, Levanter), so the folder is that trainer's seed
+checkpoint; --init-std sets the recipe's base std, --mup-base-width W μP's base width
+(megatron) and --rule sets single tensors. The manifest records them all.
 
 --from-transformers writes any model type transformers knows (torch and transformers
 installed): the tensors, shapes, dtypes and ties of the model transformers builds on the
@@ -636,6 +637,8 @@ Example:
   weightgen hf config.json -o m/ --init megatron --mup-base-width 256
   weightgen hf config.json -o m/ --init nanotron-spectral
   weightgen hf config.json -o m/ --init olmo2 --rule '*.o_proj.weight=zeros'
+  weightgen hf Mixtral-8x7B/ -o seed/ --init maxtext --dtype float32
+  weightgen hf llama-3-8b.json -o seed/ --init levanter
   weightgen hf bert-config.json -o bert/ --head pretraining
   weightgen hf Qwen/Qwen3-8B -o qwen3/ --dtype bfloat16
   weightgen hf EleutherAI/pythia-160m@main -o pythia/ --from-transformers

@@ -210,6 +210,8 @@ def spec_for(
         layers=getattr(c, model.family.layers),
         hidden=getattr(c, model.family.hidden),
         base_width=base_width,
+        experts=getattr(c, model.family.experts) if model.family.experts else 0,
+        head_dim=getattr(c, "head_dim", None),
     )
     overrides.apply(parsed_rules, model.tensors, entries)
     tensors = {}

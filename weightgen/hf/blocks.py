@@ -15,7 +15,7 @@ ATTN = "model.layers.{i}.self_attn."
 MLP = "model.layers.{i}.mlp."
 Flag = Callable[[Config], bool]
 ATTENTION_BIAS: Flag = lambda c: c.attention_bias  # noqa: E731 - the common bias flag
-IN, OUT, BIAS = roles.ATTN_IN, roles.ATTN_OUT, roles.BIAS
+IN, Q, OUT, BIAS = roles.ATTN_IN, roles.ATTN_Q, roles.ATTN_OUT, roles.BIAS
 
 
 def q_width(c: Config) -> int:
@@ -87,7 +87,7 @@ def attention(*, qkv_bias: Flag | None = None, o_bias: Flag | None = None) -> tu
     """q, k, v, o projections; o_proj is [hidden, heads * head_dim]."""
     fused = {"fused": qkv_fused}
     tensors = [
-        Tensor(ATTN + "q_proj.weight", lambda c: (q_width(c), c.hidden_size), NORMAL, IN, **fused),
+        Tensor(ATTN + "q_proj.weight", lambda c: (q_width(c), c.hidden_size), NORMAL, Q, **fused),
         Tensor(ATTN + "k_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN, **fused),
         Tensor(ATTN + "v_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN, **fused),
         Tensor(ATTN + "o_proj.weight", lambda c: (c.hidden_size, q_width(c)), NORMAL, OUT),

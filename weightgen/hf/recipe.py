@@ -19,12 +19,16 @@ from typing import Any
 
 from ..errors import UsageError
 from . import roles
-from .family import MAX_INT, Built, Config, init_std
+from .family import MAX_INT, TORCH_LINEAR, Built, Config, init_std
 
 
 @dataclass(frozen=True, slots=True)
 class Where:
-    """What a recipe's rule may depend on."""
+    """What a recipe's rule may depend on. ``fans``: the (in, out, batch) axes of the
+    tensor's layout on disk (torch's Linear [out, in] unless the family says otherwise), so
+    a fan-based rule takes the trainer's fans whatever the layout; ``experts``: the routed
+    expert count (0 without experts); ``head_dim``: the attention head width, where the
+    family has one."""
 
     sigma: float  # the base std: --init-std, else the recipe's default
     layers: int  # L: the model's layer count
@@ -38,6 +42,9 @@ class Where:
     # q_proj, k_proj, v_proj; gate_up_proj for gate_proj, up_proj); None for a vector.
     fan_in: int | None = None
     fan_out: int | None = None
+    fans: tuple = TORCH_LINEAR
+    experts: int = 0
+    head_dim: int | None = None
 
     @property
     def width_mult(self) -> float:
@@ -108,6 +115,23 @@ def inverse_sqrt_width(w: Where) -> float:
     return w.hidden**-0.5
 
 
+def fan_in(w: Where) -> int:
+    """The tensor's fan in, as ``jax.nn.initializers`` computes it from its fan axes."""
+    from ..initializers import compute_fans
+
+    return compute_fans(w.shape, *w.fans)[0]
+
+
+def inverse_sqrt_fan_in(w: Where) -> float:
+    """1 / sqrt(fan_in): haliax's Linear at init_scale 1."""
+    return fan_in(w) ** -0.5
+
+
+def inverse_width(w: Where) -> float:
+    """1 / d: haliax's Embedding at init_scale 1 (1/d, not 1/sqrt(d))."""
+    return 1.0 / w.hidden
+
+
 # --- Rules ---------------------------------------------------------------------------------
 
 
@@ -140,6 +164,35 @@ def torch_trunc_normal(std: Callable[[Where], float], a: float = -2.0, b: float 
         if min(-lower, upper) >= INVISIBLE_CUT:
             return {"init": "normal", "stddev": s}
         return {"init": "truncated-normal", "stddev": s, "lower": lower, "upper": upper}
+
+    return rule
+
+
+def variance_scaling(
+    distribution: str, scale: Callable[[Where], float] = lambda w: 1.0, *, experts: bool = False
+) -> RuleFn:
+    """``jax.nn.initializers.variance_scaling(scale, "fan_in", distribution)`` with the fan
+    axes of the tensor's layout on disk, so its fan in is the trainer's whatever the layout.
+    ``experts``: MaxText's expert kernels (E, in, out) take in_axis 0 and out_axis 1, so
+    JAX's fan in is E x out (moe.py); a per-expert tensor [out, in] gets the same variance
+    from its out axis as in_axis and the scale divided by E."""
+
+    def rule(w: Where) -> dict:
+        in_axis, out_axis, batch_axis = w.fans
+        s = scale(w)
+        if experts:
+            in_axis, out_axis, s = out_axis, in_axis, s / w.experts
+        entry = {
+            "init": "variance-scaling",
+            "scale": s,
+            "mode": "fan_in",
+            "distribution": distribution,
+            "in_axis": in_axis,
+            "out_axis": out_axis,
+        }
+        if batch_axis != ():
+            entry["batch_axis"] = batch_axis
+        return entry
 
     return rule
 
@@ -284,6 +337,8 @@ def resolve(
     layers: int,
     hidden: int,
     base_width: int | None = None,
+    experts: int = 0,
+    head_dim: int | None = None,
 ) -> dict[str, dict]:
     """name -> spec entry for every tensor: the scheme's rule for its role, or the
     family's own rule where the scheme keeps it."""
@@ -296,7 +351,19 @@ def resolve(
         if rule is None:
             rule = rules[role] = scheme.rule(role)
         fan_in, fan_out = trainer_fans(t, c)
-        where = Where(sigma or 0.0, layers, hidden, t.layer, t.shape, base_width, fan_in, fan_out)
+        where = Where(
+            sigma or 0.0,
+            layers,
+            hidden,
+            t.layer,
+            t.shape,
+            base_width,
+            fan_in,
+            fan_out,
+            fans=t.decl.fans,
+            experts=experts,
+            head_dim=head_dim,
+        )
         entry = rule(where)
         if entry is None:
             entry = t.decl.rule.entry(c, sigma, pad_row=scheme.pad_row)

@@ -17,7 +17,7 @@ import click
 
 from .atomic import human_bytes
 from .dtypes import DTYPE_NAMES
-from .errors import WeightgenError
+from .errors import Terminated, WeightgenError
 from .hf import FAMILIES, RECIPES
 from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
 from .manifest import FOLDER_MANIFEST
@@ -807,9 +807,16 @@ def _fail(message: str, code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI: every error is one line on stderr and a non-zero exit, never a traceback."""
+    """Run the CLI: every error is one line on stderr and a non-zero exit, never a traceback;
+    SIGTERM and SIGHUP too (``weightgen: error: terminated (SIGTERM); ...``, 128 + the
+    signal's number), after the run removed what it had started."""
+    from .signals import ending_cleanly
+
     try:
-        cli.main(args=argv, prog_name="weightgen", standalone_mode=False)
+        with ending_cleanly():  # SIGTERM and SIGHUP end a run as Ctrl-C does
+            cli.main(args=argv, prog_name="weightgen", standalone_mode=False)
+    except Terminated as exc:
+        _fail(str(exc), exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare "weightgen"
         click.echo(exc.ctx.get_help(), err=True)
         sys.exit(2)

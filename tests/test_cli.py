@@ -312,6 +312,29 @@ def test_inspect_reads_past_a_broken_manifest_beside_the_file(run_cli, tmp_path)
     _assert_clean_failure(run_cli("inspect", str(out), "--manifest", str(beside)), 2, "JSON")
 
 
+def test_inspect_check_exits_1_when_a_tensor_is_off_its_rule(run_cli, tmp_path):
+    """Plain inspect reports and exits 0; --check is a gate for scripts: 1 when a tensor is
+    off its recorded rule, 0 when none is, 2 when there is no rule to check against."""
+    from weightgen.manifest import locate
+
+    good, wide = tmp_path / "good.safetensors", tmp_path / "wide.safetensors"
+    made = ("normal", "--shape", "256,256", "-q", "--manifest")
+    assert run_cli(*made, locate(good)[0], "--stddev", "0.02", "-o", str(good)).code == 0
+    assert run_cli(*made, str(tmp_path / "wide.json"), "--stddev", "0.5", "-o", str(wide)).code == 0
+    rule = ("--manifest", locate(good)[0])  # says stddev 0.02: wide's 0.5 is off
+    plain = run_cli("inspect", str(wide), *rule)
+    assert plain.code == 0 and "1 off" in plain.stdout
+    checked = run_cli("inspect", str(wide), *rule, "--check")
+    assert checked.stdout == plain.stdout  # the same report, then the verdict
+    _assert_clean_failure(checked, 1, "--check found a problem: weight: ")
+    as_json = run_cli("inspect", str(wide), *rule, "--check", "--json")
+    assert as_json.code == 1 and json.loads(as_json.stdout)["tensors"][0]["off"]
+    assert run_cli("inspect", str(good), "--check").code == 0
+    _assert_clean_failure(
+        run_cli("inspect", str(tmp_path / "wide.safetensors"), "--check"), 2, "no tensor has"
+    )
+
+
 def test_inspect_bad_file_is_one_line(run_cli, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")

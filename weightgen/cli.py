@@ -720,26 +720,43 @@ def list_command(as_json: bool) -> None:
     help="the manifest whose rules the statistics are checked against [default: the "
     "folder's own, or the one beside the file, if any]",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="exit 1 when any tensor is off its recorded rule, for scripts (2 when the file "
+    "has no manifest to check against); without it, inspect exits 0 whatever it finds",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
+def inspect_command(path: str, manifest: str | None, check: bool, as_json: bool) -> None:
     """Each tensor's name, shape, dtype, bytes, and mean, std, min, max (one streaming pass).
 
     Reads safetensors, npz and HDF5 (a file, or a checkpoint folder); restores bfloat16 and
     float8 stored by weightgen. Where a manifest records how each tensor was made (weightgen
     hf and run write one), each tensor's std is shown beside the std its rule implies, and a
     tensor whose mean, std or range is off by more than sampling error is marked with '!':
-    a check that the init is what was asked for.
+    a check that the init is what was asked for. --check makes it a gate: exit 1 when any
+    tensor is off.
 
     Example:
 
     \b
       weightgen inspect k.safetensors
       weightgen inspect llama/
+      weightgen inspect llama/ --check && echo "init as recorded"
       weightgen inspect k.safetensors --json
     """
-    from .stats import inspect_file
+    from .stats import check_findings, inspect_file
 
     fmt, reports, metadata = inspect_file(path, manifest)
+    findings = check_findings(reports) if check else []
+    _inspect_report(path, fmt, reports, metadata, as_json)
+    if findings:
+        many = f"{len(findings)} problems; the first" if len(findings) > 1 else "a problem"
+        click.echo(f"weightgen: error: --check found {many}: {findings[0]}", err=True)
+        sys.exit(1)
+
+
+def _inspect_report(path: str, fmt: str, reports, metadata, as_json: bool) -> None:
     if as_json:
         payload = {
             "path": path,

@@ -374,3 +374,32 @@ def test_json_refused_when_stdout_carries_the_file(run_cli):
     result = run_cli("ones", "--shape", "2", "-o", "-", "--format", "npz", "--json")
     _assert_clean_failure(result, 2, "--json cannot be combined with -o -")
     assert result.stdout_bytes == b""
+
+
+@pytest.mark.slow
+def test_the_readme_library_snippet_runs_twice_in_a_row(tmp_path):
+    """The README's Library API code, as written, in an empty folder, twice (a second run
+    meets the first one's files); a block that needs the network or extras says so first."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Library API", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    runnable = [b for b in blocks if not b.startswith("# Needs network")]
+    assert runnable and all("from_transformers=True" not in b for b in runnable)
+    marked = [b for b in blocks if b not in runnable]
+    assert all("torch and transformers" in b for b in marked)
+    code = "\n".join(["import weightgen", *runnable])
+    env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.pathsep.join(sys.path)}
+    for attempt in (1, 2):
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            start_new_session=True,
+        )
+        assert proc.returncode == 0, (attempt, proc.stderr[-2000:])
+    assert weightgen.verify(None, tmp_path / "seed") == []

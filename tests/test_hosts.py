@@ -716,5 +716,5 @@ def test_an_existing_destination_is_refused_by_every_process(tmp_path, job):
     (tmp_path / "m.safetensors").write_bytes(b"mine")
     results = run_job(job, 2, ["run", str(spec), "-o", "m.safetensors", "-q"])
     for code, _, err, _ in results:
-        assert code == 1 and "exists; pass --force to replace it" in err, err
+        assert code == 1 and "exists; pass --force (force=True in Python)" in err, err
     assert (tmp_path / "m.safetensors").read_bytes() == b"mine"

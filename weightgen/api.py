@@ -485,7 +485,10 @@ def _manifest_place(target: Target, manifest) -> tuple[str | None, bool]:
         return None, False
     if manifest is True:
         if target.kind == "stdout":
-            raise UsageError("a manifest needs a path when the output is stdout (--manifest PATH)")
+            raise UsageError(
+                "a manifest needs a path when the output is stdout (--manifest PATH, or "
+                "manifest=PATH in Python)"
+            )
         if target.kind == "folder":
             return os.path.join(target.path, FOLDER_MANIFEST), True
         return manifest_path_for(target.path), False
@@ -555,7 +558,8 @@ def model_spec(
 
     ``from_transformers=True`` takes the names, shapes, dtypes and init from the model
     transformers builds on torch's meta device, for any model type it knows (needs torch
-    and transformers: ``pip install 'weightgen[transformers]'``); only ``init="hf"`` and
+    and transformers: ``pip install torch transformers``, or from a clone
+    ``.venv/bin/pip install -e '.[transformers]'``); only ``init="hf"`` and
     ``rules`` apply then."""
     from . import hf
     from .plan import parse_seed

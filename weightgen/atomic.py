@@ -185,7 +185,7 @@ def check_destination(
             f"{path} exists and is not a checkpoint folder; weightgen will not replace it"
         )
     if (path.exists() or path.is_symlink()) and not force:
-        raise OutputExistsError(f"{path} exists; pass --force to replace it")
+        raise OutputExistsError(f"{path} exists; pass --force (force=True in Python) to replace it")
     free = shutil.disk_usage(parent).free
     if nbytes > free:
         raise InsufficientSpaceError(

@@ -151,7 +151,7 @@ def _output_options(*, folder: bool = False) -> list[click.Option]:
         click.Option(
             ["--json", "as_json"],
             is_flag=True,
-            help="print a JSON summary (paths, tensors, bytes, digests, seconds) on stdout",
+            help="print a JSON summary (paths, tensors, bytes, BLAKE3 digests, seconds) on stdout",
         ),
         click.Option(
             ["--file-sha256"],
@@ -428,7 +428,8 @@ run_command = click.Command(
         click.Option(
             ["--manifest"],
             default=None,
-            help="where to write the manifest [default: OUTPUT.manifest.json]",
+            help="where to write the manifest [default: OUTPUT.manifest.json beside a "
+            "file, OUTPUT/weightgen.manifest.json inside a folder; none for stdout]",
         ),
         click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
         click.Option(
@@ -441,10 +442,11 @@ run_command = click.Command(
     short_help="Write every tensor of a spec or manifest file.",
     help="""Write every tensor of a spec (JSON or TOML) or manifest into one file.
 
-SPEC is a path, or - for stdin. A manifest is written beside the output
-(OUTPUT.manifest.json) unless --no-manifest. Given a manifest, run regenerates the same
-bytes and checks every tensor's sha256 as it goes: the first tensor that differs stops it,
-and nothing is left at OUTPUT.
+SPEC is a path, or - for stdin. A manifest is written beside a file (OUTPUT.manifest.json)
+or inside a folder (OUTPUT/weightgen.manifest.json) unless --no-manifest. Given a manifest,
+run regenerates the same bytes and checks every tensor's BLAKE3 block digests as it goes
+(a format 1 manifest: its sha256): the first block that differs stops it, and nothing is
+left at OUTPUT.
 
 Example:
 
@@ -532,7 +534,8 @@ hf_command = click.Command(
             is_flag=True,
             help="for any model type transformers knows: names, shapes, dtypes and init "
             "read from the model transformers builds on torch's meta device (needs torch "
-            "and transformers: pip install 'weightgen[transformers]'); only --init hf and "
+            "and transformers: pip install torch transformers, or from a clone "
+            "'.venv/bin/pip install -e .[transformers]'); only --init hf and "
             "--rule apply",
         ),
         click.Option(

@@ -7,6 +7,7 @@ imported; JAX is imported only once there is something to generate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -22,7 +23,7 @@ from . import digest, formats, hosts, signals
 from . import manifest as manifest_mod
 from .atomic import AtomicFile, check_destination, describe_os_error
 from .coordination import Cluster
-from .errors import HashMismatchError, UsageError, WeightgenError
+from .errors import HashMismatchError, QRDriftError, UsageError, WeightgenError
 from .manifest import FOLDER_MANIFEST, manifest_path_for
 from .output import Target
 from .plan import DEFAULT_NAME, Plan, TensorSpec, make_tensor
@@ -50,6 +51,7 @@ class WriteResult:
     manifest: str | None = None  # where the manifest was written
     process: int = 0  # this process's id in a shared run
     processes: list = field(default_factory=list)  # shared runs, at process 0: each share
+    notes: list = field(default_factory=list)  # lines for the user (accepted QR drift)
 
 
 def write(
@@ -194,7 +196,7 @@ def _write(
     ranges = team.ranges(plan, block_bytes)
     work = _work(plan, ranges)
     need_digests = hashes or manifest_path is not None
-    digests, taps = _taps(team, work, block_bytes, replay, need_digests)
+    digests, taps = _taps(team, plan, work, block_bytes, replay, need_digests)
 
     started = time.perf_counter()
     try:
@@ -320,17 +322,21 @@ def _work(plan: Plan, ranges) -> list[tuple[str, int, int, int]]:
     ]
 
 
-def _taps(team: hosts.Solo, work, block_bytes: int, replay: ParsedSpec | None, wanted: bool):
+def _taps(
+    team: hosts.Solo, plan: Plan, work, block_bytes: int, replay: ParsedSpec | None, wanted: bool
+):
     """What sees every chunk written: (the block digests or None, every tap). A team counts
-    its bytes; a replay checks each block (format 2) or each tensor's sha256 (format 1)."""
+    its bytes; a replay checks each block (format 2) or each tensor's sha256 (format 1), the
+    QR tensors' at the end (their bytes depend on the BLAS kernel: see qrdrift.py)."""
     taps: list = [_Counter(team)] if isinstance(team, hosts.Team) else []
     digests = None
+    qr = {t.name for t in plan.tensors if not t.init.elementwise}
     if wanted or (replay is not None and replay.version >= 2):
         expected = replay.expected_blocks if replay is not None else None
-        digests = digest.PieceDigests(work, expected=expected or None, block_bytes=block_bytes)
+        digests = digest.PieceDigests(work, expected=expected, block_bytes=block_bytes, deferred=qr)
         taps.append(digests)
     if replay is not None and replay.version == 1:
-        taps.append(digest.Sha256Check(work, replay.expected_sha256))
+        taps.append(digest.Sha256Check(work, replay.expected_sha256, deferred=qr))
     return digests, taps
 
 
@@ -613,8 +619,36 @@ def write_model(
     return write_parsed(parse_spec(spec), output, **write_options)
 
 
-def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> WriteResult:
-    """``run_spec`` for a spec already parsed (specfile.ParsedSpec)."""
+def write_parsed(
+    parsed, output: str | os.PathLike, *, accept_qr_drift: bool = False, **write_options: Any
+) -> WriteResult:
+    """``run_spec`` for a spec already parsed (specfile.ParsedSpec). A manifest's QR tensors
+    (orthogonal, delta-orthogonal) that differ only because this host's BLAS kernel differs
+    are refused with that explanation, or, with ``accept_qr_drift``, checked against the
+    recorded values (qrdrift.py) and accepted, the new manifest recording this host's bytes."""
+    try:
+        return _write_parsed(parsed, output, **write_options)
+    except QRDriftError as exc:
+        if not accept_qr_drift or parsed.manifest is None:
+            from . import qrdrift
+
+            raise QRDriftError(qrdrift.explain(exc, parsed.manifest), exc.tensors) from None
+        drifted = exc.tensors
+    from . import qrdrift
+
+    checked = qrdrift.check(parsed, drifted)
+    relaxed = dataclasses.replace(
+        parsed,
+        expected_sha256={k: v for k, v in parsed.expected_sha256.items() if k not in drifted},
+        expected_digest={k: v for k, v in parsed.expected_digest.items() if k not in drifted},
+        expected_blocks={k: v for k, v in parsed.expected_blocks.items() if k not in drifted},
+    )
+    result = _write_parsed(relaxed, output, **write_options)
+    result.notes.extend(str(c) for c in checked)
+    return result
+
+
+def _write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> WriteResult:
     hf_config = parsed.hf_config
     dtypes = {t.dtype.name for t in parsed.plan.tensors}
     if hf_config is not None and len(dtypes) == 1:
@@ -635,7 +669,7 @@ def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> Wri
             **write_options,
         )
     except HashMismatchError as exc:
-        if parsed.manifest is not None:
+        if parsed.manifest is not None and not isinstance(exc, QRDriftError):
             import jax
 
             raise HashMismatchError(

@@ -193,13 +193,52 @@ def test_a_signal_during_the_renames_waits_for_them(old_output, output):
     path = "w.safetensors" if output == "tensor" else "model"
     assert code == 143, err
     assert (
-        err
-        == f"weightgen: error: terminated (SIGTERM) as {path} was put in place; it is complete\n"
+        err == f"weightgen: error: terminated (SIGTERM) after {path} was written; it is complete\n"
     )
     assert leftovers(folder) == []
     assert not unchanged(folder, before)
     manifest = folder / ("w.m.json" if output == "tensor" else "model/weightgen.manifest.json")
     assert weightgen.verify(manifest, folder / path) == []
+
+
+# A signal whose handler runs inside a garbage-collector callback (JAX registers one): there
+# Python would print the exception with a traceback and drop it, and the run would go on.
+IN_GC = """
+import gc, os, signal
+import weightgen.api as api
+original, fired = api._check, []
+def in_gc(phase, info):
+    if phase == "start" and not fired:
+        fired.append(True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(1000))  # the handler runs here, inside the callback
+def check(*args, **kwargs):
+    gc.callbacks.append(in_gc)
+    gc.collect()
+    return original(*args, **kwargs)
+api._check = check
+from weightgen.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_inside_a_gc_callback_is_not_lost(old_output):
+    folder, before = old_output
+    proc = subprocess.Popen(
+        [sys.executable, "-c", IN_GC, *command("tensor")],
+        cwd=folder,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    code, err = finish(proc)
+    assert code == 143, err
+    assert err == "weightgen: error: terminated (SIGTERM); no output was written\n"
+    assert leftovers(folder) == []
+    assert unchanged(folder, before)
 
 
 @pytest.mark.slow

@@ -200,6 +200,7 @@ def _write(
 
     started = time.perf_counter()
     try:
+        signals.check()
         output.open()
         _generate(team, engine, plan, output.sink, ranges, taps, on_bytes)
         seconds = time.perf_counter() - started
@@ -215,6 +216,7 @@ def _write(
                 target.path, target.format, share["bytes"], seconds, process=team.process_id
             )
         shares, all_blocks = _unpack(gathered)
+        signals.check()
         target.finish()
         tensor_digests = {}
         if digests is not None:  # assembled from every process's blocks: no byte read back
@@ -241,6 +243,7 @@ def _write(
             )
             output.add_manifest(manifest_mod.dumps(document))
         team.check()
+        signals.check()
         output.commit()
         team.committed(b"ok")
     except BaseException as exc:
@@ -248,7 +251,7 @@ def _write(
         if replacement is not None:
             raise replacement from exc
         raise
-    signals.check(done=target.path)  # a signal that came during the renames
+    signals.check()  # a signal that came during the renames (it says the output is whole)
     seconds = time.perf_counter() - started
     results = [
         TensorResult(
@@ -291,12 +294,14 @@ def _prepare(
     from . import prng
 
     target, manifest_path = output.target, output.manifest_path
+    signals.check()  # between steps: a signal whose exception a callback dropped (signals.py)
     team.agree(lambda: hosts.agreement(plan, target.path, options, target.hf_config))
     team.decide(
         "check the destination", lambda: _check(target, manifest_path, output.inside, force)
     )
     engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
     engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
+    signals.check()
     want_keys = team.leader and (
         manifest_path is not None or (replay is not None and replay.expected_key)
     )
@@ -347,6 +352,7 @@ def _generate(team: hosts.Solo, engine, plan: Plan, sink, ranges, taps, on_bytes
     from . import engine as engine_mod
 
     stop = team.stop if team.stop is not None else threading.Event()
+    signals.check()
     try:
         with team.working(), signals.stopping(stop):  # a team's watchers see the work move
             engine_mod.run(
@@ -416,6 +422,7 @@ class _Output:
             self.committed = True
             if self.beside is not None:
                 self.beside.rename()
+            signals.written(self.target.path)
 
     def abort(self, exc: BaseException) -> BaseException | None:
         """Remove what was created (a second signal waits until that is done); the error to

@@ -20,7 +20,9 @@ of it, once the write has cleaned up (``redeliver``); the CLI exits with 128 + i
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
+import sys
 import threading
 
 from .errors import Terminated
@@ -35,14 +37,24 @@ if hasattr(signal, "SIGHUP"):  # not on Windows
 
 
 class _State:
-    """The one set of handlers (the main thread's): what they do now, and what came."""
+    """The one set of handlers (the main thread's): what they do now, and what came.
+
+    A signal's exception is owed until it is seen on its way out. Where Python would print
+    and drop it (the handler runs inside a garbage-collector callback, which JAX registers,
+    or a ``__del__``), it is not raised there but at the next check (``check``, or leaving a
+    ``held`` or ``stopping`` section), unless it is the exception being handled there."""
 
     def __init__(self) -> None:
         self.installed: dict[int, object] = {}  # signal: the disposition it had before
-        self.caught: int | None = None  # the first signal of this write
-        self.pending = False  # caught while held or stopping, not raised yet
+        self.reset()
+
+    def reset(self) -> None:
+        self.caught: int | None = None  # the first signal of this run
+        self.owed = False  # its exception has not been seen on its way out yet
+        self.raised: BaseException | None = None  # the last exception raised for it
         self.waiting = 0  # depth of held/stopping sections: raise later, not now
         self.stop: threading.Event | None = None  # set when a signal comes while stopping
+        self.done: str | None = None  # the output already in place, if any
 
 
 _STATE = _State()
@@ -50,23 +62,65 @@ _STATE = _State()
 
 def exception_for(signum: int) -> BaseException:
     """What a signal becomes: KeyboardInterrupt for SIGINT (as Python's own handler does),
-    Terminated for the others."""
+    Terminated for the others (saying so when the output is already in place)."""
     if signum == signal.SIGINT:
         return KeyboardInterrupt()
-    return Terminated(signum)
+    done = _STATE.done
+    if done is None:
+        return Terminated(signum)
+    name = signal.Signals(signum).name
+    return Terminated(signum, f"terminated ({name}) after {done} was written; it is complete")
+
+
+def _raise() -> None:
+    state = _STATE
+    state.raised = exception_for(state.caught)
+    raise state.raised
 
 
 def _handle(signum: int, frame) -> None:
     state = _STATE
     if state.caught is not None:  # the run is already ending: a second signal changes nothing
         return
-    state.caught = signum
-    if state.waiting:
-        state.pending = True
+    state.caught, state.owed = signum, True
+    if state.waiting or _dropping(frame):
         if state.stop is not None:
             state.stop.set()
         return
-    raise exception_for(signum)
+    _raise()
+
+
+def _dropping(frame) -> bool:
+    """Whether an exception raised in ``frame`` would be printed and dropped: inside a
+    garbage-collector callback (JAX registers one) or a ``__del__``."""
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _seen(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it was raised from or during) is the signal's exception."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if exc is _STATE.raised:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _owed(exc: BaseException | None = None) -> bool:
+    """A signal came whose exception is not on its way out (raise it now)."""
+    state = _STATE
+    if not state.owed or state.waiting:
+        return False
+    if _seen(exc) or _seen(sys.exc_info()[1]):
+        state.owed = False
+        return False
+    return True
 
 
 def _main_thread() -> bool:
@@ -86,10 +140,11 @@ def ending_cleanly(*, redeliver: bool = False):
     for signum, default in _DEFAULTS.items():
         if signal.getsignal(signum) is default:
             state.installed[signum] = signal.signal(signum, _handle)
-    state.caught, state.pending, state.waiting, state.stop = None, False, 0, None
+    state.reset()
     ending: Terminated | None = None
     try:
         yield
+        check()  # a signal whose exception was dropped on the way
     except Terminated as exc:
         ending = exc
         raise
@@ -97,7 +152,7 @@ def ending_cleanly(*, redeliver: bool = False):
         installed, state.installed = state.installed, {}
         for signum, previous in installed.items():
             signal.signal(signum, previous)
-        state.caught, state.pending, state.waiting, state.stop = None, False, 0, None
+        state.reset()
         if redeliver and ending is not None and ending.signum in installed:
             signal.raise_signal(ending.signum)
 
@@ -126,9 +181,8 @@ class _Waiting:
         state = _STATE
         state.waiting -= 1
         state.stop = self._previous_stop
-        if state.pending and not state.waiting and not self._later:
-            state.pending = False
-            raise exception_for(state.caught)  # replaces what the signal caused (Stopped)
+        if not self._later and _owed(exc):
+            _raise()  # replaces what the signal caused (the engine's Stopped)
 
 
 def held(*, later: bool = False) -> _Waiting:
@@ -144,15 +198,13 @@ def stopping(stop: threading.Event) -> _Waiting:
     return _Waiting(stop)
 
 
-def check(*, done: str | None = None) -> None:
-    """Raise a signal that came during a section now ended, if any (never twice);
-    ``done``: the output that was put in place meanwhile (the message says so)."""
-    state = _STATE
-    if state.pending and not state.waiting:
-        state.pending = False
-        if done is not None and state.caught != signal.SIGINT:
-            name = signal.Signals(state.caught).name
-            raise Terminated(
-                state.caught, f"terminated ({name}) as {done} was put in place; it is complete"
-            )
-        raise exception_for(state.caught)
+def check() -> None:
+    """Raise a signal whose exception is owed: it came during a section now ended, or was
+    dropped where it was raised. Never raises the one already on its way out."""
+    if _owed():
+        _raise()
+
+
+def written(path: str) -> None:
+    """The output is in place: a signal from now on says so."""
+    _STATE.done = path

@@ -44,6 +44,7 @@ demo: $(STAMP)
 	rm -f k.safetensors
 	$(BIN)/weightgen he-normal --shape 3,3,64,128 -o k.safetensors
 	$(BIN)/weightgen inspect k.safetensors
+	@echo "weightgen is installed in $(VENV): run $(BIN)/weightgen, or 'source $(BIN)/activate' first"
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q

@@ -354,7 +354,9 @@ def test_the_flag_without_torch_says_what_to_install(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "--from-transformers needs torch and transformers" in proc.stderr
-    assert "pip install 'weightgen[transformers]'" in proc.stderr
+    # What to run, in words that work from a clone (weightgen is not installed by name).
+    assert "pip install torch transformers" in proc.stderr
+    assert ".venv/bin/pip install -c constraints.txt -e '.[transformers]'" in proc.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import digest, formats, hosts
+from . import digest, formats, hosts, signals
 from . import manifest as manifest_mod
 from .atomic import AtomicFile, check_destination, describe_os_error
 from .coordination import Cluster
@@ -94,7 +95,6 @@ def write(
         plan, output, format=format, max_shard_size=max_shard_size, hf_config=hf_config
     )
     manifest_path, inside = _manifest_place(target, manifest)
-    team: hosts.Solo = hosts.Solo()
     if cluster is not None:
         hosts.refuse_format(target.kind, target.format)
         if replay is not None and replay.version < 2:
@@ -102,42 +102,46 @@ def write(
                 "a format 1 manifest's sha256 cannot be checked by several processes; "
                 "replay it in one process"
             )
-        progress = _totals(on_bytes) if on_bytes is not None else None
-        team = hosts.Team(cluster, on_progress=progress)
-        on_bytes = None  # the leader's bar shows the whole job's bytes (Watcher)
-    try:
-        result = _write(
-            team,
-            plan,
-            target,
-            manifest_path,
-            inside,
-            force=force,
-            devices=devices,
-            chunk_size=chunk_size,
-            compile_cache=compile_cache,
-            hashes=hashes,
-            file_sha256=file_sha256,
-            root_seed=root_seed,
-            own_seed=own_seed,
-            replay=replay,
-            recipe=recipe,
-            on_bytes=on_bytes,
-            options={
-                "format": target.format,
-                "max_shard_size": max_shard_size,
-                "manifest": manifest_path,
-                "file_sha256": file_sha256,
-                "force": force,
-            },
-        )
-    except BaseException as exc:
-        team.fail(exc)
+    # A signal from here on ends the run as Ctrl-C does (signals.py); a library caller's
+    # process still dies of SIGTERM/SIGHUP, after the cleanup.
+    with signals.ending_cleanly(redeliver=True):
+        team: hosts.Solo = hosts.Solo()
+        if cluster is not None:
+            progress = _totals(on_bytes) if on_bytes is not None else None
+            team = hosts.Team(cluster, on_progress=progress)
+            on_bytes = None  # the leader's bar shows the whole job's bytes (Watcher)
+        try:
+            result = _write(
+                team,
+                plan,
+                _Output(team, target, manifest_path, inside),
+                force=force,
+                devices=devices,
+                chunk_size=chunk_size,
+                compile_cache=compile_cache,
+                hashes=hashes,
+                file_sha256=file_sha256,
+                root_seed=root_seed,
+                own_seed=own_seed,
+                replay=replay,
+                recipe=recipe,
+                on_bytes=on_bytes,
+                options={
+                    "format": target.format,
+                    "max_shard_size": max_shard_size,
+                    "manifest": manifest_path,
+                    "file_sha256": file_sha256,
+                    "force": force,
+                },
+            )
+        except BaseException as exc:
+            with signals.held():
+                team.fail(exc)
+                if isinstance(team, hosts.Team):
+                    team.close(ok=False)
+            raise
         if isinstance(team, hosts.Team):
-            team.close(ok=False)
-        raise
-    if isinstance(team, hosts.Team):
-        team.close(ok=True)
+            team.close(ok=True)
     return result
 
 
@@ -156,9 +160,7 @@ def _totals(on_bytes: Callable[[int], None]) -> Callable[[int], None]:
 def _write(
     team: hosts.Solo,
     plan: Plan,
-    target: Target,
-    manifest_path: str | None,
-    inside: bool,
+    output: _Output,
     *,
     force: bool,
     devices: str | None,
@@ -174,103 +176,56 @@ def _write(
     options: dict,
 ) -> WriteResult:
     """``write``'s steps, the same for one process (``hosts.Solo``) and for each process of
-    a shared run (``hosts.Team``, whose leader is process 0)."""
-    from .memory import tune_allocator
-
-    tune_allocator()  # before JAX starts its threads
-    from . import engine as engine_mod  # imports JAX: only now that the request is valid
-    from . import prng
-
-    team.agree(lambda: hosts.agreement(plan, target.path, options, target.hf_config))
-    team.decide("check the destination", lambda: _check(target, manifest_path, inside, force))
-    engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
-    engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
-    # Keys in hex, only when a manifest records them or checks them (all at once, in numpy).
-    want_keys = team.leader and (
-        manifest_path is not None or (replay is not None and replay.expected_key)
+    a shared run (``hosts.Team``, whose leader is process 0): prepare (JAX, the agreement,
+    the destination, the keys), then open, generate, assemble the digests, the manifest,
+    commit; any failure or signal on the way aborts (``_Output.abort``)."""
+    target, manifest_path = output.target, output.manifest_path
+    engine, keys = _prepare(
+        team,
+        plan,
+        output,
+        force=force,
+        devices=devices,
+        chunk_size=chunk_size,
+        compile_cache=compile_cache,
+        replay=replay,
+        options=options,
     )
-    keys = {}
-    if want_keys:
-        words = prng.derive_words([t.seed for t in plan.tensors], [t.fold_in for t in plan.tensors])
-        keys = {t.name: prng.words_hex(w) for t, w in zip(plan.tensors, words.tolist())}
-    for name, want in (replay.expected_key if replay is not None and team.leader else {}).items():
-        if keys.get(name) != want:
-            raise HashMismatchError(
-                f"tensor {name!r}: this JAX derives key {keys.get(name)}, the manifest "
-                f"recorded {want}; its bytes would differ"
-            )
-
     block_bytes = replay.block_bytes if replay is not None and replay.block_bytes else None
     block_bytes = block_bytes or digest.BLOCK_BYTES
     ranges = team.ranges(plan, block_bytes)
-    specs = [plan.tensors[r.index] for r in ranges]
-    work = [  # (tensor, its bytes, first byte, end byte) of each range, for the digests
-        (t.name, t.nbytes, r.start * t.dtype.itemsize, r.stop * t.dtype.itemsize)
-        for t, r in zip(specs, ranges)
-    ]
-    taps: list = [_Counter(team)] if isinstance(team, hosts.Team) else []
-    digests = None
-    qr = {t.name for t in plan.tensors if not t.init.elementwise}  # bytes depend on the BLAS
-    if hashes or manifest_path is not None or (replay is not None and replay.version >= 2):
-        expected = replay.expected_blocks if replay is not None else None
-        digests = digest.PieceDigests(work, expected=expected, block_bytes=block_bytes, deferred=qr)
-        taps.append(digests)
-    if replay is not None and replay.version == 1:
-        taps.append(digest.Sha256Check(work, replay.expected_sha256, deferred=qr))
+    work = _work(plan, ranges)
+    need_digests = hashes or manifest_path is not None
+    digests, taps = _taps(team, plan, work, block_bytes, replay, need_digests)
 
     started = time.perf_counter()
-    sink = beside = None
-    committed = False
     try:
-        sink = team.decide("create the temporary output", lambda: target.open(tag=_tag(team)))
-        opened = target.temporary.name if target.temporary is not None else ""
-        if not team.leader:
-            sink = None
-
-        def follow(path: str) -> None:
-            nonlocal sink
-            sink = target.join(path)
-
-        team.join("open the temporary output", opened, follow)
-        with team.working():  # a team's watchers see this process's work move
-            engine_mod.run(
-                engine,
-                plan,
-                sink,
-                ranges=ranges,
-                taps=taps,
-                on_bytes=on_bytes,
-                stop=team.stop,
-                clock=team if isinstance(team, hosts.Team) else None,
-            )
-            team.flushing()
-            sink.close()
+        signals.check()
+        output.open()
+        _generate(team, engine, plan, output.sink, ranges, taps, on_bytes)
         seconds = time.perf_counter() - started
         share = {
             "process": team.process_id,
             "bytes": sum(stop - start for _, _, start, stop in work),
             "seconds": round(seconds, 4),
         }
-        blocks = digests.blocks() if digests is not None else {}
-        gathered = team.gather("digests", _pack(share, blocks))
-        if not team.leader:
+        gathered = team.gather("digests", _pack(share, digests.blocks() if digests else {}))
+        if not team.leader:  # the leader commits; this process waits to hear that it did
             team.committed(b"")
             return WriteResult(
                 target.path, target.format, share["bytes"], seconds, process=team.process_id
             )
         shares, all_blocks = _unpack(gathered)
+        signals.check()
         target.finish()
-        tensor_digests = (
-            digest.assemble({t.name: t.nbytes for t in plan.tensors}, all_blocks, block_bytes)
-            if digests is not None
-            else {}
-        )
+        tensor_digests = {}
+        if digests is not None:  # assembled from every process's blocks: no byte read back
+            sizes = {t.name: t.nbytes for t in plan.tensors}
+            tensor_digests = digest.assemble(sizes, all_blocks, block_bytes)
         files: list[dict] = []
         if manifest_path is not None or file_sha256:
-            files = target.files(
-                {n: d.digest for n, d in tensor_digests.items()}, sha256=file_sha256
-            )
-        document = None
+            by_name = {n: d.digest for n, d in tensor_digests.items()}
+            files = target.files(by_name, sha256=file_sha256)
         if manifest_path is not None:
             document = manifest_mod.build(
                 plan,
@@ -286,33 +241,17 @@ def _write(
                 hf_config=target.hf_config,
                 recipe=recipe,
             )
-            if inside:
-                target.add_file(os.path.basename(manifest_path), manifest_mod.dumps(document))
-            else:  # written now, renamed into place just after the output
-                beside = AtomicFile(manifest_path)
-                beside.file.write(manifest_mod.dumps(document))
+            output.add_manifest(manifest_mod.dumps(document))
         team.check()
-        target.commit()
-        committed = True
-        if beside is not None:
-            beside.commit()
+        signals.check()
+        output.commit()
         team.committed(b"ok")
     except BaseException as exc:
-        if sink is not None:
-            sink.abort()
-        if beside is not None:
-            beside.abort()
-        if committed:  # the output is whole and in place; only its manifest is not
-            raise WeightgenError(
-                f"{target.path} was written, but its manifest {manifest_path} was not: "
-                f"{describe_os_error(exc, manifest_path) if isinstance(exc, OSError) else exc}"
-            ) from exc
-        target.abort()
-        if isinstance(exc, OSError) and target.path != "-":
-            raise WeightgenError(describe_os_error(exc, target.path)) from exc
-        if isinstance(exc, engine_mod.Stopped) and isinstance(team, hosts.Team):
-            team.check()
+        replacement = output.abort(exc)
+        if replacement is not None:
+            raise replacement from exc
         raise
+    signals.check()  # a signal that came during the renames (it says the output is whole)
     seconds = time.perf_counter() - started
     results = [
         TensorResult(
@@ -332,6 +271,180 @@ def _write(
         os.fspath(manifest_path) if manifest_path is not None else None,
         processes=shares if isinstance(team, hosts.Team) else [],
     )
+
+
+def _prepare(
+    team: hosts.Solo,
+    plan: Plan,
+    output: _Output,
+    *,
+    force: bool,
+    devices: str | None,
+    chunk_size: int | None,
+    compile_cache: bool,
+    replay: ParsedSpec | None,
+    options: dict,
+):
+    """Before anything is created: JAX, the processes' agreement, the destination's check,
+    the engine; the keys in hex where a manifest records or checks them. (engine, keys)"""
+    from .memory import tune_allocator
+
+    tune_allocator()  # before JAX starts its threads
+    from . import engine as engine_mod  # imports JAX: only now that the request is valid
+    from . import prng
+
+    target, manifest_path = output.target, output.manifest_path
+    signals.check()  # between steps: a signal whose exception a callback dropped (signals.py)
+    team.agree(lambda: hosts.agreement(plan, target.path, options, target.hf_config))
+    team.decide(
+        "check the destination", lambda: _check(target, manifest_path, output.inside, force)
+    )
+    engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
+    engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
+    signals.check()
+    want_keys = team.leader and (
+        manifest_path is not None or (replay is not None and replay.expected_key)
+    )
+    keys = {}
+    if want_keys:  # all at once, in numpy
+        words = prng.derive_words([t.seed for t in plan.tensors], [t.fold_in for t in plan.tensors])
+        keys = {t.name: prng.words_hex(w) for t, w in zip(plan.tensors, words.tolist())}
+    for name, want in (replay.expected_key if replay is not None and team.leader else {}).items():
+        if keys.get(name) != want:
+            raise HashMismatchError(
+                f"tensor {name!r}: this JAX derives key {keys.get(name)}, the manifest "
+                f"recorded {want}; its bytes would differ"
+            )
+    return engine, keys
+
+
+def _work(plan: Plan, ranges) -> list[tuple[str, int, int, int]]:
+    """(tensor, its bytes, first byte, end byte) of each range, for the digests."""
+    specs = [plan.tensors[r.index] for r in ranges]
+    return [
+        (t.name, t.nbytes, r.start * t.dtype.itemsize, r.stop * t.dtype.itemsize)
+        for t, r in zip(specs, ranges)
+    ]
+
+
+def _taps(
+    team: hosts.Solo, plan: Plan, work, block_bytes: int, replay: ParsedSpec | None, wanted: bool
+):
+    """What sees every chunk written: (the block digests or None, every tap). A team counts
+    its bytes; a replay checks each block (format 2) or each tensor's sha256 (format 1), the
+    QR tensors' at the end (their bytes depend on the BLAS kernel: see qrdrift.py)."""
+    taps: list = [_Counter(team)] if isinstance(team, hosts.Team) else []
+    digests = None
+    qr = {t.name for t in plan.tensors if not t.init.elementwise}
+    if wanted or (replay is not None and replay.version >= 2):
+        expected = replay.expected_blocks if replay is not None else None
+        digests = digest.PieceDigests(work, expected=expected, block_bytes=block_bytes, deferred=qr)
+        taps.append(digests)
+    if replay is not None and replay.version == 1:
+        taps.append(digest.Sha256Check(work, replay.expected_sha256, deferred=qr))
+    return digests, taps
+
+
+def _generate(team: hosts.Solo, engine, plan: Plan, sink, ranges, taps, on_bytes) -> None:
+    """Every range of this process into ``sink``, written out (its fsync). A signal stops
+    the engine between chunks (its threads joined) and is raised after; a team's failure
+    elsewhere stops it too, and is raised here."""
+    from . import engine as engine_mod
+
+    stop = team.stop if team.stop is not None else threading.Event()
+    signals.check()
+    try:
+        with team.working(), signals.stopping(stop):  # a team's watchers see the work move
+            engine_mod.run(
+                engine,
+                plan,
+                sink,
+                ranges=ranges,
+                taps=taps,
+                on_bytes=on_bytes,
+                stop=stop,
+                clock=team if isinstance(team, hosts.Team) else None,
+            )
+            team.flushing()
+            sink.close()
+    except engine_mod.Stopped:
+        team.check()  # why a team stopped
+        raise
+
+
+class _Output:
+    """The temporary output and the manifest beside it, from creation to the commit: what
+    a failure or a signal undoes (``abort``). Only the leader of a team creates, commits
+    and removes; the others write into what it created."""
+
+    def __init__(self, team: hosts.Solo, target: Target, manifest_path: str | None, inside: bool):
+        self.team, self.target = team, target
+        self.manifest_path, self.inside = manifest_path, inside
+        self.sink = None  # what the engine feeds
+        self.beside: AtomicFile | None = None  # a manifest outside the output
+        self.committed = False  # the output is in place (its manifest may not be)
+
+    def open(self) -> None:
+        """The leader creates the temporary output; every process opens it."""
+        team, target = self.team, self.target
+
+        def create():
+            with signals.held():  # no signal between creating the temporary and noting it
+                self.sink = target.open(tag=_tag(team))
+            return self.sink
+
+        team.decide("create the temporary output", create)
+        opened = target.temporary.name if target.temporary is not None else ""
+
+        def follow(path: str) -> None:
+            with signals.held():
+                self.sink = target.join(path)
+
+        team.join("open the temporary output", opened, follow)
+
+    def add_manifest(self, data: bytes) -> None:
+        """Inside the output folder, or beside the output, renamed into place just after it."""
+        if self.inside:
+            self.target.add_file(os.path.basename(self.manifest_path), data)
+            return
+        with signals.held():
+            self.beside = AtomicFile(self.manifest_path)
+        self.beside.file.write(data)
+
+    def commit(self) -> None:
+        """Everything on the disk, then the output and its manifest into place: a signal
+        during the renames waits until both are done (``signals.check`` raises it)."""
+        self.target.sync()
+        if self.beside is not None:
+            self.beside.sync()
+        with signals.held(later=True):
+            self.target.rename()
+            self.committed = True
+            if self.beside is not None:
+                self.beside.rename()
+            signals.written(self.target.path)
+
+    def abort(self, exc: BaseException) -> BaseException | None:
+        """Remove what was created (a second signal waits until that is done); the error to
+        raise instead of ``exc``, if any."""
+        with signals.held():
+            if self.sink is not None:
+                self.sink.abort()
+            if self.beside is not None:
+                self.beside.abort()
+            if not self.committed:
+                self.target.abort()
+        if self.committed:  # the output is whole and in place; only its manifest is not
+            reason = exc
+            if isinstance(exc, OSError):
+                reason = describe_os_error(exc, self.manifest_path)
+            return WeightgenError(
+                f"{self.target.path} was written, but its manifest {self.manifest_path} "
+                f"was not: {reason}"
+            )
+        if isinstance(exc, OSError) and self.target.path != "-":
+            return WeightgenError(describe_os_error(exc, self.target.path))
+        return None
 
 
 def _check(target: Target, manifest_path: str | None, inside: bool, force: bool) -> None:
@@ -385,7 +498,10 @@ def _manifest_place(target: Target, manifest) -> tuple[str | None, bool]:
         return None, False
     if manifest is True:
         if target.kind == "stdout":
-            raise UsageError("a manifest needs a path when the output is stdout (--manifest PATH)")
+            raise UsageError(
+                "a manifest needs a path when the output is stdout (--manifest PATH, or "
+                "manifest=PATH in Python)"
+            )
         if target.kind == "folder":
             return os.path.join(target.path, FOLDER_MANIFEST), True
         return manifest_path_for(target.path), False
@@ -458,7 +574,8 @@ def model_spec(
 
     ``from_transformers=True`` takes the names, shapes, dtypes and init from the model
     transformers builds on torch's meta device, for any model type it knows (needs torch
-    and transformers: ``pip install 'weightgen[transformers]'``); only ``init="hf"`` and
+    and transformers: ``pip install torch transformers``, or from a clone
+    ``.venv/bin/pip install -e '.[transformers]'``); only ``init="hf"`` and
     ``rules`` apply then."""
     from . import hf
     from .plan import parse_seed

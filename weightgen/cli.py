@@ -17,7 +17,7 @@ import click
 
 from .atomic import human_bytes
 from .dtypes import DTYPE_NAMES
-from .errors import WeightgenError
+from .errors import Terminated, WeightgenError
 from .hf import FAMILIES, RECIPES
 from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
 from .manifest import FOLDER_MANIFEST
@@ -151,7 +151,7 @@ def _output_options(*, folder: bool = False) -> list[click.Option]:
         click.Option(
             ["--json", "as_json"],
             is_flag=True,
-            help="print a JSON summary (paths, tensors, bytes, digests, seconds) on stdout",
+            help="print a JSON summary (paths, tensors, bytes, BLAKE3 digests, seconds) on stdout",
         ),
         click.Option(
             ["--file-sha256"],
@@ -431,7 +431,8 @@ run_command = click.Command(
         click.Option(
             ["--manifest"],
             default=None,
-            help="where to write the manifest [default: OUTPUT.manifest.json]",
+            help="where to write the manifest [default: OUTPUT.manifest.json beside a "
+            "file, OUTPUT/weightgen.manifest.json inside a folder; none for stdout]",
         ),
         click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
         click.Option(
@@ -451,12 +452,13 @@ run_command = click.Command(
     short_help="Write every tensor of a spec or manifest file.",
     help="""Write every tensor of a spec (JSON or TOML) or manifest into one file.
 
-SPEC is a path, or - for stdin. A manifest is written beside the output
-(OUTPUT.manifest.json) unless --no-manifest. Given a manifest, run regenerates the same
-bytes and checks every tensor's digest as it goes: the first tensor that differs stops it,
-and nothing is left at OUTPUT. QR tensors (orthogonal, delta-orthogonal) also depend on the
-host's BLAS kernel: when only they differ, the run says so and --accept-qr-drift checks them
-against the recorded values and accepts them.
+SPEC is a path, or - for stdin. A manifest is written beside a file (OUTPUT.manifest.json)
+or inside a folder (OUTPUT/weightgen.manifest.json) unless --no-manifest. Given a manifest,
+run regenerates the same bytes and checks every tensor's BLAKE3 block digests as it goes
+(a format 1 manifest: its sha256): the first that differs stops it, and nothing is left at
+OUTPUT. QR tensors (orthogonal, delta-orthogonal) also depend on the host's BLAS kernel:
+when only they differ, the run says so and --accept-qr-drift checks them against the
+recorded values and accepts them.
 
 Example:
 
@@ -545,7 +547,8 @@ hf_command = click.Command(
             is_flag=True,
             help="for any model type transformers knows: names, shapes, dtypes and init "
             "read from the model transformers builds on torch's meta device (needs torch "
-            "and transformers: pip install 'weightgen[transformers]'); only --init hf and "
+            "and transformers: pip install torch transformers, or from a clone "
+            "'.venv/bin/pip install -e .[transformers]'); only --init hf and "
             "--rule apply",
         ),
         click.Option(
@@ -749,26 +752,43 @@ def list_command(as_json: bool) -> None:
     help="the manifest whose rules the statistics are checked against [default: the "
     "folder's own, or the one beside the file, if any]",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="exit 1 when any tensor is off its recorded rule, for scripts (2 when the file "
+    "has no manifest to check against); without it, inspect exits 0 whatever it finds",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
+def inspect_command(path: str, manifest: str | None, check: bool, as_json: bool) -> None:
     """Each tensor's name, shape, dtype, bytes, and mean, std, min, max (one streaming pass).
 
     Reads safetensors, npz and HDF5 (a file, or a checkpoint folder); restores bfloat16 and
     float8 stored by weightgen. Where a manifest records how each tensor was made (weightgen
     hf and run write one), each tensor's std is shown beside the std its rule implies, and a
     tensor whose mean, std or range is off by more than sampling error is marked with '!':
-    a check that the init is what was asked for.
+    a check that the init is what was asked for. --check makes it a gate: exit 1 when any
+    tensor is off.
 
     Example:
 
     \b
       weightgen inspect k.safetensors
       weightgen inspect llama/
+      weightgen inspect llama/ --check && echo "init as recorded"
       weightgen inspect k.safetensors --json
     """
-    from .stats import inspect_file
+    from .stats import check_findings, inspect_file
 
     fmt, reports, metadata = inspect_file(path, manifest)
+    findings = check_findings(reports) if check else []
+    _inspect_report(path, fmt, reports, metadata, as_json)
+    if findings:
+        many = f"{len(findings)} problems; the first" if len(findings) > 1 else "a problem"
+        click.echo(f"weightgen: error: --check found {many}: {findings[0]}", err=True)
+        sys.exit(1)
+
+
+def _inspect_report(path: str, fmt: str, reports, metadata, as_json: bool) -> None:
     if as_json:
         payload = {
             "path": path,
@@ -836,9 +856,16 @@ def _fail(message: str, code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI: every error is one line on stderr and a non-zero exit, never a traceback."""
+    """Run the CLI: every error is one line on stderr and a non-zero exit, never a traceback;
+    SIGTERM and SIGHUP too (``weightgen: error: terminated (SIGTERM); ...``, 128 + the
+    signal's number), after the run removed what it had started."""
+    from .signals import ending_cleanly
+
     try:
-        cli.main(args=argv, prog_name="weightgen", standalone_mode=False)
+        with ending_cleanly():  # SIGTERM and SIGHUP end a run as Ctrl-C does
+            cli.main(args=argv, prog_name="weightgen", standalone_mode=False)
+    except Terminated as exc:
+        _fail(str(exc), exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare "weightgen"
         click.echo(exc.ctx.get_help(), err=True)
         sys.exit(2)

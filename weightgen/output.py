@@ -263,8 +263,18 @@ class Target:
         return self._atomic.path if self._atomic is not None else None
 
     def commit(self) -> None:
+        self.sync()
+        self.rename()
+
+    def sync(self) -> None:
+        """Everything written on the disk, still under its temporary name."""
         if self._atomic is not None:
-            self._atomic.commit()
+            self._atomic.sync()
+
+    def rename(self) -> None:
+        """The temporary output becomes the destination, in one step."""
+        if self._atomic is not None:
+            self._atomic.rename()
 
     def abort(self) -> None:
         if self._atomic is not None:

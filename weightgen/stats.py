@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import expect, formats
-from .errors import WeightgenError
+from .errors import UsageError, WeightgenError
 
 
 @dataclass
@@ -117,6 +117,19 @@ def inspect_file(
         return fmt, reports, dict(reader.metadata)
     finally:
         reader.close()
+
+
+def check_findings(reports: list[TensorReport]) -> list[str]:
+    """What ``inspect --check`` fails on, one "name: why" each: every tensor off its
+    recorded rule. (Checks that need no manifest, such as a quantized file's scales, join
+    here.) Raises when nothing could be checked: a gate that checks nothing would pass."""
+    findings = [f"{r.name}: {r.off}" for r in reports if r.off]
+    if not any(r.expected is not None for r in reports):
+        raise UsageError(
+            "--check: no tensor has a recorded rule to check against (no manifest beside or "
+            "inside it); give one with --manifest, or drop --check"
+        )
+    return findings
 
 
 def _rules(path: str | os.PathLike, manifest: str | os.PathLike | None) -> dict:

@@ -19,7 +19,11 @@ from ..errors import UsageError
 from . import overrides
 from .family import Built
 
-INSTALL = "pip install 'weightgen[transformers]'"
+# weightgen is used from a clone: its extra is installed from there, not by name.
+INSTALL = (
+    "pip install torch transformers (from a clone of weightgen, the tested versions: "
+    ".venv/bin/pip install -c constraints.txt -e '.[transformers]')"
+)
 SOURCE = "transformers "  # the recipe record's name: "transformers 5.24.0"
 HALF = ("bfloat16", "float16")
 

@@ -379,8 +379,12 @@ for _entry in REGISTRY.values():
 # --- run, verify ---------------------------------------------------------------------------
 
 
-def _write_spec(parsed, options: dict[str, Any]) -> None:
-    """What run and hf share: the manifest flags, the progress bar, the write, the report."""
+def _write_spec(
+    parsed, options: dict[str, Any], announce: str | None = None, source: str | None = None
+) -> None:
+    """What run and hf share: the manifest flags, the checks, the progress bar, the write,
+    the report. ``announce`` (what is about to be written) is said once every check that
+    can refuse the run has passed."""
     from . import api
     from .formats.sharded import parse_size
 
@@ -390,13 +394,33 @@ def _write_spec(parsed, options: dict[str, Any]) -> None:
     if manifest is None and not options["no_manifest"] and options["output"] != "-":
         manifest = True  # beside a file, inside a folder
     shard = options["max_shard_size"]
+    max_shard_size = parse_size(shard) if shard is not None else None
     quiet = options["quiet"]
+    config_check = not options["no_config_check"]
+    if config_check:
+        api.check_config(parsed, None if source in (None, "-") else source)
+    shared = any(
+        options[k] is not None
+        for k in ("coordinator_address", "num_processes", "process_id", "cluster")
+    )
+    if announce is not None and not quiet and not options["process_id"]:
+        if not shared:  # a shared run checks the destination together (api.write)
+            api.check_output(
+                parsed,
+                options["output"],
+                format=options.get("fmt"),
+                force=options["force"],
+                max_shard_size=max_shard_size,
+                manifest=manifest,
+            )
+        click.echo(announce, err=True)
     with _progress(parsed.plan.nbytes, quiet) as bar:
         result = api.write_parsed(
             parsed,
             options["output"],
+            config_check=False,  # checked above
             manifest=manifest,
-            max_shard_size=parse_size(shard) if shard is not None else None,
+            max_shard_size=max_shard_size,
             **_write_options(options, bar),
         )
     _report(result, quiet=quiet, as_json=options["as_json"])
@@ -416,7 +440,7 @@ def _run_callback(spec: str, **options: Any) -> None:
             'dtype, as JAX does; set sample_dtype = "float32" to draw in float32 and round',
             err=True,
         )
-    _write_spec(parsed, options)
+    _write_spec(parsed, options, source=spec)
 
 
 run_command = click.Command(
@@ -431,6 +455,12 @@ run_command = click.Command(
             help="where to write the manifest [default: OUTPUT.manifest.json]",
         ),
         click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
+        click.Option(
+            ["--no-config-check"],
+            is_flag=True,
+            help="write a spec's tensors even where they are not what its hf_config gives "
+            "(names, shapes, dtypes)",
+        ),
         click.Option(
             ["--max-shard-size"],
             default=None,
@@ -463,7 +493,7 @@ def _hf_callback(config: str, **options: Any) -> None:
     from .manifest import dumps
     from .specfile import parse_spec
 
-    document = hf.load_config(config)
+    document, where = hf.read_config(config)
     spec = api.model_spec(
         document,
         head=options["head"],
@@ -474,13 +504,15 @@ def _hf_callback(config: str, **options: Any) -> None:
         init_std=options["init_std"],
         rules=options["rule"],
         from_transformers=options["from_transformers"],
+        strict=options["strict"],
+        where=where,
     )
     if not options["quiet"] and not options["process_id"]:
         if options["from_transformers"]:
             from .hf.from_transformers import layout_source
 
             click.echo(f"layout and init read from {layout_source(spec)}", err=True)
-        for note in hf.config_notes(document):
+        for note in hf.config_notes(document, where):
             click.echo(note, err=True)
     if options["spec"]:
         if options["output"] is not None:
@@ -490,16 +522,13 @@ def _hf_callback(config: str, **options: Any) -> None:
     if options["output"] is None:
         raise click.UsageError("-o DIR is required (or --spec to print the spec)")
     parsed = parse_spec(spec)
-    if not options["quiet"] and not options["process_id"]:
-        count = len(parsed.plan.tensors)
-        params = sum(t.numel for t in parsed.plan.tensors)
-        click.echo(
-            f"{spec['hf_config']['architectures'][0]}: {count} tensors, "
-            f"{params / 1e6:,.1f} M parameters, {human_bytes(parsed.plan.nbytes)} "
-            f"{spec['dtype']}",
-            err=True,
-        )
-    _write_spec(parsed, options)
+    count = len(parsed.plan.tensors)
+    params = sum(t.numel for t in parsed.plan.tensors)
+    announce = (
+        f"{spec['hf_config']['architectures'][0]}: {count} tensors, "
+        f"{params / 1e6:,.1f} M parameters, {human_bytes(parsed.plan.nbytes)} {spec['dtype']}"
+    )
+    _write_spec(parsed, {**options, "no_config_check": True}, announce)
 
 
 hf_command = click.Command(
@@ -574,6 +603,12 @@ hf_command = click.Command(
         ),
         click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
         click.Option(
+            ["--strict"],
+            is_flag=True,
+            help="refuse config keys transformers does not know and size fields left to "
+            "their class default (without it: a note on stderr for each)",
+        ),
+        click.Option(
             ["--spec"],
             is_flag=True,
             help="print the model's spec (JSON) on stdout instead of writing; "
@@ -629,8 +664,15 @@ cli.add_command(hf_command)
     default=None,
     help="threads that hash [default: the CPU count, at most 8]",
 )
+@click.option(
+    "--no-config-check",
+    is_flag=True,
+    help="do not check that a model folder's config.json gives the manifest's tensors",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> None:
+def verify_command(
+    paths: tuple[str, ...], jobs: int | None, no_config_check: bool, as_json: bool
+) -> None:
     """Check PATH against its manifest: exit 0 when everything matches, 1 otherwise.
 
     PATH is a file (any format), a checkpoint folder or its index file. MANIFEST defaults
@@ -639,7 +681,9 @@ def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> N
     Every file is read once, on several threads, never loaded whole. Reports tensors that
     differ (and the first differing block, as a byte range of the tensor's data), are
     missing or extra, change shape or dtype, and any change outside the tensors' data (a
-    header, the metadata, config.json).
+    header, the metadata, config.json field by field); and that a model folder's
+    config.json gives the manifest's tensors (names, shapes, dtypes), unless
+    --no-config-check.
 
     Example:
 
@@ -658,7 +702,7 @@ def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> N
         folder_manifest = os.path.basename(path) == FOLDER_MANIFEST
         path = os.path.dirname(path) or "." if folder_manifest else path[: -len(".manifest.json")]
     manifest = api.find_manifest(manifest, path)
-    problems = api.verify(manifest, path, jobs=jobs)
+    problems = api.verify(manifest, path, jobs=jobs, config_check=not no_config_check)
     if as_json:
         click.echo(
             json.dumps({"ok": not problems, "problems": [vars(p) for p in problems]}, indent=2)

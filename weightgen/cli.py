@@ -472,7 +472,9 @@ run_command = click.Command(
     help="""Write every tensor of a spec (JSON or TOML) or manifest into one file.
 
 SPEC is a path, or - for stdin. A manifest is written beside the output
-(OUTPUT.manifest.json) unless --no-manifest. Given a manifest, run regenerates the same
+(OUTPUT.manifest.json) unless --no-manifest. A spec with an hf_config writes a model
+folder, and its tensors must be what that config gives (names, shapes, dtypes) unless
+--no-config-check. Given a manifest, run regenerates the same
 bytes and checks every tensor's sha256 as it goes: the first tensor that differs stops it,
 and nothing is left at OUTPUT.
 
@@ -482,6 +484,7 @@ Example:
   weightgen run model.json -o model.safetensors
   weightgen run model.safetensors.manifest.json -o again.safetensors
   weightgen run model.toml -o ckpt/ --max-shard-size 5GB
+  weightgen run edited.json -o llama/ --no-config-check
   cat model.json | weightgen run - -o - --format safetensors --no-manifest | other-tool""",
     epilog=EPILOG_FORMATS,
 )
@@ -632,6 +635,11 @@ bounded memory, whatever the model's size; no torch or transformers needed.
 OLMo 2, torchtitan), so the folder is that trainer's seed checkpoint; --init-std sets the
 recipe's base std and --rule sets single tensors. The manifest records all three.
 
+Every config key is accounted for: a near-miss of a field the shapes read (num_layers
+for num_hidden_layers) is an error naming it; other keys transformers does not know, and
+size fields left to the class default, are said on stderr (--strict refuses them). An
+architecture weightgen does not build is refused (--head picks one it does).
+
 --from-transformers writes any model type transformers knows (torch and transformers
 installed): the tensors, shapes, dtypes and ties of the model transformers builds on the
 meta device, each initialised as its own _init_weights does (read from the calls it
@@ -646,6 +654,7 @@ Example:
   weightgen hf config.json -o m/ --init megatron --init-std 0.006
   weightgen hf config.json -o m/ --init olmo2 --rule '*.o_proj.weight=zeros'
   weightgen hf bert-config.json -o bert/ --head pretraining
+  weightgen hf config.json -o llama/ --strict
   weightgen hf Qwen/Qwen3-8B -o qwen3/ --dtype bfloat16
   weightgen hf EleutherAI/pythia-160m@main -o pythia/ --from-transformers
   weightgen hf facebook/opt-125m -o opt/ --from-transformers --rule '*.fc2.weight=zeros'

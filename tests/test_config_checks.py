@@ -107,12 +107,15 @@ def test_a_size_left_to_its_default_is_said_recorded_and_refused_by_strict(tmp_p
     assert "intermediate_size not set (--strict)" in _one_line(strict)
 
 
-def test_the_library_refuses_near_misses_too():
+def test_the_library_refuses_near_misses_too(tmp_path):
     config = {k: v for k, v in LLAMA.items() if k != "num_hidden_layers"}
     with pytest.raises(weightgen.UsageError, match="did you mean num_hidden_layers"):
         weightgen.model_spec({**config, "n_layers": 2})
     with pytest.raises(weightgen.UsageError, match="my_key"):
         weightgen.model_spec({**LLAMA, "my_key": 1}, strict=True)
+    with pytest.raises(weightgen.UsageError, match="my_key"):
+        weightgen.write_model({**LLAMA, "my_key": 1}, tmp_path / "out", strict=True)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("path", REAL_CONFIGS, ids=lambda p: p.stem)

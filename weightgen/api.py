@@ -500,12 +500,13 @@ def write_model(
     init_std: float | None = None,
     rules: Iterable[str] | None = None,
     from_transformers: bool = False,
+    strict: bool = False,
     **write_options: Any,
 ) -> WriteResult:
     """Write a Hugging Face model folder (config.json, weights, manifest) for ``config``,
     e.g. ``write_model("config.json", "llama/", init="megatron")``; ``transformers`` loads
-    it as is. ``init``, ``init_std``, ``rules`` and ``from_transformers`` are those of
-    ``model_spec``; ``write_options`` those of ``write``."""
+    it as is. ``init``, ``init_std``, ``rules``, ``from_transformers`` and ``strict`` are
+    those of ``model_spec``; ``write_options`` those of ``write``."""
     from .specfile import parse_spec
 
     spec = model_spec(
@@ -518,6 +519,7 @@ def write_model(
         init_std=init_std,
         rules=rules,
         from_transformers=from_transformers,
+        strict=strict,
     )
     write_options.setdefault("manifest", True)
     return write_parsed(parse_spec(spec), output, **write_options)

@@ -16,7 +16,8 @@ transformers is not needed at run time:
   one field (GPT-2's ``num_hidden_layers`` and ``n_layer``, T5's ``hidden_size`` and
   ``d_model``).
 
-Run from the repository root: ``.venv/bin/python scripts/gen_config_keys.py``.
+Run from the repository root: ``.venv/bin/python scripts/gen_config_keys.py`` (``--out
+PATH`` writes elsewhere).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--dump":
         print(json.dumps(dump(sys.argv[2:])))
         return
+    target = Path(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == "--out" else OUT
     sys.path.insert(0, str(ROOT))
     from weightgen.hf import FAMILIES
 
@@ -124,8 +126,8 @@ def main() -> None:
         "synonyms": [list(pair) for pair in synonyms],
         "families": families,
     }
-    OUT.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {OUT.relative_to(ROOT)}: {len(families)} families, {len(synonyms)} synonyms")
+    target.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {target}: {len(families)} families, {len(synonyms)} synonyms")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,9 @@ def test_the_library_refuses_near_misses_too(tmp_path):
         weightgen.model_spec({**LLAMA, "my_key": 1}, strict=True)
     with pytest.raises(weightgen.UsageError, match="my_key"):
         weightgen.write_model({**LLAMA, "my_key": 1}, tmp_path / "out", strict=True)
+    with pytest.raises(weightgen.UsageError, match="did you mean num_hidden_layers"):
+        # a built-in type through transformers too, refused before transformers is imported
+        weightgen.model_spec({**config, "num_layers": 2}, from_transformers=True)
     assert not (tmp_path / "out").exists()
 
 

@@ -204,6 +204,15 @@ def spec_for(
     if from_transformers:
         from . import from_transformers as transformers_path
 
+        model_type = config.get("model_type")
+        family = (
+            FAMILIES.get(model_type) or ALIASES.get(model_type)
+            if isinstance(model_type, str)
+            else None
+        )
+        if family is not None:  # its keys are known here, without transformers
+            config_check.check(config, family, strict=strict, where=where)
+
         return transformers_path.spec_for(
             config,
             dtype_name=dtype_name,

@@ -67,6 +67,7 @@ def write(
     max_shard_size: int | None = None,
     hf_config: dict | None = None,
     recipe: dict | None = None,
+    config_defaults: dict | None = None,
     manifest: str | os.PathLike | bool | None = None,
     file_sha256: bool = False,
     root_seed: int | None = None,
@@ -80,7 +81,8 @@ def write(
     ``output`` is a file (format from the suffix, or ``format``), ``"-"`` (stdout), or a
     checkpoint folder when ``max_shard_size`` (bytes) or ``hf_config`` (a Hugging Face
     config.json, written beside the weights) is given; ``recipe`` is the record of how a
-    model's init rules were chosen, kept in the manifest. ``manifest`` writes a manifest: a
+    model's init rules were chosen, kept in the manifest, as are ``config_defaults`` (the
+    config's size fields left to their class default). ``manifest`` writes a manifest: a
     path, or True for the default place (beside a file, inside a folder); ``root_seed`` and
     ``own_seed`` say how keys were made (by default every tensor has its own seed).
     ``file_sha256`` records each file's plain sha256 too (one more read of the output).
@@ -125,6 +127,7 @@ def write(
                 own_seed=own_seed,
                 replay=replay,
                 recipe=recipe,
+                config_defaults=config_defaults,
                 on_bytes=on_bytes,
                 options={
                     "format": target.format,
@@ -174,6 +177,7 @@ def _write(
     recipe: dict | None,
     on_bytes: Callable[[int], None] | None,
     options: dict,
+    config_defaults: dict | None = None,
 ) -> WriteResult:
     """``write``'s steps, the same for one process (``hosts.Solo``) and for each process of
     a shared run (``hosts.Team``, whose leader is process 0): prepare (JAX, the agreement,
@@ -240,6 +244,7 @@ def _write(
                 },
                 hf_config=target.hf_config,
                 recipe=recipe,
+                config_defaults=config_defaults,
             )
             output.add_manifest(manifest_mod.dumps(document))
         team.check()
@@ -559,6 +564,8 @@ def model_spec(
     rules: Iterable[str] | None = None,
     from_transformers: bool = False,
     mup_base_width: int | None = None,
+    strict: bool = False,
+    where: str | None = None,
 ) -> dict[str, Any]:
     """The spec of a whole Hugging Face model (``config`` a config.json, a folder holding
     one, a hub id ``"ORG/NAME[@REVISION]"``, or its contents): every tensor save_pretrained
@@ -576,11 +583,19 @@ def model_spec(
     transformers builds on torch's meta device, for any model type it knows (needs torch
     and transformers: ``pip install torch transformers``, or from a clone
     ``.venv/bin/pip install -e '.[transformers]'``); only ``init="hf"`` and
-    ``rules`` apply then."""
+    ``rules`` apply then.
+
+    A config key that is a near-miss of a field the shapes read (``num_layers`` for
+    ``num_hidden_layers``) is refused; ``strict=True`` also refuses keys transformers does
+    not know and size fields left to their class default. ``where`` names a config given as
+    a mapping in messages (default: its path, or ``config.json``)."""
     from . import hf
     from .plan import parse_seed
 
-    document = dict(config) if isinstance(config, Mapping) else hf.load_config(config)
+    if isinstance(config, Mapping):
+        document, label = dict(config), where or "config.json"
+    else:
+        document, label = hf.read_config(config)
     return hf.spec_for(
         document,
         head=head,
@@ -592,6 +607,8 @@ def model_spec(
         rules=list(rules) if rules is not None else None,
         from_transformers=from_transformers,
         mup_base_width=mup_base_width,
+        strict=strict,
+        where=label,
     )
 
 
@@ -608,12 +625,13 @@ def write_model(
     rules: Iterable[str] | None = None,
     from_transformers: bool = False,
     mup_base_width: int | None = None,
+    strict: bool = False,
     **write_options: Any,
 ) -> WriteResult:
     """Write a Hugging Face model folder (config.json, weights, manifest) for ``config``,
     e.g. ``write_model("config.json", "llama/", init="megatron")``; ``transformers`` loads
-    it as is. ``init``, ``init_std``, ``rules``, ``from_transformers`` and
-    ``mup_base_width`` are those of ``model_spec``; ``write_options`` those of ``write``."""
+    it as is. ``init``, ``init_std``, ``rules``, ``from_transformers``, ``mup_base_width``
+    and ``strict`` are those of ``model_spec``; ``write_options`` those of ``write``."""
     from .specfile import parse_spec
 
     spec = model_spec(
@@ -627,18 +645,28 @@ def write_model(
         rules=rules,
         from_transformers=from_transformers,
         mup_base_width=mup_base_width,
+        strict=strict,
     )
     write_options.setdefault("manifest", True)
     return write_parsed(parse_spec(spec), output, **write_options)
 
 
 def write_parsed(
-    parsed, output: str | os.PathLike, *, accept_qr_drift: bool = False, **write_options: Any
+    parsed,
+    output: str | os.PathLike,
+    *,
+    accept_qr_drift: bool = False,
+    config_check: bool = True,
+    **write_options: Any,
 ) -> WriteResult:
-    """``run_spec`` for a spec already parsed (specfile.ParsedSpec). A manifest's QR tensors
+    """``run_spec`` for a spec already parsed (specfile.ParsedSpec). A spec with an
+    ``hf_config`` must hold the tensors that config gives (``check_config``), unless
+    ``config_check=False``. A manifest's QR tensors
     (orthogonal, delta-orthogonal) that differ only because this host's BLAS kernel differs
     are refused with that explanation, or, with ``accept_qr_drift``, checked against the
     recorded values (qrdrift.py) and accepted, the new manifest recording this host's bytes."""
+    if config_check:
+        check_config(parsed)
     try:
         return _write_parsed(parsed, output, **write_options)
     except QRDriftError as exc:
@@ -662,14 +690,7 @@ def write_parsed(
 
 
 def _write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> WriteResult:
-    hf_config = parsed.hf_config
-    dtypes = {t.dtype.name for t in parsed.plan.tensors}
-    if hf_config is not None and len(dtypes) == 1:
-        from . import hf
-
-        (only,) = dtypes
-        if only in hf.MODEL_DTYPES:  # config.json names the weights' dtype
-            hf_config = hf.config_with_dtype(hf_config, only)
+    hf_config = folder_config(parsed)
     try:
         return write(
             parsed.plan,
@@ -679,6 +700,7 @@ def _write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> Wr
             hf_config=hf_config,
             recipe=parsed.recipe,
             replay=parsed if parsed.manifest is not None else None,
+            config_defaults=parsed.config_defaults,
             **write_options,
         )
     except HashMismatchError as exc:
@@ -693,17 +715,74 @@ def _write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> Wr
         raise
 
 
+def folder_config(parsed) -> dict | None:
+    """The config.json a spec's folder gets: its ``hf_config``, naming the weights' dtype
+    when they share one."""
+    hf_config = parsed.hf_config
+    dtypes = {t.dtype.name for t in parsed.plan.tensors}
+    if hf_config is not None and len(dtypes) == 1:
+        from . import hf
+
+        (only,) = dtypes
+        if only in hf.MODEL_DTYPES:  # config.json names the weights' dtype
+            hf_config = hf.config_with_dtype(hf_config, only)
+    return hf_config
+
+
+def check_config(parsed, where: str | None = None) -> None:
+    """Refuse a spec or manifest whose tensors (names, shapes, dtypes) are not what its
+    ``hf_config`` gives, naming the first difference (built-in families); ``where`` names
+    the spec in the message."""
+    hf_config = folder_config(parsed)
+    if hf_config is not None:
+        from . import hf
+
+        where = where or ("the manifest" if parsed.manifest else "the spec")
+        hf.check_tensors(hf_config, parsed.plan.tensors, where)
+
+
+def check_output(
+    parsed,
+    output: str | os.PathLike,
+    *,
+    format: str | None = None,
+    force: bool = False,
+    max_shard_size: int | None = None,
+    manifest: str | os.PathLike | bool | None = None,
+) -> None:
+    """The checks ``write`` makes of a destination before any work (a file or a folder, the
+    format, an existing output without ``force``, a missing parent folder, the free space),
+    alone: for a caller that says what it will write only once they pass. ``write`` makes
+    them again."""
+    target = Target.of(
+        parsed.plan,
+        os.fspath(output),
+        format=format,
+        max_shard_size=max_shard_size,
+        hf_config=parsed.hf_config,
+    )
+    manifest_path, inside = _manifest_place(target, manifest)
+    _check(target, manifest_path, inside, force)
+
+
 def verify(
-    manifest: str | os.PathLike | None, target: str | os.PathLike, *, jobs: int | None = None
+    manifest: str | os.PathLike | None,
+    target: str | os.PathLike,
+    *,
+    jobs: int | None = None,
+    config_check: bool = True,
 ) -> list:
     """Problems found comparing ``target`` (a file, or a checkpoint folder or its index) with
     ``manifest``; an empty list when everything matches. ``manifest=None`` takes the one a
     folder carries (``weightgen.manifest.json``) or the one beside a file. Reads each file
-    once, on ``jobs`` threads; never loads it whole."""
+    once, on ``jobs`` threads; never loads it whole. A model folder's config.json is
+    compared with the manifest's ``hf_config`` field by field, and (unless
+    ``config_check=False``) must give the manifest's tensors."""
     from .specfile import load_spec
     from .verifier import verify as verify_parsed
 
-    return verify_parsed(load_spec(os.fspath(find_manifest(manifest, target))), target, jobs=jobs)
+    parsed = load_spec(os.fspath(find_manifest(manifest, target)))
+    return verify_parsed(parsed, target, jobs=jobs, config_check=config_check)
 
 
 def find_manifest(manifest: str | os.PathLike | None, target: str | os.PathLike) -> str:
@@ -711,6 +790,8 @@ def find_manifest(manifest: str | os.PathLike | None, target: str | os.PathLike)
     the one beside the file."""
     if manifest is not None:
         return os.fspath(manifest)
+    if not os.path.lexists(target):
+        raise WeightgenError(f"{os.fspath(target)} does not exist")
     where, found = manifest_mod.locate(target)
     if found is not None:
         return found

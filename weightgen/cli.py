@@ -381,8 +381,12 @@ for _entry in REGISTRY.values():
 # --- run, verify ---------------------------------------------------------------------------
 
 
-def _write_spec(parsed, options: dict[str, Any]) -> None:
-    """What run and hf share: the manifest flags, the progress bar, the write, the report."""
+def _write_spec(
+    parsed, options: dict[str, Any], announce: str | None = None, source: str | None = None
+) -> None:
+    """What run and hf share: the manifest flags, the checks, the progress bar, the write,
+    the report. ``announce`` (what is about to be written) is said once every check that
+    can refuse the run has passed."""
     from . import api
     from .formats.sharded import parse_size
 
@@ -392,14 +396,34 @@ def _write_spec(parsed, options: dict[str, Any]) -> None:
     if manifest is None and not options["no_manifest"] and options["output"] != "-":
         manifest = True  # beside a file, inside a folder
     shard = options["max_shard_size"]
+    max_shard_size = parse_size(shard) if shard is not None else None
     quiet = options["quiet"]
+    config_check = not options["no_config_check"]
+    if config_check:
+        api.check_config(parsed, None if source in (None, "-") else source)
+    shared = any(
+        options[k] is not None
+        for k in ("coordinator_address", "num_processes", "process_id", "cluster")
+    )
+    if announce is not None and not quiet and not options["process_id"]:
+        if not shared:  # a shared run checks the destination together (api.write)
+            api.check_output(
+                parsed,
+                options["output"],
+                format=options.get("fmt"),
+                force=options["force"],
+                max_shard_size=max_shard_size,
+                manifest=manifest,
+            )
+        click.echo(announce, err=True)
     with _progress(parsed.plan.nbytes, quiet) as bar:
         result = api.write_parsed(
             parsed,
             options["output"],
+            config_check=False,  # checked above
             accept_qr_drift=options.get("accept_qr_drift", False),
             manifest=manifest,
-            max_shard_size=parse_size(shard) if shard is not None else None,
+            max_shard_size=max_shard_size,
             **_write_options(options, bar),
         )
     _report(result, quiet=quiet, as_json=options["as_json"])
@@ -419,7 +443,7 @@ def _run_callback(spec: str, **options: Any) -> None:
             'dtype, as JAX does; set sample_dtype = "float32" to draw in float32 and round',
             err=True,
         )
-    _write_spec(parsed, options)
+    _write_spec(parsed, options, source=spec)
 
 
 run_command = click.Command(
@@ -435,6 +459,12 @@ run_command = click.Command(
             "file, OUTPUT/weightgen.manifest.json inside a folder; none for stdout]",
         ),
         click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
+        click.Option(
+            ["--no-config-check"],
+            is_flag=True,
+            help="write a spec's tensors even where they are not what its hf_config gives "
+            "(names, shapes, dtypes)",
+        ),
         click.Option(
             ["--max-shard-size"],
             default=None,
@@ -453,12 +483,14 @@ run_command = click.Command(
     help="""Write every tensor of a spec (JSON or TOML) or manifest into one file.
 
 SPEC is a path, or - for stdin. A manifest is written beside a file (OUTPUT.manifest.json)
-or inside a folder (OUTPUT/weightgen.manifest.json) unless --no-manifest. Given a manifest,
-run regenerates the same bytes and checks every tensor's BLAKE3 block digests as it goes
-(a format 1 manifest: its sha256): the first that differs stops it, and nothing is left at
-OUTPUT. QR tensors (orthogonal, delta-orthogonal) also depend on the host's BLAS kernel:
-when only they differ, the run says so and --accept-qr-drift checks them against the
-recorded values and accepts them.
+or inside a folder (OUTPUT/weightgen.manifest.json) unless --no-manifest. A spec with an
+hf_config writes a model folder, and its tensors must be what that config gives (names,
+shapes, dtypes) unless --no-config-check. Given a manifest, run regenerates the same bytes
+and checks every tensor's BLAKE3 block digests as it goes (a format 1 manifest: its
+sha256): the first that differs stops it, and nothing is left at OUTPUT. QR tensors
+(orthogonal, delta-orthogonal) also depend on the host's BLAS kernel: when only they
+differ, the run says so and --accept-qr-drift checks them against the recorded values and
+accepts them.
 
 Example:
 
@@ -466,6 +498,7 @@ Example:
   weightgen run model.json -o model.safetensors
   weightgen run model.safetensors.manifest.json -o again.safetensors
   weightgen run model.toml -o ckpt/ --max-shard-size 5GB
+  weightgen run edited.json -o llama/ --no-config-check
   cat model.json | weightgen run - -o - --format safetensors --no-manifest | other-tool""",
     epilog=EPILOG_FORMATS,
 )
@@ -477,7 +510,7 @@ def _hf_callback(config: str, **options: Any) -> None:
     from .manifest import dumps
     from .specfile import parse_spec
 
-    document = hf.load_config(config)
+    document, where = hf.read_config(config)
     spec = api.model_spec(
         document,
         head=options["head"],
@@ -489,13 +522,15 @@ def _hf_callback(config: str, **options: Any) -> None:
         rules=options["rule"],
         from_transformers=options["from_transformers"],
         mup_base_width=options["mup_base_width"],
+        strict=options["strict"],
+        where=where,
     )
     if not options["quiet"] and not options["process_id"]:
         if options["from_transformers"]:
             from .hf.from_transformers import layout_source
 
             click.echo(f"layout and init read from {layout_source(spec)}", err=True)
-        for note in hf.config_notes(document):
+        for note in hf.config_notes(document, where):
             click.echo(note, err=True)
     if options["spec"]:
         if options["output"] is not None:
@@ -505,16 +540,13 @@ def _hf_callback(config: str, **options: Any) -> None:
     if options["output"] is None:
         raise click.UsageError("-o DIR is required (or --spec to print the spec)")
     parsed = parse_spec(spec)
-    if not options["quiet"] and not options["process_id"]:
-        count = len(parsed.plan.tensors)
-        params = sum(t.numel for t in parsed.plan.tensors)
-        click.echo(
-            f"{spec['hf_config']['architectures'][0]}: {count} tensors, "
-            f"{params / 1e6:,.1f} M parameters, {human_bytes(parsed.plan.nbytes)} "
-            f"{spec['dtype']}",
-            err=True,
-        )
-    _write_spec(parsed, options)
+    count = len(parsed.plan.tensors)
+    params = sum(t.numel for t in parsed.plan.tensors)
+    announce = (
+        f"{spec['hf_config']['architectures'][0]}: {count} tensors, "
+        f"{params / 1e6:,.1f} M parameters, {human_bytes(parsed.plan.nbytes)} {spec['dtype']}"
+    )
+    _write_spec(parsed, {**options, "no_config_check": True}, announce)
 
 
 hf_command = click.Command(
@@ -601,6 +633,12 @@ hf_command = click.Command(
         ),
         click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
         click.Option(
+            ["--strict"],
+            is_flag=True,
+            help="refuse config keys transformers does not know and size fields left to "
+            "their class default (without it: a note on stderr for each)",
+        ),
+        click.Option(
             ["--spec"],
             is_flag=True,
             help="print the model's spec (JSON) on stdout instead of writing; "
@@ -625,6 +663,11 @@ OLMo 2, torchtitan, nanotron, MaxText, Levanter), so the folder is that trainer'
 checkpoint; --init-std sets the recipe's base std, --mup-base-width W μP's base width
 (megatron) and --rule sets single tensors. The manifest records them all.
 
+Every config key is accounted for: a near-miss of a field the shapes read (num_layers
+for num_hidden_layers) is an error naming it; other keys transformers does not know, and
+size fields left to the class default, are said on stderr (--strict refuses them). An
+architecture weightgen does not build is refused (--head picks one it does).
+
 --from-transformers writes any model type transformers knows (torch and transformers
 installed): the tensors, shapes, dtypes and ties of the model transformers builds on the
 meta device, each initialised as its own _init_weights does (read from the calls it
@@ -643,6 +686,7 @@ Example:
   weightgen hf Mixtral-8x7B/ -o seed/ --init maxtext --dtype float32
   weightgen hf llama-3-8b.json -o seed/ --init levanter
   weightgen hf bert-config.json -o bert/ --head pretraining
+  weightgen hf config.json -o llama/ --strict
   weightgen hf Qwen/Qwen3-8B -o qwen3/ --dtype bfloat16
   weightgen hf EleutherAI/pythia-160m@main -o pythia/ --from-transformers
   weightgen hf facebook/opt-125m -o opt/ --from-transformers --rule '*.fc2.weight=zeros'
@@ -661,8 +705,15 @@ cli.add_command(hf_command)
     default=None,
     help="threads that hash [default: the CPU count, at most 8]",
 )
+@click.option(
+    "--no-config-check",
+    is_flag=True,
+    help="do not check that a model folder's config.json gives the manifest's tensors",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> None:
+def verify_command(
+    paths: tuple[str, ...], jobs: int | None, no_config_check: bool, as_json: bool
+) -> None:
     """Check PATH against its manifest: exit 0 when everything matches, 1 otherwise.
 
     PATH is a file (any format), a checkpoint folder or its index file. MANIFEST defaults
@@ -671,7 +722,9 @@ def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> N
     Every file is read once, on several threads, never loaded whole. Reports tensors that
     differ (and the first differing block, as a byte range of the tensor's data), are
     missing or extra, change shape or dtype, and any change outside the tensors' data (a
-    header, the metadata, config.json).
+    header, the metadata, config.json field by field); and that a model folder's
+    config.json gives the manifest's tensors (names, shapes, dtypes), unless
+    --no-config-check.
 
     Example:
 
@@ -690,7 +743,7 @@ def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> N
         folder_manifest = os.path.basename(path) == FOLDER_MANIFEST
         path = os.path.dirname(path) or "." if folder_manifest else path[: -len(".manifest.json")]
     manifest = api.find_manifest(manifest, path)
-    problems = api.verify(manifest, path, jobs=jobs)
+    problems = api.verify(manifest, path, jobs=jobs, config_check=not no_config_check)
     if as_json:
         click.echo(
             json.dumps({"ok": not problems, "problems": [vars(p) for p in problems]}, indent=2)

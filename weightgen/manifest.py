@@ -113,6 +113,7 @@ def build(
     output: dict,
     hf_config: dict | None = None,
     recipe: dict | None = None,
+    config_defaults: dict | None = None,
 ) -> dict:
     created_by, env = environment(qr=any(not t.init.elementwise for t in plan.tensors))
     own = set(own_seed)
@@ -125,6 +126,8 @@ def build(
         document["hf_config"] = hf_config
     if recipe is not None:
         document["recipe"] = recipe
+    if config_defaults:
+        document["config_defaults"] = config_defaults
     document["tensors"] = {
         t.name: tensor_entry(
             t, own_seed=t.name in own, key_hex=keys[t.name], tensor_digest=digests[t.name]

@@ -90,10 +90,15 @@ class Target:
                     "a checkpoint folder cannot be written to stdout; give a folder with -o"
                 )
             if Path(output).suffix.lower() in formats.SUFFIXES:
-                what = "this spec carries an hf_config, so" if hf_config is not None else ""
+                what = (
+                    "a Hugging Face model (config.json, weights, manifest)"
+                    if hf_config is not None
+                    else "--max-shard-size's output"
+                )
+                folder_name = os.path.join(str(Path(output).with_suffix("")), "")
                 raise UsageError(
-                    f"{what + ' ' if what else ''}-o {output} names a file, but the output is "
-                    "a checkpoint folder; give a folder name such as model/"
+                    f"-o {output} names a .safetensors file, but {what} is written as a "
+                    f"folder; give a folder name such as {folder_name}"
                 )
             shards = sharded.shard_files(entries, max_shard_size or DEFAULT_SHARD_BYTES)
             headers = [

@@ -44,7 +44,7 @@ MAX_TENSORS = 100_000
 TENSOR_KEYS = ("init", "shape", "dtype", "sample_dtype", "seed", "zero_rows", "transform")
 # What a manifest adds per tensor, by manifest format version.
 MANIFEST_TENSOR_KEYS = {1: ("key", "sha256", "bytes"), 2: ("key", "bytes", "digest", "blocks")}
-TOP_KEYS = ("seed", "dtype", "sample_dtype", "hf_config", "recipe", "tensors")
+TOP_KEYS = ("seed", "dtype", "sample_dtype", "hf_config", "config_defaults", "recipe", "tensors")
 MANIFEST_TOP_KEYS = {
     1: ("weightgen_manifest", "created_by", "environment", "output"),
     2: ("weightgen_manifest", "digest", "created_by", "environment", "output"),
@@ -59,6 +59,8 @@ class ParsedSpec:
     own_seed: set[str]  # tensors that carry their own seed
     hf_config: dict[str, Any] | None = None  # a Hugging Face config.json to write beside
     recipe: dict[str, Any] | None = None  # how a model's init rules were chosen (a record)
+    # hf_config's size fields the config.json left to the class default (a record)
+    config_defaults: dict[str, Any] | None = None
     manifest: dict[str, Any] | None = None  # the whole document, when it is a manifest
     version: int = 0  # the manifest format (0: a spec)
     expected_key: dict[str, str] = field(default_factory=dict)  # from a manifest
@@ -124,6 +126,12 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
     if hf_config is not None and not isinstance(hf_config, dict):
         raise UsageError("spec: hf_config must be a table (a Hugging Face config.json)")
     recipe = _recipe(document.get("recipe"))
+    config_defaults = document.get("config_defaults")
+    if config_defaults is not None and (not isinstance(config_defaults, dict) or hf_config is None):
+        raise UsageError(
+            "spec: 'config_defaults' must be a table (of hf_config's fields left to their "
+            "class default), beside an hf_config"
+        )
     block_bytes = _block_bytes(document) if version >= 2 else 0
     tensors = document.get("tensors")
     if not isinstance(tensors, dict) or not tensors:
@@ -137,6 +145,7 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
         own_seed=set(),
         hf_config=dict(hf_config) if hf_config is not None else None,
         recipe=recipe,
+        config_defaults=dict(config_defaults) if config_defaults else None,
         manifest=dict(document) if is_manifest else None,
         version=version,
         block_bytes=block_bytes,

@@ -8,6 +8,7 @@ loads as is. Families live in ``families/``, one module each, found at import.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import pkgutil
@@ -16,7 +17,7 @@ from typing import Any
 from .. import strictjson
 from ..dtypes import get_dtype
 from ..errors import UsageError
-from . import overrides
+from . import config_check, overrides
 from .family import Family, Model
 from .recipe import Recipe, check_base_width, check_std, resolve
 
@@ -59,39 +60,80 @@ DEFAULT_RECIPE = "hf"
 def load_config(source: str | os.PathLike) -> dict[str, Any]:
     """A config.json (or a folder holding one, or a hub id ORG/NAME[@REVISION]: hub.py),
     parsed strictly: it is untrusted input."""
+    return read_config(source)[0]
+
+
+def read_config(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """(the config, how messages name it): the path as the user gave it, ``DIR/config.json``
+    for a folder, ``ORG/NAME's config.json`` for a hub id."""
     from . import hub
 
     path = hub.config_path(source)
+    given = os.fspath(source)
+    if os.fspath(path) == given:
+        where = given
+    elif hub.parse(given) is not None:
+        where = f"{given}'s config.json"
+    else:
+        where = os.fspath(path)
     if path.is_dir():
         path = path / "config.json"
-    raw = strictjson.read_bounded(str(path), MAX_CONFIG_BYTES, error=UsageError, what=str(path))
-    config = strictjson.loads(raw, error=UsageError, what=str(path))
+        where = os.path.join(where, "config.json")
+    raw = strictjson.read_bounded(str(path), MAX_CONFIG_BYTES, error=UsageError, what=where)
+    config = strictjson.loads(raw, error=UsageError, what=where)
     if not isinstance(config, dict):
-        raise UsageError(f"{path}: a config.json holds a JSON object")
-    return config
+        raise UsageError(f"{where}: a config.json holds a JSON object")
+    return config, where
 
 
-def family_of(config: dict[str, Any]) -> Family:
+def family_of(config: dict[str, Any], where: str = "config.json") -> Family:
     model_type = config.get("model_type")
     family = None
     if isinstance(model_type, str):
         family = FAMILIES.get(model_type) or ALIASES.get(model_type)
-    if family is None:
+    if family is not None:
+        return family
+    known = f"weightgen knows {', '.join(FAMILIES)}"
+    if model_type is None:
         raise UsageError(
-            f"config.json: model_type {model_type!r} is not supported; weightgen knows "
-            f"{', '.join(FAMILIES)}; for any other type transformers knows, add "
-            "--from-transformers (needs torch and transformers)"
+            f'{where} has no model_type; add one (e.g. "model_type": "llama"): {known}'
         )
-    return family
+    if not isinstance(model_type, str):
+        raise UsageError(f"{where}: model_type must be a string, got {model_type!r}; {known}")
+    names = [*FAMILIES, *ALIASES]
+    normal = model_type.lower().replace("-", "_").strip()
+    same = [n for n in names if n == normal]  # Llama, qwen3-moe: the name, misspelled
+    if same:
+        raise UsageError(
+            f"{where}: model_type {model_type!r} is not supported; did you mean {same[0]}? "
+            "(model_type is lower case, with underscores)"
+        )
+    # A typo (lama, qwen3_mo), not another model that shares a prefix (llama4).
+    close = [
+        n
+        for n in difflib.get_close_matches(normal, names, n=3, cutoff=0.8)
+        if not normal.startswith(n)
+    ]
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise UsageError(
+        f"{where}: model_type {model_type!r} is not supported{hint}; {known}; for any other "
+        "type transformers knows, add --from-transformers (needs torch and transformers)"
+    )
 
 
-def model_of(config: dict[str, Any], head: str | None = None) -> Model:
+def model_of(config: dict[str, Any], head: str | None = None, where: str = "config.json") -> Model:
     """The family, head, resolved fields and tensors of a config; UsageError naming the
-    field for anything invalid."""
-    family = family_of(config)
-    chosen = family.head(head, config.get("architectures"))
-    resolved = family.resolve(config)
-    return Model(family, chosen, resolved, family.tensors_of(chosen, resolved))
+    field (and ``where``: the config's path as the user gave it) for anything invalid."""
+    family = family_of(config, where)
+    try:
+        chosen = family.head(head, config.get("architectures"))
+        resolved = family.resolve(config)
+        return Model(family, chosen, resolved, family.tensors_of(chosen, resolved))
+    except UsageError as exc:
+        text = str(exc)
+        if where != "config.json" and text.startswith("config.json: "):
+            raise UsageError(f"{where}: {text[len('config.json: ') :]}") from None
+        raise
 
 
 def config_dtype(config: dict[str, Any]) -> str:
@@ -163,6 +205,8 @@ def spec_for(
     rules: list[str] | tuple[str, ...] | None = None,
     from_transformers: bool = False,
     mup_base_width: int | None = None,
+    strict: bool = False,
+    where: str = "config.json",
 ) -> dict[str, Any]:
     """The weightgen spec of a whole model: every tensor with its init rule (the family's
     own, or the recipe ``init``'s with base std ``init_std``, then the ``rules`` given), and
@@ -171,10 +215,24 @@ def spec_for(
     or rules are recorded under ``recipe``. ``mup_base_width``: μP's base width, for a
     recipe with a μP form (recorded too). ``from_transformers``: names, shapes, dtypes and
     init read from the model transformers builds (from_transformers.py), for any type it
-    knows."""
+    knows.
+
+    A key that is a near-miss of a field the shapes read (``num_layers``) is refused; with
+    ``strict``, so is any key transformers does not know and any size field left to its
+    class default (config_check.py); those taken are recorded under ``config_defaults``.
+    ``where`` names the config in messages (its path as the user gave it)."""
     dtype_name, sample_dtype = model_dtypes(config, dtype, sample_dtype)
     if from_transformers:
         from . import from_transformers as transformers_path
+
+        model_type = config.get("model_type")
+        family = (
+            FAMILIES.get(model_type) or ALIASES.get(model_type)
+            if isinstance(model_type, str)
+            else None
+        )
+        if family is not None:  # its keys are known here, without transformers
+            config_check.check(config, family, strict=strict, where=where)
 
         return transformers_path.spec_for(
             config,
@@ -191,7 +249,8 @@ def spec_for(
     given_std = check_std(init_std) if init_std is not None else None
     base_width = base_width_of(recipe, mup_base_width)
     parsed_rules = overrides.parse_all(rules)
-    model = model_of(config, head)
+    model = model_of(config, head, where)
+    report = config_check.check(config, model.family, strict=strict, where=where)
     scheme = recipe.scheme_for(model.family.model_type)
     recipe.check(scheme, model.config)
     hf_config = {k: v for k, v in config.items() if k not in NOT_WRITTEN}
@@ -227,6 +286,8 @@ def spec_for(
         "sample_dtype": sample_dtype,
         "hf_config": hf_config,
     }
+    if report.defaults:
+        spec["config_defaults"] = report.defaults
     if recipe.name != DEFAULT_RECIPE or given_std is not None or parsed_rules:
         spec["recipe"] = {
             "name": recipe.name,
@@ -239,14 +300,25 @@ def spec_for(
     return spec
 
 
-def config_notes(config: dict[str, Any]) -> list[str]:
-    """One line for each field of ``config`` the written config.json leaves out."""
-    return [
-        f"note: config.json's {key} is left out of the folder's config.json: weightgen "
+def config_notes(config: dict[str, Any], where: str = "config.json") -> list[str]:
+    """One line for each field of ``config`` the written config.json leaves out, each size
+    field left to its class default, and the keys transformers does not know (built-in
+    families: config_check.py)."""
+    lines = [
+        f"note: {where}'s {key} is left out of the folder's config.json: weightgen "
         "writes unquantized weights, which transformers would not load as quantized"
         for key in NOT_WRITTEN
         if key in config
     ]
+    model_type = config.get("model_type")
+    family = (
+        (FAMILIES.get(model_type) or ALIASES.get(model_type))
+        if isinstance(model_type, str)
+        else None
+    )
+    if family is not None:
+        lines += config_check.notes(config_check.check(config, family, where=where), where)
+    return lines
 
 
 def config_with_dtype(hf_config: dict[str, Any], dtype: str) -> dict[str, Any]:
@@ -268,3 +340,45 @@ def families_table() -> str:
         )
         lines.append(f"| `{family.model_type}` | {heads} | {family.rules} |")
     return "\n".join(lines)
+
+
+def check_tensors(
+    hf_config: dict[str, Any],
+    tensors,
+    where: str = "the spec",
+    config_name: str = "its hf_config",
+    fix: str = "make the tensors and hf_config agree, or pass --no-config-check",
+) -> None:
+    """Refuse tensors (name, shape, dtype each) that are not what ``hf_config`` gives, in one
+    line naming the first difference: a spec edited into a folder whose config.json says
+    another model. Each tensor's init may differ (that is what editing a spec is for). A
+    model type weightgen does not build (a --from-transformers spec) is not checked: that
+    needs transformers."""
+    model_type = hf_config.get("model_type")
+    if not isinstance(model_type, str) or (
+        model_type not in FAMILIES and model_type not in ALIASES
+    ):
+        return
+    label = f"{where}'s hf_config" if config_name == "its hf_config" else config_name
+    model = model_of(hf_config, None, label)
+    dtype = config_dtype(hf_config)
+    have = {t.name: t for t in tensors}
+    fix = f"; {fix}" if fix else ""
+    gives = f"{config_name} ({model.head.architecture}) gives"
+    for t in model.tensors:
+        want_dtype = "float32" if t.decl.float32 else dtype
+        found = have.get(t.name)
+        if found is None:
+            raise UsageError(
+                f"{where} has no tensor {t.name}; {gives} it, {list(t.shape)} {want_dtype}{fix}"
+            )
+        if tuple(found.shape) != tuple(t.shape):
+            raise UsageError(
+                f"{where}: {t.name} is {list(found.shape)}; {gives} {list(t.shape)}{fix}"
+            )
+        if found.dtype.name != want_dtype:
+            raise UsageError(f"{where}: {t.name} is {found.dtype.name}; {gives} {want_dtype}{fix}")
+    names = {t.name for t in model.tensors}
+    for name in have:
+        if name not in names:
+            raise UsageError(f"{where}: {name} is not a tensor {gives}{fix}")

@@ -439,6 +439,7 @@ def model_spec(
     init_std: float | None = None,
     rules: Iterable[str] | None = None,
     from_transformers: bool = False,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """The spec of a whole Hugging Face model (``config`` a config.json, a folder holding
     one, a hub id ``"ORG/NAME[@REVISION]"``, or its contents): every tensor save_pretrained
@@ -453,7 +454,10 @@ def model_spec(
     ``from_transformers=True`` takes the names, shapes, dtypes and init from the model
     transformers builds on torch's meta device, for any model type it knows (needs torch
     and transformers: ``pip install 'weightgen[transformers]'``); only ``init="hf"`` and
-    ``rules`` apply then."""
+    ``rules`` apply then.
+
+    ``quantize`` writes the checkpoint as it ships: ``"fp8-block"``, ``"mxfp4"`` or
+    ``"published"`` (the format the config's quantization_config names; see quant/)."""
     from . import hf
     from .plan import parse_seed
 
@@ -468,6 +472,7 @@ def model_spec(
         init_std=init_std,
         rules=list(rules) if rules is not None else None,
         from_transformers=from_transformers,
+        quantize=quantize,
     )
 
 
@@ -483,11 +488,12 @@ def write_model(
     init_std: float | None = None,
     rules: Iterable[str] | None = None,
     from_transformers: bool = False,
+    quantize: str | None = None,
     **write_options: Any,
 ) -> WriteResult:
     """Write a Hugging Face model folder (config.json, weights, manifest) for ``config``,
     e.g. ``write_model("config.json", "llama/", init="megatron")``; ``transformers`` loads
-    it as is. ``init``, ``init_std``, ``rules`` and ``from_transformers`` are those of
+    it as is. ``init``, ``init_std``, ``rules``, ``from_transformers`` and ``quantize`` are those of
     ``model_spec``; ``write_options`` those of ``write``."""
     from .specfile import parse_spec
 
@@ -501,6 +507,7 @@ def write_model(
         init_std=init_std,
         rules=rules,
         from_transformers=from_transformers,
+        quantize=quantize,
     )
     write_options.setdefault("manifest", True)
     return write_parsed(parse_spec(spec), output, **write_options)

@@ -21,6 +21,8 @@ from .errors import WeightgenError
 from .hf import FAMILIES, RECIPES
 from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
 from .manifest import FOLDER_MANIFEST
+from .quant import FORMATS as QUANT_FORMATS
+from .quant import names as quant_names
 from .version import __version__
 
 EPILOG_FORMATS = "Formats: .safetensors, .npz, .h5/.hdf5 (from the suffix, or --format)."
@@ -474,14 +476,16 @@ def _hf_callback(config: str, **options: Any) -> None:
         init_std=options["init_std"],
         rules=options["rule"],
         from_transformers=options["from_transformers"],
+        quantize=options["quantize"],
     )
     if not options["quiet"] and not options["process_id"]:
         if options["from_transformers"]:
             from .hf.from_transformers import layout_source
 
             click.echo(f"layout and init read from {layout_source(spec)}", err=True)
-        for note in hf.config_notes(document):
-            click.echo(note, err=True)
+        if options["quantize"] is None:
+            for note in hf.config_notes(document):
+                click.echo(note, err=True)
     if options["spec"]:
         if options["output"] is not None:
             raise click.UsageError("--spec prints the spec instead of writing; drop -o")
@@ -501,6 +505,8 @@ def _hf_callback(config: str, **options: Any) -> None:
         )
     _write_spec(parsed, options)
 
+
+QUANTIZE_CHOICES = quant_names()
 
 hf_command = click.Command(
     "hf",
@@ -562,6 +568,15 @@ hf_command = click.Command(
             "unless the rule gives in_axis/out_axis",
         ),
         click.Option(
+            ["--quantize", "quantize"],
+            type=click.Choice(QUANTIZE_CHOICES),
+            default=None,
+            help="write the checkpoint as it ships: "
+            + "; ".join(f"{name}: {fmt.description}" for name, fmt in QUANT_FORMATS.items())
+            + "; published: the format config.json's quantization_config names, kept "
+            "as published. Weights are drawn in float32 from their rule, then quantized",
+        ),
+        click.Option(
             ["--max-shard-size"],
             default="5GB",
             show_default=True,
@@ -602,6 +617,12 @@ installed): the tensors, shapes, dtypes and ties of the model transformers build
 meta device, each initialised as its own _init_weights does (read from the calls it
 makes); a tensor no jax initializer can express needs a --rule.
 
+--quantize FORMAT writes the checkpoint in the format serving engines load (fp8-block,
+mxfp4, or published: the config's own quantization_config): each quantized weight is drawn
+from its rule in float32 and quantized band by band as the format's quantizer does; the
+modules the published checkpoints keep unquantized (embeddings, lm_head, norms, routers)
+stay in the model dtype. config.json carries the loader's quantization_config.
+
 Example:
 
 \b
@@ -614,6 +635,8 @@ Example:
   weightgen hf Qwen/Qwen3-8B -o qwen3/ --dtype bfloat16
   weightgen hf EleutherAI/pythia-160m@main -o pythia/ --from-transformers
   weightgen hf facebook/opt-125m -o opt/ --from-transformers --rule '*.fc2.weight=zeros'
+  weightgen hf deepseek-v3.json -o dsv3/ --quantize published
+  weightgen hf gpt-oss-20b.json -o oss/ --quantize mxfp4 --dtype bfloat16
   weightgen hf config.json --spec > model.json   # edit, then:
   weightgen run model.json -o llama/""",
     epilog="Families: " + ", ".join(FAMILIES),

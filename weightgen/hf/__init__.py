@@ -143,6 +143,7 @@ def spec_for(
     init_std: float | None = None,
     rules: list[str] | tuple[str, ...] | None = None,
     from_transformers: bool = False,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """The weightgen spec of a whole model: every tensor with its init rule (the family's
     own, or the recipe ``init``'s with base std ``init_std``, then the ``rules`` given), and
@@ -150,9 +151,17 @@ def spec_for(
     came from, the architecture and the dtype. A recipe other than the default, a base std
     or rules are recorded under ``recipe``. ``from_transformers``: names, shapes, dtypes and
     init read from the model transformers builds (from_transformers.py), for any type it
-    knows."""
+    knows. ``quantize``: a format of quant/formats.py, or ``"published"`` (the one the
+    config's quantization_config names): the tensors of the roles it quantizes are drawn in
+    float32 and stored as the format stores them, and config.json carries the loader's
+    quantization_config."""
     dtype_name, sample_dtype = model_dtypes(config, dtype, sample_dtype)
+    quantized = _quant_scheme(config, quantize)
     if from_transformers:
+        if quantized is not None:
+            raise UsageError(
+                "--quantize works with the built-in families; drop --from-transformers"
+            )
         from . import from_transformers as transformers_path
 
         return transformers_path.spec_for(
@@ -171,6 +180,10 @@ def spec_for(
     model = model_of(config, head)
     scheme = recipe.scheme_for(model.family.model_type)
     hf_config = {k: v for k, v in config.items() if k not in NOT_WRITTEN}
+    if quantized is not None:
+        hf_config["quantization_config"] = (
+            config["quantization_config"] if quantize == PUBLISHED else quantized.config()
+        )
     hf_config.update({k: v for k, v in vars(model.config).items() if not k.startswith("_")})
     hf_config.update(model.family.fixed)
     hf_config["model_type"] = model.family.model_type
@@ -193,6 +206,10 @@ def spec_for(
         # transformers 5.x builds these in float32 in any model dtype, float64 included.
         if t.decl.float32 and dtype_name != "float32":
             entry["dtype"] = entry["sample_dtype"] = "float32"
+        if quantized is not None and quantized.takes(t.decl.role, t.decl.fans, t.shape):
+            quantized.check(t.name, t.shape)
+            entry["dtype"] = entry["sample_dtype"] = "float32"  # drawn in float32
+            entry["quantize"] = quantized.name
         tensors[t.name] = entry
     spec: dict[str, Any] = {
         "seed": seed,
@@ -206,15 +223,32 @@ def spec_for(
             "init_std": sigma,
             "rules": [r.text for r in parsed_rules],
         }
+    if quantized is not None:
+        spec["quantize"] = quantized.as_json()
     spec["tensors"] = tensors
     return spec
+
+
+PUBLISHED = "published"  # --quantize published: the format the config's own names
+
+
+def _quant_scheme(config: dict[str, Any], quantize: str | None):
+    """The quantization scheme ``--quantize`` asks for (quant.Scheme), or None."""
+    if quantize is None:
+        return None
+    from .. import quant
+
+    if quantize == PUBLISHED:
+        return quant.published(config)
+    return quant.scheme_of(quantize)
 
 
 def config_notes(config: dict[str, Any]) -> list[str]:
     """One line for each field of ``config`` the written config.json leaves out."""
     return [
         f"note: config.json's {key} is left out of the folder's config.json: weightgen "
-        "writes unquantized weights, which transformers would not load as quantized"
+        "writes unquantized weights unless asked; add --quantize published to write the "
+        "checkpoint in the format it names"
         for key in NOT_WRITTEN
         if key in config
     ]

@@ -751,7 +751,9 @@ def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
     float8 stored by weightgen. Where a manifest records how each tensor was made (weightgen
     hf and run write one), each tensor's std is shown beside the std its rule implies, and a
     tensor whose mean, std or range is off by more than sampling error is marked with '!':
-    a check that the init is what was asked for.
+    a check that the init is what was asked for. A quantized weight (weightgen hf
+    --quantize) is also shown dequantized, its statistics beside its rule's, with the
+    count of its invalid scales (not finite and positive; E8M0 byte 0xFF).
 
     Example:
 
@@ -760,9 +762,10 @@ def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
       weightgen inspect llama/
       weightgen inspect k.safetensors --json
     """
-    from .stats import inspect_file
+    from .stats import inspect_file, inspect_quantized
 
     fmt, reports, metadata = inspect_file(path, manifest)
+    quantized = inspect_quantized(path, manifest)
     if as_json:
         payload = {
             "path": path,
@@ -770,6 +773,8 @@ def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
             "metadata": metadata,
             "tensors": [r.as_dict() for r in reports],
         }
+        if quantized:
+            payload["quantized"] = [q.as_dict() for q in quantized]
         click.echo(json.dumps(payload, indent=2))
         return
     total = sum(r.bytes for r in reports)
@@ -805,6 +810,37 @@ def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
             click.echo(f"! {r.name}: {r.off}")
         verdict = f"{len(off)} off" if off else "all within sampling error"
         click.echo(f"{len(checked)} tensors checked against their recorded rules: {verdict}")
+    if quantized:
+        _show_quantized(quantized)
+
+
+def _show_quantized(quantized: list) -> None:
+    """inspect's table of quantized weights, dequantized."""
+    click.echo(f"{len(quantized)} quantized weights, dequantized:")
+    header = ("name", "format", "shape", "mean", "std", "rule std", "invalid scales", "")
+    table = [header]
+    for q in quantized:
+        rule = "-" if q.expected is None else _fmt_stat(q.expected["std"])
+        table.append(
+            (
+                q.name,
+                q.format,
+                format_shape(tuple(q.shape)),
+                _fmt_stat(q.mean),
+                _fmt_stat(q.std),
+                rule,
+                str(q.invalid_scales),
+                "!" if q.off else "",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    off = [q for q in quantized if q.off]
+    for q in off:
+        click.echo(f"! {q.name}: {q.off}")
+    verdict = f"{len(off)} off" if off else "all within sampling and quantization error"
+    click.echo(f"{len(quantized)} quantized weights checked against their rules: {verdict}")
 
 
 def _fmt_stat(value) -> str:

@@ -25,7 +25,6 @@ from .formats import FORMATS, PUBLISHED, Format, Part
 __all__ = ["FORMATS", "PUBLISHED", "Scheme", "names", "published", "scheme_of"]
 
 
-
 @dataclass(frozen=True)
 class Scheme:
     """A format with its parameters resolved: what a spec's top-level ``quantize`` says."""

@@ -56,7 +56,9 @@ class Format:
     config: Callable[[Mapping[str, Any]], dict]  # the quantization_config it writes
     params: Mapping[str, Any] = field(default_factory=dict)  # parameters and defaults
     transpose: bool = False  # the kernel takes [..., out, in]: swap the last two axes first
-    not_converted: tuple[str, ...] = ()  # modules_to_not_convert it writes (published)
+    # How far quantization may move a weight's mean and std, relative to its rule's std
+    # (inspect's check of a dequantized weight, beyond sampling error).
+    std_tolerance: float = 0.01
     description: str = ""
 
 
@@ -140,6 +142,7 @@ MXFP4 = Format(
         "quant_method": "mxfp4",
     },
     transpose=True,
+    std_tolerance=0.05,  # 2 mantissa bits, power-of-two group scales
     description="routed experts in MXFP4: two FP4 E2M1 values a byte, one E8M0 scale per "
     "32 (gpt-oss)",
 )

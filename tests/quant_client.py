@@ -2,8 +2,9 @@
 its own, run by test_quant.py: ``python quant_client.py JOBS.json`` prints one JSON report.
 
 Each job ``{"folder": DIR, "out": FILE}`` loads DIR with from_pretrained on CPU in float32
-(transformers dequantizes FP8 blocks and MXFP4 experts there: in float32 the products are
-exact, so they can be compared bit for bit with weightgen's own dequantization) and saves
+(transformers dequantizes FP8 blocks, MXFP4 experts and compressed-tensors weights there; in
+float32 the products are exact, so they can be compared bit for bit with weightgen's own
+dequantization; compressed-tensors multiplies in the scale's dtype) and saves
 every loaded tensor, as named in the model, to the safetensors FILE; the report gives the
 loading info (missing, unexpected, mismatched keys) and whether a forward pass is finite.
 """
@@ -27,8 +28,11 @@ def load(job: dict) -> dict:
     with open(f"{folder}/config.json") as f:
         config = json.load(f)
     options = {}
-    if config.get("quantization_config", {}).get("quant_method") == "mxfp4":
+    method = config.get("quantization_config", {}).get("quant_method")
+    if method == "mxfp4":
         options["quantization_config"] = transformers.Mxfp4Config(dequantize=True)
+    elif method == "compressed-tensors":  # needs the compressed-tensors package
+        options["quantization_config"] = transformers.CompressedTensorsConfig(dequantize=True)
     model_class = getattr(transformers, config["architectures"][0])
     model, info = model_class.from_pretrained(
         folder, output_loading_info=True, dtype=torch.float32, **options

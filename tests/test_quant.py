@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 from conftest import TRANSFORMERS_ENV, reference, run_client
@@ -72,6 +73,21 @@ GPT_OSS = published(
 )
 
 
+LLAMA = published(
+    "llama-3.2-1b.json",
+    vocab_size=256,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=64,
+    tie_word_embeddings=False,
+    bos_token_id=0,
+    eos_token_id=1,
+)
+
+
 def quantized_names(spec: dict) -> set[str]:
     return {n for n, e in spec["tensors"].items() if "quantize" in e}
 
@@ -125,17 +141,18 @@ def _logical(spec: dict, name: str):
 
 
 @pytest.mark.parametrize(
-    ("config", "name"),
+    ("config", "quantize", "name"),
     [
-        (DEEPSEEK, "model.layers.1.mlp.experts.2.gate_proj.weight"),
-        (DEEPSEEK, "model.layers.0.mlp.down_proj.weight"),
-        (GPT_OSS, "model.layers.1.mlp.experts.gate_up_proj"),
+        (DEEPSEEK, "published", "model.layers.1.mlp.experts.2.gate_proj.weight"),
+        (DEEPSEEK, "published", "model.layers.0.mlp.down_proj.weight"),
+        (GPT_OSS, "published", "model.layers.1.mlp.experts.gate_up_proj"),
+        (LLAMA, "ct-fp8", "model.layers.1.mlp.up_proj.weight"),
     ],
 )
-def test_stored_bytes_are_the_quantizer_of_the_jax_draw(tmp_path, config, name):
+def test_stored_bytes_are_the_quantizer_of_the_jax_draw(tmp_path, config, quantize, name):
     """Band by band, through the engine, the bytes equal the kernel applied to JAX's own
     draw of the whole tensor in float32."""
-    spec = weightgen.model_spec(config, quantize="published", dtype="bfloat16")
+    spec = weightgen.model_spec(config, quantize=quantize, dtype="bfloat16")
     folder = tmp_path / "out"
     weightgen.write_parsed(parse_spec(spec), folder, manifest=True, chunk_size=1000)
     written = weightgen.load(folder)
@@ -145,6 +162,12 @@ def test_stored_bytes_are_the_quantizer_of_the_jax_draw(tmp_path, config, name):
         blocks, scales = kernels.mxfp4(np.swapaxes(drawn, -1, -2).copy())
         assert written[name + "_blocks"].tobytes() == blocks.tobytes()
         assert written[name + "_scales"].tobytes() == scales.tobytes()
+    elif quantize == "ct-fp8":
+        q, scale = kernels.ct_fp8(drawn, scale_dtype="bfloat16")
+        assert written[name].tobytes() == q.tobytes()
+        assert written[name + "_scale"].dtype == ml_dtypes.bfloat16
+        assert written[name + "_scale"].tobytes() == scale.tobytes()
+        assert spec["hf_config"]["quantization_config"]["ignore"] == ["lm_head"]
     else:
         q, scale_inv = kernels.fp8_block(drawn)
         assert written[name].dtype == q.dtype and written[name].tobytes() == q.tobytes()
@@ -313,8 +336,12 @@ def _loaded_name(name: str) -> str:
 @pytest.mark.slow
 def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
     specs, jobs = {}, []
-    for label, config in (("deepseek", DEEPSEEK), ("gpt_oss", GPT_OSS)):
-        spec = weightgen.model_spec(config, quantize="published", dtype="bfloat16")
+    for label, config, quantize in (
+        ("deepseek", DEEPSEEK, "published"),
+        ("gpt_oss", GPT_OSS, "published"),
+        ("llama-ct-fp8", LLAMA, "ct-fp8"),
+    ):
+        spec = weightgen.model_spec(config, quantize=quantize, dtype="bfloat16")
         folder = tmp_path / label
         weightgen.write_parsed(parse_spec(spec), folder, manifest=True)
         specs[label] = (folder, spec)
@@ -337,6 +364,10 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
             # transformers 5 fuses each layer's experts: gate and up on the rows, [E, 2I, H].
             if ".experts." in name and label == "deepseek":
                 continue
+            if label.endswith("-ct-fp8"):
+                # compressed-tensors multiplies in the scale's dtype (bfloat16): the exact
+                # float32 product, rounded once.
+                values = values.astype(ml_dtypes.bfloat16).astype(np.float32)
             assert np.array_equal(loaded[name], values), name
             compared += 1
         if label == "deepseek":
@@ -354,7 +385,7 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
             assert np.array_equal(loaded[layer + "gate_up_proj"], gate_up)
             assert np.array_equal(loaded[layer + "down_proj"], down)
             compared += 2
-        assert compared >= 4, compared
+        assert compared >= 4, (label, compared)
         # The unquantized tensors load as written (bfloat16 in the file, float32 loaded).
         for name in ("model.embed_tokens.weight", "lm_head.weight"):
             assert np.array_equal(loaded[name], files[name].astype(np.float32)), name

@@ -225,11 +225,26 @@ def spec_for(
         }
     if quantized is not None:
         spec["quantize"] = quantized.as_json()
+        qc = hf_config["quantization_config"]
+        if quantize != PUBLISHED and "ignore" in qc:  # compressed-tensors: Linear layers left
+            qc["ignore"] = _left_linear(model, tensors)
     spec["tensors"] = tensors
     return spec
 
 
 PUBLISHED = "published"  # --quantize published: the format the config's own names
+
+
+def _left_linear(model: Model, tensors: dict[str, dict]) -> list[str]:
+    """The linear modules a format leaves unquantized (compressed-tensors' ``ignore``):
+    the output head (a module even when tied) and the routers."""
+    left = {"lm_head"}
+    for t in model.tensors:
+        base = t.decl.role.split(".", 1)[0]
+        named = base in ("head", "router") and t.name.endswith(".weight")
+        if named and "quantize" not in tensors[t.name]:
+            left.add(t.name.removesuffix(".weight"))
+    return sorted(left)
 
 
 def _quant_scheme(config: dict[str, Any], quantize: str | None):

@@ -64,9 +64,13 @@ class Scheme:
         """(stored name, shape, dtype, part) of every tensor ``name`` becomes, in part order."""
         values = self.values
         return [
-            (name + p.suffix, tuple(p.shape(shape, values)), _dtype(p.dtype), p)
+            (name + p.suffix, tuple(p.shape(shape, values)), self.dtype(p), p)
             for p in self.format.parts
         ]
+
+    def dtype(self, part: Part) -> DType:
+        code = part.dtype if isinstance(part.dtype, str) else part.dtype(self.values)
+        return _dtype(code)
 
     def band_rows(self) -> int:
         return self.format.band_rows(self.values)
@@ -88,10 +92,7 @@ class Scheme:
 
         data = np.ascontiguousarray(np.swapaxes(band, -1, -2)) if self.format.transpose else band
         kernel = getattr(kernels, self.format.kernel)
-        if self.format.kernel == "fp8_block":
-            out = kernel(data, block=tuple(self.values["block"]))
-        else:
-            out = kernel(data)
+        out = kernel(data, **self.format.kernel_args(self.values))
         return {
             p.suffix: np.ascontiguousarray(a).reshape(-1) for p, a in zip(self.format.parts, out)
         }
@@ -142,6 +143,15 @@ def scheme_of(value: Any, *, where: str = "--quantize") -> Scheme:
 
 
 def _check_param(fmt: Format, key: str, value: Any, where: str) -> Any:
+    if key == "scale_dtype":
+        from .formats import SCALE_CODES
+
+        if value not in SCALE_CODES:
+            raise UsageError(
+                f"{where}: {fmt.name} scale_dtype must be one of {', '.join(SCALE_CODES)}, "
+                f"got {value!r}"
+            )
+        return value
     if key == "block":
         if (
             not isinstance(value, (list, tuple))
@@ -213,7 +223,22 @@ def _dequantize_mxfp4(scheme: Scheme, parts, shape) -> np.ndarray:
     return np.ascontiguousarray(dequantize_mxfp4(blocks, scales).transpose(0, 2, 1))
 
 
-_DEQUANTIZE = {"fp8_block": _dequantize_fp8, "mxfp4": _dequantize_mxfp4}
+def _dequantize_ct_fp8(scheme: Scheme, parts, shape) -> np.ndarray:
+    import ml_dtypes
+
+    from .kernels import dequantize_ct_fp8
+
+    q = np.asarray(parts[""]).view(ml_dtypes.float8_e4m3fn).reshape(shape)
+    scale_dtype = scheme.dtype(scheme.format.parts[1]).numpy
+    scale = np.asarray(parts["_scale"]).view(scale_dtype).reshape(shape[0], 1)
+    return dequantize_ct_fp8(q, scale)
+
+
+_DEQUANTIZE = {
+    "fp8_block": _dequantize_fp8,
+    "mxfp4": _dequantize_mxfp4,
+    "ct_fp8": _dequantize_ct_fp8,
+}
 
 
 def invalid_scales(scheme: Scheme, suffix: str, data: np.ndarray) -> int:

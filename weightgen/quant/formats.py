@@ -35,7 +35,7 @@ class Part:
     """One stored tensor a quantized weight becomes: named ``logical name + suffix``."""
 
     suffix: str  # "" (the weight keeps its name), "_scale_inv", "_blocks", ...
-    dtype: str  # the safetensors code: F8_E4M3, F32, U8
+    dtype: str | Callable[[Mapping[str, Any]], str]  # safetensors code (F8_E4M3, F32, U8)
     shape: Callable[[Shape, Mapping[str, Any]], Shape]  # from the logical shape and params
     role: str  # "values" (the quantized data) or "scales"
 
@@ -55,6 +55,7 @@ class Format:
     divides: Callable[[Shape, Mapping[str, Any]], str | None]  # why a shape cannot be taken
     config: Callable[[Mapping[str, Any]], dict]  # the quantization_config it writes
     params: Mapping[str, Any] = field(default_factory=dict)  # parameters and defaults
+    kernel_args: Callable[[Mapping[str, Any]], dict] = lambda p: {}  # the kernel's keywords
     transpose: bool = False  # the kernel takes [..., out, in]: swap the last two axes first
     # How far quantization may move a weight's mean and std, relative to its rule's std
     # (inspect's check of a dequantized weight, beyond sampling error).
@@ -111,6 +112,7 @@ FP8_BLOCK = Format(
     divides=_fp8_fits,
     config=_fp8_config,
     params={"block": (128, 128)},
+    kernel_args=lambda p: {"block": tuple(p["block"])},
     description="FP8 E4M3 weights with one float32 scale per 128x128 block (DeepSeek-V3, "
     "Kimi-K2, Qwen3-*-FP8, GLM-4.5-FP8)",
 )
@@ -153,7 +155,77 @@ MXFP4_NOT_CONVERTED = (
     "lm_head",
 )
 
-FORMATS: dict[str, Format] = {f.name: f for f in (FP8_BLOCK, MXFP4)}
+SCALE_CODES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
+
+
+def _ct_fp8_config(params: Mapping[str, Any]) -> dict:
+    """llm-compressor's FP8_DYNAMIC preset as it writes it (compressed-tensors 0.20.0
+    ``QuantizationConfig``): channel-wise FP8 weights, dynamic per-token FP8 activations.
+    ``ignore`` is filled in by the builder: the linear layers left unquantized."""
+    return {
+        "config_groups": {
+            "group_0": {
+                "input_activations": {
+                    "actorder": None,
+                    "block_structure": None,
+                    "dynamic": True,
+                    "group_size": None,
+                    "num_bits": 8,
+                    "observer": None,
+                    "observer_kwargs": {},
+                    "strategy": "token",
+                    "symmetric": True,
+                    "type": "float",
+                },
+                "output_activations": None,
+                "targets": ["Linear"],
+                "weights": {
+                    "actorder": None,
+                    "block_structure": None,
+                    "dynamic": False,
+                    "group_size": None,
+                    "num_bits": 8,
+                    "observer": "minmax",
+                    "observer_kwargs": {},
+                    "strategy": "channel",
+                    "symmetric": True,
+                    "type": "float",
+                },
+            }
+        },
+        "format": "float-quantized",
+        "global_compression_ratio": None,
+        "ignore": [],
+        "kv_cache_scheme": None,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+    }
+
+
+# compressed-tensors 0.20.0 ``compressors/quantized_compressors/fp8_quantized.py``
+# (``FloatQuantizationCompressor``: ``weight`` F8_E4M3 and ``weight_scale`` [out, 1] in the
+# model's dtype) over ``quantization/lifecycle/forward.py``'s channel-wise quantize.
+CT_FP8 = Format(
+    name="ct-fp8",
+    quant_method="compressed-tensors",
+    kernel="ct_fp8",
+    roles=LINEAR_ROLES,
+    fans=LINEAR,
+    ndim=2,
+    parts=(
+        Part("", "F8_E4M3", lambda s, p: s, "values"),
+        Part("_scale", lambda p: SCALE_CODES[p["scale_dtype"]], lambda s, p: (s[0], 1), "scales"),
+    ),
+    band_rows=lambda p: 128,  # any rows: the scales are per row
+    divides=lambda s, p: None,
+    config=_ct_fp8_config,
+    params={"scale_dtype": "bfloat16"},
+    kernel_args=lambda p: {"scale_dtype": p["scale_dtype"]},
+    description="compressed-tensors float-quantized: FP8 weights with one scale per output "
+    "channel, dynamic per-token FP8 activations (llm-compressor's FP8_DYNAMIC)",
+)
+
+FORMATS: dict[str, Format] = {f.name: f for f in (FP8_BLOCK, MXFP4, CT_FP8)}
 PUBLISHED = "published"  # --quantize published: the format the config's own names
 
 

@@ -147,6 +147,7 @@ def _logical(spec: dict, name: str):
         (DEEPSEEK, "published", "model.layers.0.mlp.down_proj.weight"),
         (GPT_OSS, "published", "model.layers.1.mlp.experts.gate_up_proj"),
         (LLAMA, "ct-fp8", "model.layers.1.mlp.up_proj.weight"),
+        (LLAMA, "ct-w4a16", "model.layers.0.self_attn.k_proj.weight"),
     ],
 )
 def test_stored_bytes_are_the_quantizer_of_the_jax_draw(tmp_path, config, quantize, name):
@@ -168,6 +169,12 @@ def test_stored_bytes_are_the_quantizer_of_the_jax_draw(tmp_path, config, quanti
         assert written[name + "_scale"].dtype == ml_dtypes.bfloat16
         assert written[name + "_scale"].tobytes() == scale.tobytes()
         assert spec["hf_config"]["quantization_config"]["ignore"] == ["lm_head"]
+    elif quantize == "ct-w4a16":
+        packed, scale = kernels.ct_w4a16(drawn, scale_dtype="bfloat16")
+        assert written[name + "_packed"].tobytes() == packed.tobytes()
+        assert written[name + "_scale"].tobytes() == scale.tobytes()
+        assert written[name + "_shape"].tolist() == list(drawn.shape)
+        assert written[name + "_shape"].dtype == np.int64 and name not in written
     else:
         q, scale_inv = kernels.fp8_block(drawn)
         assert written[name].dtype == q.dtype and written[name].tobytes() == q.tobytes()
@@ -340,6 +347,7 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
         ("deepseek", DEEPSEEK, "published"),
         ("gpt_oss", GPT_OSS, "published"),
         ("llama-ct-fp8", LLAMA, "ct-fp8"),
+        ("llama-ct-w4a16", LLAMA, "ct-w4a16"),
     ):
         spec = weightgen.model_spec(config, quantize=quantize, dtype="bfloat16")
         folder = tmp_path / label
@@ -364,7 +372,7 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
             # transformers 5 fuses each layer's experts: gate and up on the rows, [E, 2I, H].
             if ".experts." in name and label == "deepseek":
                 continue
-            if label.endswith("-ct-fp8"):
+            if "-ct-" in label:
                 # compressed-tensors multiplies in the scale's dtype (bfloat16): the exact
                 # float32 product, rounded once.
                 values = values.astype(ml_dtypes.bfloat16).astype(np.float32)

@@ -279,7 +279,12 @@ class Engine:
         its bands again (the same bytes)."""
         spec, part = piece.spec, piece.spec.quant
         scheme, logical = part.scheme, part.logical
-        per_band = scheme.part_band_elems(_part(scheme, part.suffix), logical.shape)
+        layout = _part(scheme, part.suffix)
+        if layout.role == "constant":  # written whole, never drawn (a shape)
+            data = scheme.constant(layout, logical.shape)[piece.start : piece.stop]
+            yield data, [(number, spec, piece.start, None, slice(0, data.size))]
+            return
+        per_band = scheme.part_band_elems(layout, logical.shape)
         band_elems = scheme.band_elems(logical.shape)
         waiting: collections.deque = collections.deque()
 

@@ -187,8 +187,9 @@ def _dequantized(reader, entries: dict, parts: list) -> QuantizedReport:
     values_suffix = next(s.suffix for s in scheme.format.parts if s.role == "values")
     small = {}  # every part but the values, whole (scales: at most 1/16 of the values)
     invalid = 0
+    roles = {p.suffix: p.role for p in scheme.format.parts}
     for suffix, part in by_suffix.items():
-        if suffix == values_suffix:
+        if suffix == values_suffix or roles[suffix] == "constant":
             continue
         data = np.concatenate(
             [*reader.iter_chunks(entries[part.name]), np.empty(0, part.dtype.numpy)]

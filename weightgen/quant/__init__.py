@@ -93,9 +93,12 @@ class Scheme:
         data = np.ascontiguousarray(np.swapaxes(band, -1, -2)) if self.format.transpose else band
         kernel = getattr(kernels, self.format.kernel)
         out = kernel(data, **self.format.kernel_args(self.values))
-        return {
-            p.suffix: np.ascontiguousarray(a).reshape(-1) for p, a in zip(self.format.parts, out)
-        }
+        drawn = [p for p in self.format.parts if p.role != "constant"]
+        return {p.suffix: np.ascontiguousarray(a).reshape(-1) for p, a in zip(drawn, out)}
+
+    def constant(self, part: Part, shape: tuple[int, ...]) -> np.ndarray:
+        """A constant part's contents (flat), in its stored dtype."""
+        return np.asarray(part.value(shape), self.dtype(part).numpy).reshape(-1)
 
     def dequantize(self, parts: Mapping[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
         """weightgen's own dequantization of stored ``parts`` (by suffix) to float32 in the
@@ -234,7 +237,18 @@ def _dequantize_ct_fp8(scheme: Scheme, parts, shape) -> np.ndarray:
     return dequantize_ct_fp8(q, scale)
 
 
+def _dequantize_ct_w4a16(scheme: Scheme, parts, shape) -> np.ndarray:
+    from .kernels import dequantize_ct_w4a16
+
+    rows, cols = shape
+    scale_dtype = scheme.dtype(scheme.format.parts[1]).numpy
+    packed = np.asarray(parts["_packed"]).view(np.int32).reshape(rows, cols // 8)
+    scale = np.asarray(parts["_scale"]).view(scale_dtype).reshape(rows, -1)
+    return dequantize_ct_w4a16(packed, scale)
+
+
 _DEQUANTIZE = {
+    "ct_w4a16": _dequantize_ct_w4a16,
     "fp8_block": _dequantize_fp8,
     "mxfp4": _dequantize_mxfp4,
     "ct_fp8": _dequantize_ct_fp8,

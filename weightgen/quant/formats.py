@@ -37,7 +37,10 @@ class Part:
     suffix: str  # "" (the weight keeps its name), "_scale_inv", "_blocks", ...
     dtype: str | Callable[[Mapping[str, Any]], str]  # safetensors code (F8_E4M3, F32, U8)
     shape: Callable[[Shape, Mapping[str, Any]], Shape]  # from the logical shape and params
-    role: str  # "values" (the quantized data) or "scales"
+    role: str  # "values" (the quantized data), "scales", or "constant" (``value``)
+    # A constant part's contents, from the logical shape (compressed-tensors' weight_shape):
+    # written whole, never drawn.
+    value: Callable[[Shape], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,78 @@ CT_FP8 = Format(
     "channel, dynamic per-token FP8 activations (llm-compressor's FP8_DYNAMIC)",
 )
 
-FORMATS: dict[str, Format] = {f.name: f for f in (FP8_BLOCK, MXFP4, CT_FP8)}
+W4A16_GROUP = 128
+
+
+def _ct_w4a16_config(params: Mapping[str, Any]) -> dict:
+    """llm-compressor's W4A16 preset as it writes it: int4 weights, symmetric, groups of
+    128 along the input, activations unquantized."""
+    return {
+        "config_groups": {
+            "group_0": {
+                "input_activations": None,
+                "output_activations": None,
+                "targets": ["Linear"],
+                "weights": {
+                    "actorder": None,
+                    "block_structure": None,
+                    "dynamic": False,
+                    "group_size": W4A16_GROUP,
+                    "num_bits": 4,
+                    "observer": "minmax",
+                    "observer_kwargs": {},
+                    "strategy": "group",
+                    "symmetric": True,
+                    "type": "int",
+                },
+            }
+        },
+        "format": "pack-quantized",
+        "global_compression_ratio": None,
+        "ignore": [],
+        "kv_cache_scheme": None,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+    }
+
+
+def _w4a16_fits(shape: Shape, params: Mapping[str, Any]) -> str | None:
+    if shape[-1] % W4A16_GROUP:
+        return f"its input width {shape[-1]} is not a multiple of the group, {W4A16_GROUP}"
+    return None
+
+
+# compressed-tensors 0.20.0 ``compressors/quantized_compressors/pack_quantized.py``
+# (``PackedQuantizationCompressor``: ``weight_packed`` int32 [out, in/8], ``weight_scale``
+# [out, in/128] in the model's dtype, ``weight_shape`` int64 [2]).
+CT_W4A16 = Format(
+    name="ct-w4a16",
+    quant_method="compressed-tensors",
+    kernel="ct_w4a16",
+    roles=LINEAR_ROLES,
+    fans=LINEAR,
+    ndim=2,
+    parts=(
+        Part("_packed", "I32", lambda s, p: (s[0], s[1] // 8), "values"),
+        Part(
+            "_scale",
+            lambda p: SCALE_CODES[p["scale_dtype"]],
+            lambda s, p: (s[0], s[1] // W4A16_GROUP),
+            "scales",
+        ),
+        Part("_shape", "I64", lambda s, p: (2,), "constant", value=lambda s: list(s)),
+    ),
+    band_rows=lambda p: 128,  # any rows: the groups run along a row
+    divides=_w4a16_fits,
+    config=_ct_w4a16_config,
+    params={"scale_dtype": "bfloat16"},
+    kernel_args=lambda p: {"group": W4A16_GROUP, "scale_dtype": p["scale_dtype"]},
+    std_tolerance=0.03,  # int4: a step of a group's absmax / 7.5
+    description="compressed-tensors pack-quantized: int4 weights packed eight to an int32, "
+    "symmetric, one scale per 128 (llm-compressor's W4A16)",
+)
+
+FORMATS: dict[str, Format] = {f.name: f for f in (FP8_BLOCK, MXFP4, CT_FP8, CT_W4A16)}
 PUBLISHED = "published"  # --quantize published: the format the config's own names
 
 

@@ -49,6 +49,41 @@ def _assert_same(ours, theirs, what: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# the casts: ml_dtypes' saturating nearest-even cast, through a table
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cast, dtype, largest",
+    [
+        (lambda v: K._round_e4m3(v).view(np.uint8), ml_dtypes.float8_e4m3fn, 448.0),
+        (lambda v: K._e2m1_codes(v), ml_dtypes.float4_e2m1fn, 6.0),
+    ],
+    ids=["e4m3", "e2m1"],
+)
+def test_table_casts_equal_ml_dtypes(cast, dtype, largest):
+    # (Checked once for all 2**32 float32 inputs; here: any bits, every exponent near the
+    # format's range with random mantissas, and every midpoint of the format and its
+    # neighbours, where a sticky bit decides.)
+    rng = np.random.default_rng(12)
+    anywhere = rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    exponent = rng.integers(127 - 16, 127 + 12, 400_000).astype(np.uint32)
+    low_bits = rng.integers(0, 2**23, 400_000).astype(np.uint32) & rng.choice(
+        np.array([0x7FFFFF, 0x7F8000, 0x7FFFFF ^ 0x7FFF, 0x1], np.uint32), 400_000
+    )
+    near = (exponent << 23) | low_bits | (rng.integers(0, 2, 400_000).astype(np.uint32) << 31)
+    grid = np.arange(256 if dtype == ml_dtypes.float8_e4m3fn else 16, dtype=np.uint8)
+    grid = np.unique(grid.view(dtype).astype(np.float32))
+    grid = grid[np.isfinite(grid)]
+    mid = ((grid[:-1] + grid[1:]) / 2).astype(np.float32)
+    ties = np.concatenate([mid, np.nextafter(mid, np.inf), np.nextafter(mid, -np.inf), grid])
+    v = np.concatenate([anywhere.view(np.float32), near.view(np.float32), ties, -ties])
+    v = v[np.isfinite(v)]
+    expected = np.clip(v, -largest, largest).astype(dtype).view(np.uint8)
+    assert np.array_equal(cast(v), expected)
+
+
+# --------------------------------------------------------------------------------------------
 # fp8-block against transformers 5.24.0
 # --------------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ largest finite value before the cast), as in every reference above.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import ml_dtypes
@@ -89,7 +90,7 @@ def _groups(w: np.ndarray, group: int, what: str) -> np.ndarray:
 
 def _absmax(groups: np.ndarray) -> np.ndarray:
     """The absolute maximum of each group (last axis), float32."""
-    return np.maximum(groups.max(axis=-1), -groups.min(axis=-1)).astype(np.float32)
+    return np.abs(groups).max(axis=-1)
 
 
 def absmax(w) -> float:
@@ -98,9 +99,35 @@ def absmax(w) -> float:
     return float(max(a.max(initial=0.0), -a.min(initial=0.0)))
 
 
+@functools.cache
+def _code_table(dtype_name: str, largest: float) -> np.ndarray:
+    """uint8 codes of ml_dtypes' saturating cast for every float32 whose bits are
+    ``i << 15``, i < 2**17: the sign, exponent and top 8 mantissa bits of any float32.
+
+    Nearest-even rounding to at most 3 mantissa bits depends on those bits and on whether
+    any lower bit is set (the sticky bit), so ``table[(bits >> 15) | (bits & 0x7FFF != 0)]``
+    is the cast of any float32: checked against ml_dtypes for all 2**32 inputs (0 differences
+    for E4M3 and E2M1). About twice as fast as ml_dtypes' element-by-element cast, and the
+    clamp comes free; this is the writer's inner loop.
+    """
+    values = (np.arange(1 << 17, dtype=np.uint32) << 15).view(np.float32)
+    with np.errstate(invalid="ignore"):  # the NaN patterns: never drawn
+        clipped = np.clip(values, np.float32(-largest), np.float32(largest))
+        return clipped.astype(getattr(ml_dtypes, dtype_name)).view(np.uint8)
+
+
+def _cast_codes(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """float32 -> uint8 codes through a ``_code_table``, nearest even, saturating."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    index = bits >> 15
+    index |= (bits & np.uint32(0x7FFF)) != 0
+    return table[index]
+
+
 def _round_e4m3(x: np.ndarray) -> np.ndarray:
     """float32 -> FP8 E4M3, nearest even, saturating at +-448 (never NaN)."""
-    return np.clip(x, -FP8_E4M3_MAX, FP8_E4M3_MAX).astype(ml_dtypes.float8_e4m3fn)
+    table = _code_table("float8_e4m3fn", FP8_E4M3_MAX)
+    return _cast_codes(x, table).view(ml_dtypes.float8_e4m3fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +157,7 @@ def fp8_block(w, block: tuple[int, int] = (128, 128)) -> tuple[np.ndarray, np.nd
     # Zeros never raise an absolute maximum, so padded edge blocks take their real rows' scale.
     padded = np.pad(w, [(0, 0)] * len(lead) + [(0, pad_r), (0, pad_c)]) if pad_r or pad_c else w
     tiles = padded.reshape(*lead, grid_r, br, grid_c, bc)
-    amax = np.maximum(tiles.max(axis=(-3, -1)), -tiles.min(axis=(-3, -1)))
+    amax = np.abs(tiles).max(axis=(-3, -1))
     # torch evaluates ``448.0 / amax`` as ``reciprocal(amax) * 448``: one rounding more than a
     # division, and the bytes follow it.
     with np.errstate(divide="ignore", over="ignore"):
@@ -162,7 +189,7 @@ def dequantize_fp8_block(q, scale_inv, block: tuple[int, int] = (128, 128)) -> n
 
 def _e2m1_codes(x: np.ndarray) -> np.ndarray:
     """float32 (already within +-6) -> E2M1 codes 0..15, nearest even, sign kept for -0."""
-    return np.clip(x, -E2M1_MAX, E2M1_MAX).astype(ml_dtypes.float4_e2m1fn).view(np.uint8)
+    return _cast_codes(x, _code_table("float4_e2m1fn", E2M1_MAX))
 
 
 def _pack_nibbles(codes: np.ndarray) -> np.ndarray:

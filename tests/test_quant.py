@@ -88,6 +88,25 @@ LLAMA = published(
 )
 
 
+# Qwen3-30B-A3B's published config (Qwen3-30B-A3B-FP8 is the same with an fp8
+# quantization_config), written with the explicit format.
+QWEN3_MOE = published(
+    "qwen3-30b-a3b.json",
+    vocab_size=256,
+    hidden_size=256,
+    intermediate_size=384,
+    moe_intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=128,
+    num_experts=4,
+    num_experts_per_tok=2,
+    bos_token_id=0,
+    eos_token_id=1,
+)
+
+
 def quantized_names(spec: dict) -> set[str]:
     return {n for n, e in spec["tensors"].items() if "quantize" in e}
 
@@ -348,6 +367,7 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
         ("gpt_oss", GPT_OSS, "published"),
         ("llama-ct-fp8", LLAMA, "ct-fp8"),
         ("llama-ct-w4a16", LLAMA, "ct-w4a16"),
+        ("qwen3_moe", QWEN3_MOE, "fp8-block"),
     ):
         spec = weightgen.model_spec(config, quantize=quantize, dtype="bfloat16")
         folder = tmp_path / label
@@ -368,9 +388,11 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
         ours = _dequantized(folder, spec)
         files = weightgen.load(folder)
         compared = 0
+        fused_layers = set()
         for name, values in ours.items():
             # transformers 5 fuses each layer's experts: gate and up on the rows, [E, 2I, H].
-            if ".experts." in name and label == "deepseek":
+            if ".experts." in name and label != "gpt_oss":
+                fused_layers.add(name.split(".experts.")[0] + ".experts.")
                 continue
             if "-ct-" in label:
                 # compressed-tensors multiplies in the scale's dtype (bfloat16): the exact
@@ -378,9 +400,8 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
                 values = values.astype(ml_dtypes.bfloat16).astype(np.float32)
             assert np.array_equal(loaded[name], values), name
             compared += 1
-        if label == "deepseek":
-            layer = "model.layers.1.mlp.experts."
-            experts = range(DEEPSEEK["n_routed_experts"])
+        for layer in sorted(fused_layers):
+            experts = range(len({n for n in ours if n.startswith(layer)}) // 3)
             gate_up = np.stack(
                 [
                     np.concatenate(

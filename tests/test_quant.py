@@ -310,6 +310,14 @@ def test_hf_quantize_refusals(tmp_path, run_cli):
     assert not (tmp_path / "o").exists()
     result = run_cli("hf", str(oss), "--quantize", "int3", "--spec")
     assert result.code == 2 and "int3" in result.stderr
+    result = run_cli("hf", str(oss), "--quantize", "mxfp4", "--from-transformers", "--spec")
+    assert result.code == 2 and "drop --from-transformers" in result.stderr
+    ct = tmp_path / "ct.json"
+    ct.write_text(json.dumps({**LLAMA, "quantization_config": {"quant_method": "awq"}}))
+    result = run_cli("hf", str(ct), "--quantize", "published", "--spec")
+    assert result.code == 2 and "quant_method 'awq' is not one" in result.stderr
+    for bad in (result,):
+        assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
 def test_without_quantize_the_note_names_quantize_published(tmp_path, run_cli):

@@ -137,6 +137,21 @@ def test_published_fp8_quantizes_the_linear_layers_and_keeps_the_rest():
     assert stored["model.layers.0.self_attn.o_proj.weight_scale_inv"] == ("float32", (2, 1))
 
 
+def test_published_modules_to_not_convert_are_left_alone():
+    """As transformers matches them: a regex up to a module boundary, or a suffix."""
+    config = json.loads(json.dumps(DEEPSEEK))
+    keep = ["model.layers.0.self_attn", "experts.1.up_proj", "model.layers.1.mlp.shared_exp"]
+    config["quantization_config"]["modules_to_not_convert"] = keep
+    spec = weightgen.model_spec(config, quantize="published")
+    names = quantized_names(spec)
+    assert not [n for n in names if n.startswith("model.layers.0.self_attn.")]
+    assert "model.layers.1.mlp.experts.1.up_proj.weight" not in names
+    assert "model.layers.1.mlp.experts.1.gate_proj.weight" in names
+    assert "model.layers.1.mlp.shared_experts.up_proj.weight" in names  # no boundary
+    assert "model.layers.1.self_attn.o_proj.weight" in names
+    assert spec["hf_config"]["quantization_config"]["modules_to_not_convert"] == keep
+
+
 def test_mxfp4_quantizes_the_fused_experts_only():
     spec = weightgen.model_spec(GPT_OSS, quantize="published")
     assert quantized_names(spec) == {

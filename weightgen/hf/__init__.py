@@ -191,6 +191,7 @@ def spec_for(
     hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
     c = model.config
     sigma = recipe.base_std(c, given_std)
+    left_alone = _left_alone(config if quantize == PUBLISHED else {})
     entries = resolve(
         model.tensors,
         scheme,
@@ -206,7 +207,11 @@ def spec_for(
         # transformers 5.x builds these in float32 in any model dtype, float64 included.
         if t.decl.float32 and dtype_name != "float32":
             entry["dtype"] = entry["sample_dtype"] = "float32"
-        if quantized is not None and quantized.takes(t.decl.role, t.decl.fans, t.shape):
+        if (
+            quantized is not None
+            and quantized.takes(t.decl.role, t.decl.fans, t.shape)
+            and not left_alone(t.name)
+        ):
             quantized.check(t.name, t.shape)
             entry["dtype"] = entry["sample_dtype"] = "float32"  # drawn in float32
             entry["quantize"] = quantized.name
@@ -233,6 +238,31 @@ def spec_for(
 
 
 PUBLISHED = "published"  # --quantize published: the format the config's own names
+
+
+def _left_alone(config: dict[str, Any]):
+    """Whether a published config's ``modules_to_not_convert`` keeps a tensor's module
+    unquantized, matched as transformers 5.24.0 does (quantizers_utils.should_convert_module:
+    a pattern as a regex from the start, up to a module boundary, or as a suffix)."""
+    import re
+
+    qc = config.get("quantization_config") or {}
+    patterns = qc.get("modules_to_not_convert") or []
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise UsageError("config.json: quantization_config.modules_to_not_convert: a list of names")
+    if not patterns:
+        return lambda name: False
+    try:
+        regex = re.compile(rf"(?:{'|'.join(f'(?:{p})' for p in patterns)})(?:(?<=\.)|(?=\.|$))")
+    except re.error as exc:
+        raise UsageError(f"config.json: modules_to_not_convert: {exc}") from None
+    suffixes = tuple(patterns)
+
+    def left(name: str) -> bool:
+        module = name.removesuffix(".weight")
+        return bool(regex.match(module)) or module.endswith(suffixes)
+
+    return left
 
 
 def _left_linear(model: Model, tensors: dict[str, dict]) -> list[str]:

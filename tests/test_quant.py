@@ -88,6 +88,15 @@ LLAMA = published(
 )
 
 
+# As llm-compressor publishes a W4A16 model: one layer's attention kept (an `re:` ignore).
+LLAMA_W4A16 = {
+    **LLAMA,
+    "quantization_config": {
+        **weightgen.model_spec(LLAMA, quantize="ct-w4a16")["hf_config"]["quantization_config"],
+        "ignore": ["lm_head", "re:.*layers\\.0\\.self_attn\\.[qk]_proj$"],
+    },
+}
+
 # Qwen3-30B-A3B's published config (Qwen3-30B-A3B-FP8 is the same with an fp8
 # quantization_config), written with the explicit format.
 QWEN3_MOE = published(
@@ -150,6 +159,18 @@ def test_published_modules_to_not_convert_are_left_alone():
     assert "model.layers.1.mlp.shared_experts.up_proj.weight" in names  # no boundary
     assert "model.layers.1.self_attn.o_proj.weight" in names
     assert spec["hf_config"]["quantization_config"]["modules_to_not_convert"] == keep
+
+
+def test_published_compressed_tensors_keeps_its_ignore_list():
+    spec = weightgen.model_spec(LLAMA_W4A16, quantize="published")
+    assert spec["quantize"] == {"format": "ct-w4a16", "scale_dtype": "bfloat16"}
+    names = quantized_names(spec)
+    assert "model.layers.0.self_attn.q_proj.weight" not in names
+    assert "model.layers.0.self_attn.k_proj.weight" not in names
+    assert "model.layers.0.self_attn.v_proj.weight" in names
+    assert "model.layers.1.self_attn.q_proj.weight" in names
+    qc = spec["hf_config"]["quantization_config"]
+    assert qc == LLAMA_W4A16["quantization_config"]
 
 
 def test_mxfp4_quantizes_the_fused_experts_only():
@@ -391,6 +412,7 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
         ("llama-ct-fp8", LLAMA, "ct-fp8"),
         ("llama-ct-w4a16", LLAMA, "ct-w4a16"),
         ("qwen3_moe", QWEN3_MOE, "fp8-block"),
+        ("llama-ct-published", LLAMA_W4A16, "published"),
     ):
         spec = weightgen.model_spec(config, quantize=quantize, dtype="bfloat16")
         folder = tmp_path / label

@@ -247,6 +247,8 @@ def _left_alone(config: dict[str, Any]):
     import re
 
     qc = config.get("quantization_config") or {}
+    if qc.get("quant_method") == "compressed-tensors":
+        return _ignored(qc.get("ignore") or [])
     patterns = qc.get("modules_to_not_convert") or []
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
         raise UsageError("config.json: quantization_config.modules_to_not_convert: a list of names")
@@ -261,6 +263,26 @@ def _left_alone(config: dict[str, Any]):
     def left(name: str) -> bool:
         module = name.removesuffix(".weight")
         return bool(regex.match(module)) or module.endswith(suffixes)
+
+    return left
+
+
+def _ignored(ignore: Any):
+    """Whether compressed-tensors' ``ignore`` keeps a tensor's module unquantized: a module
+    named exactly, or matched by a ``re:`` regex (compressed-tensors 0.20.0 ``match_name``)."""
+    import re
+
+    if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
+        raise UsageError("config.json: quantization_config.ignore: a list of module names")
+    exact = {p for p in ignore if not p.startswith("re:")}
+    try:
+        regexes = [re.compile(p[3:]) for p in ignore if p.startswith("re:")]
+    except re.error as exc:
+        raise UsageError(f"config.json: quantization_config.ignore: {exc}") from None
+
+    def left(name: str) -> bool:
+        module = name.removesuffix(".weight")
+        return module in exact or any(r.match(module) for r in regexes)
 
     return left
 

@@ -195,9 +195,41 @@ def published(config: Mapping[str, Any]) -> Scheme:
         return scheme_of({"format": "fp8-block", "block": block}, where="quantization_config")
     if method == "mxfp4":
         return scheme_of("mxfp4")
+    if method == "compressed-tensors":
+        return _compressed_tensors(qc, config)
     raise UsageError(
         f"--quantize published: quantization_config's quant_method {method!r} is not one "
         f"weightgen writes ({', '.join(sorted({f.quant_method for f in FORMATS.values()}))})"
+    )
+
+
+def _compressed_tensors(qc: Mapping[str, Any], config: Mapping[str, Any]) -> Scheme:
+    """ct-fp8 or ct-w4a16, when a compressed-tensors config's one group of weights is what
+    llm-compressor's FP8_DYNAMIC or W4A16 preset writes; the scales in the model's dtype."""
+    groups = qc.get("config_groups")
+    weights = None
+    if isinstance(groups, dict) and len(groups) == 1:
+        (group,) = groups.values()
+        weights = group.get("weights") if isinstance(group, dict) else None
+    weights = weights if isinstance(weights, dict) else {}
+    shape = (
+        qc.get("format"),
+        weights.get("type"),
+        weights.get("num_bits"),
+        weights.get("strategy"),
+        weights.get("symmetric"),
+    )
+    dtype = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    scale_dtype = dtype if dtype in ("bfloat16", "float16", "float32") else "bfloat16"
+    if shape == ("float-quantized", "float", 8, "channel", True):
+        return scheme_of({"format": "ct-fp8", "scale_dtype": scale_dtype})
+    if shape == ("pack-quantized", "int", 4, "group", True) and weights.get("group_size") == 128:
+        return scheme_of({"format": "ct-w4a16", "scale_dtype": scale_dtype})
+    raise UsageError(
+        "--quantize published: this compressed-tensors config (format "
+        f"{qc.get('format')!r}, weights {weights.get('type')!r} {weights.get('num_bits')!r} "
+        f"bits, strategy {weights.get('strategy')!r}) is not one weightgen writes; it writes "
+        "ct-fp8 (float-quantized, channel) and ct-w4a16 (pack-quantized, int4, group 128)"
     )
 
 

@@ -117,6 +117,12 @@ RECIPE_FOLDERS = [
     ("qwen3_moe", "megatron"),
     ("gpt2", "neox"),
     ("gemma", "olmo2"),
+    ("mistral", "nanotron"),
+    ("llama", "nanotron-spectral"),
+    ("mixtral", "maxtext"),
+    ("qwen3_moe", "maxtext"),
+    ("llama-tied-bias", "levanter"),
+    ("mixtral", "levanter"),
 ]
 
 

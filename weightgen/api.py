@@ -442,6 +442,7 @@ def model_spec(
     init_std: float | None = None,
     rules: Iterable[str] | None = None,
     from_transformers: bool = False,
+    mup_base_width: int | None = None,
     quantize: str | None = None,
 ) -> dict[str, Any]:
     """The spec of a whole Hugging Face model (``config`` a config.json, a folder holding
@@ -452,7 +453,9 @@ def model_spec(
     Each tensor's init follows the recipe ``init`` (``"hf"``, the default: transformers'
     own rules; ``"megatron"``, ``"neox"``, ``"olmo2"``, ``"torchtitan"``) with the base
     std ``init_std`` (default: the recipe's), then ``rules`` (``"GLOB=INIT[,param=value]"``,
-    later ones winning), e.g. ``rules=["*.o_proj.weight=zeros"]``.
+    later ones winning), e.g. ``rules=["*.o_proj.weight=zeros"]``. ``mup_base_width``: μP
+    with this base width (the proxy model's hidden size), for a recipe with a μP form
+    (``init="megatron"``: megatron-core's ``use_mup``, ``mup_base_hidden_size``).
 
     ``from_transformers=True`` takes the names, shapes, dtypes and init from the model
     transformers builds on torch's meta device, for any model type it knows (needs torch
@@ -475,6 +478,7 @@ def model_spec(
         init_std=init_std,
         rules=list(rules) if rules is not None else None,
         from_transformers=from_transformers,
+        mup_base_width=mup_base_width,
         quantize=quantize,
     )
 
@@ -491,13 +495,14 @@ def write_model(
     init_std: float | None = None,
     rules: Iterable[str] | None = None,
     from_transformers: bool = False,
+    mup_base_width: int | None = None,
     quantize: str | None = None,
     **write_options: Any,
 ) -> WriteResult:
     """Write a Hugging Face model folder (config.json, weights, manifest) for ``config``,
     e.g. ``write_model("config.json", "llama/", init="megatron")``; ``transformers`` loads
-    it as is. ``init``, ``init_std``, ``rules``, ``from_transformers`` and ``quantize`` are those of
-    ``model_spec``; ``write_options`` those of ``write``."""
+    it as is. ``init``, ``init_std``, ``rules``, ``from_transformers``, ``mup_base_width``
+    and ``quantize`` are those of ``model_spec``; ``write_options`` those of ``write``."""
     from .specfile import parse_spec
 
     spec = model_spec(
@@ -510,6 +515,7 @@ def write_model(
         init_std=init_std,
         rules=rules,
         from_transformers=from_transformers,
+        mup_base_width=mup_base_width,
         quantize=quantize,
     )
     write_options.setdefault("manifest", True)

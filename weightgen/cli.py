@@ -488,6 +488,7 @@ def _hf_callback(config: str, **options: Any) -> None:
         init_std=options["init_std"],
         rules=options["rule"],
         from_transformers=options["from_transformers"],
+        mup_base_width=options["mup_base_width"],
         quantize=options["quantize"],
     )
     if not options["quiet"] and not options["process_id"]:
@@ -566,7 +567,18 @@ hf_command = click.Command(
             type=float,
             default=None,
             help="the recipe's base std σ [default: the config's initializer_range for hf, "
-            "megatron, olmo2; 0.02 for torchtitan; neox takes none]",
+            "megatron, olmo2, nanotron; 0.02 for torchtitan; neox, nanotron-spectral, maxtext and "
+            "levanter take none]",
+        ),
+        click.Option(
+            ["--mup-base-width"],
+            type=int,
+            default=None,
+            metavar="W",
+            help="μP: the base (proxy) model's hidden size W, for a recipe with a μP form ("
+            + ", ".join(f"{name}: {recipe.mup}" for name, recipe in RECIPES.items() if recipe.mup)
+            + "); the trainer must run with the same base (Megatron: --use-mup "
+            "--mup-base-hidden-size W)",
         ),
         click.Option(
             ["--rule", "rule"],
@@ -621,8 +633,9 @@ same distributions as transformers' init, not torch's numbers for a seed. Stream
 bounded memory, whatever the model's size; no torch or transformers needed.
 
 --init RECIPE initialises the model as a trainer does instead (Megatron-LM, GPT-NeoX,
-OLMo 2, torchtitan), so the folder is that trainer's seed checkpoint; --init-std sets the
-recipe's base std and --rule sets single tensors. The manifest records all three.
+OLMo 2, torchtitan, nanotron, MaxText, Levanter), so the folder is that trainer's seed
+checkpoint; --init-std sets the recipe's base std, --mup-base-width W μP's base width
+(megatron) and --rule sets single tensors. The manifest records them all.
 
 --from-transformers writes any model type transformers knows (torch and transformers
 installed): the tensors, shapes, dtypes and ties of the model transformers builds on the
@@ -642,7 +655,11 @@ Example:
   weightgen hf Meta-Llama-3-8B/ -o llama8b/ --dtype bfloat16 --seed 7
   weightgen hf llama-3-8b.json -o seed/ --init torchtitan --dtype float32
   weightgen hf config.json -o m/ --init megatron --init-std 0.006
+  weightgen hf config.json -o m/ --init megatron --mup-base-width 256
+  weightgen hf config.json -o m/ --init nanotron-spectral
   weightgen hf config.json -o m/ --init olmo2 --rule '*.o_proj.weight=zeros'
+  weightgen hf Mixtral-8x7B/ -o seed/ --init maxtext --dtype float32
+  weightgen hf llama-3-8b.json -o seed/ --init levanter
   weightgen hf bert-config.json -o bert/ --head pretraining
   weightgen hf Qwen/Qwen3-8B -o qwen3/ --dtype bfloat16
   weightgen hf EleutherAI/pythia-160m@main -o pythia/ --from-transformers

@@ -336,17 +336,23 @@ def _recipe(value: Any) -> dict[str, Any] | None:
         return None
     if (
         not isinstance(value, dict)
-        or set(value) != {"name", "init_std", "rules"}
+        or set(value) - {"mup_base_width"} != {"name", "init_std", "rules"}
         or not isinstance(value["name"], str)
         or not (value["init_std"] is None or _number(value["init_std"]))
         or not isinstance(value["rules"], list)
         or not all(isinstance(r, str) for r in value["rules"])
+        or not _positive_int(value.get("mup_base_width", 1))
     ):
         raise UsageError(
             "spec: 'recipe' must be a table with 'name' (a string), 'init_std' (a number or "
-            "null) and 'rules' (a list of strings)"
+            "null), 'rules' (a list of strings) and, with μP, 'mup_base_width' (a positive "
+            "integer)"
         )
     return dict(value)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _number(value: Any) -> bool:

@@ -18,7 +18,7 @@ from ..dtypes import get_dtype
 from ..errors import UsageError
 from . import overrides
 from .family import Family, Model
-from .recipe import Recipe, check_std, resolve
+from .recipe import Recipe, check_base_width, check_std, resolve
 
 MAX_CONFIG_BYTES = 1 << 20
 # Config fields about weights weightgen does not write, left out of the folder's config.json:
@@ -132,6 +132,25 @@ def recipe_of(name: str | None) -> Recipe:
     return recipe
 
 
+def mup_recipes() -> list[str]:
+    """The recipes that take a μP base width."""
+    return [name for name, recipe in RECIPES.items() if recipe.mup]
+
+
+def base_width_of(recipe: Recipe, given: Any) -> int | None:
+    """``--mup-base-width``, checked, for a recipe with a μP form; refused, in one line
+    naming the recipes that have one, for any other."""
+    if given is None:
+        return None
+    if not recipe.mup:
+        reason = recipe.no_base_width or f"the {recipe.name} recipe has no μP form"
+        raise UsageError(
+            f"--mup-base-width: {reason}; the recipes with a μP base width: "
+            f"{', '.join(mup_recipes())} (--init {mup_recipes()[0]} --mup-base-width W)"
+        )
+    return check_base_width(given)
+
+
 def spec_for(
     config: dict[str, Any],
     *,
@@ -143,13 +162,15 @@ def spec_for(
     init_std: float | None = None,
     rules: list[str] | tuple[str, ...] | None = None,
     from_transformers: bool = False,
+    mup_base_width: int | None = None,
     quantize: str | None = None,
 ) -> dict[str, Any]:
     """The weightgen spec of a whole model: every tensor with its init rule (the family's
     own, or the recipe ``init``'s with base std ``init_std``, then the ``rules`` given), and
     the config to write beside it (``hf_config``), completed with every field the shapes
     came from, the architecture and the dtype. A recipe other than the default, a base std
-    or rules are recorded under ``recipe``. ``from_transformers``: names, shapes, dtypes and
+    or rules are recorded under ``recipe``. ``mup_base_width``: μP's base width, for a
+    recipe with a μP form (recorded too). ``from_transformers``: names, shapes, dtypes and
     init read from the model transformers builds (from_transformers.py), for any type it
     knows. ``quantize``: a format of quant/formats.py, or ``"published"`` (the one the
     config's quantization_config names): the tensors of the roles it quantizes are drawn in
@@ -173,12 +194,15 @@ def spec_for(
             init=init,
             init_std=init_std,
             rules=rules,
+            mup_base_width=mup_base_width,
         )
     recipe = recipe_of(init)
     given_std = check_std(init_std) if init_std is not None else None
+    base_width = base_width_of(recipe, mup_base_width)
     parsed_rules = overrides.parse_all(rules)
     model = model_of(config, head)
     scheme = recipe.scheme_for(model.family.model_type)
+    recipe.check(scheme, model.config)
     hf_config = {k: v for k, v in config.items() if k not in NOT_WRITTEN}
     if quantized is not None:
         hf_config["quantization_config"] = (
@@ -199,6 +223,9 @@ def spec_for(
         sigma=sigma,
         layers=getattr(c, model.family.layers),
         hidden=getattr(c, model.family.hidden),
+        base_width=base_width,
+        experts=getattr(c, model.family.experts) if model.family.experts else 0,
+        head_dim=getattr(c, "head_dim", None),
     )
     overrides.apply(parsed_rules, model.tensors, entries)
     tensors = {}
@@ -228,6 +255,8 @@ def spec_for(
             "init_std": sigma,
             "rules": [r.text for r in parsed_rules],
         }
+        if base_width is not None:
+            spec["recipe"]["mup_base_width"] = base_width
     if quantized is not None:
         spec["quantize"] = quantized.as_json()
         qc = hf_config["quantization_config"]

@@ -173,7 +173,8 @@ class Tensor:
     is also the output head when ``tie_word_embeddings``. ``fans`` are the (in, out, batch)
     axes a fan-based initializer uses by default (torch's Linear layout [out, in]; Conv1D
     and fused experts store [..., in, out]). ``float32``: save_pretrained keeps it in
-    float32 whatever the model's dtype (``_keep_in_fp32_modules_strict``).
+    float32 whatever the model's dtype (``_keep_in_fp32_modules_strict``). ``fused``: the
+    shape of the trainers' fused matrix it is a slice of (nanotron's qkv_proj, gate_up_proj).
     """
 
     name: str
@@ -186,6 +187,9 @@ class Tensor:
     tied: bool = False
     fans: tuple = TORCH_LINEAR
     float32: bool = False
+    # The shape of the matrix a trainer fuses this tensor into (q, k and v into one qkv
+    # weight, gate and up into one), in this tensor's layout: fan-based recipes take its fans.
+    fused: Callable[[Config], tuple[int, ...]] | None = None
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,8 @@ def test_a_sharded_folder_is_byte_identical_to_one_process(tmp_path, job):
 
 
 @pytest.mark.slow
-def test_an_hf_folder_is_byte_identical_to_one_process(tmp_path, job):
+@pytest.mark.parametrize("extra", [[], ["--quantize", "fp8-block"]])
+def test_an_hf_folder_is_byte_identical_to_one_process(tmp_path, job, extra):
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(
@@ -214,7 +215,7 @@ def test_an_hf_folder_is_byte_identical_to_one_process(tmp_path, job):
             }
         )
     )
-    args = ["hf", str(config), "-o", "llama", "-q", "--dtype", "bfloat16"]
+    args = ["hf", str(config), "-o", "llama", "-q", "--dtype", "bfloat16", *extra]
     alone = one_process(tmp_path, args)
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -566,6 +566,7 @@ def model_spec(
     mup_base_width: int | None = None,
     strict: bool = False,
     where: str | None = None,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """The spec of a whole Hugging Face model (``config`` a config.json, a folder holding
     one, a hub id ``"ORG/NAME[@REVISION]"``, or its contents): every tensor save_pretrained
@@ -588,7 +589,11 @@ def model_spec(
     A config key that is a near-miss of a field the shapes read (``num_layers`` for
     ``num_hidden_layers``) is refused; ``strict=True`` also refuses keys transformers does
     not know and size fields left to their class default. ``where`` names a config given as
-    a mapping in messages (default: its path, or ``config.json``)."""
+    a mapping in messages (default: its path, or ``config.json``).
+
+    ``quantize`` writes the checkpoint as it ships: ``"fp8-block"``, ``"mxfp4"``,
+    ``"ct-fp8"``, ``"ct-w4a16"`` or ``"published"`` (the format the config's
+    quantization_config names; see quant/)."""
     from . import hf
     from .plan import parse_seed
 
@@ -609,6 +614,7 @@ def model_spec(
         mup_base_width=mup_base_width,
         strict=strict,
         where=label,
+        quantize=quantize,
     )
 
 
@@ -626,12 +632,14 @@ def write_model(
     from_transformers: bool = False,
     mup_base_width: int | None = None,
     strict: bool = False,
+    quantize: str | None = None,
     **write_options: Any,
 ) -> WriteResult:
     """Write a Hugging Face model folder (config.json, weights, manifest) for ``config``,
     e.g. ``write_model("config.json", "llama/", init="megatron")``; ``transformers`` loads
-    it as is. ``init``, ``init_std``, ``rules``, ``from_transformers``, ``mup_base_width``
-    and ``strict`` are those of ``model_spec``; ``write_options`` those of ``write``."""
+    it as is. ``init``, ``init_std``, ``rules``, ``from_transformers``, ``mup_base_width``,
+    ``strict`` and ``quantize`` are those of ``model_spec``; ``write_options`` those of
+    ``write``."""
     from .specfile import parse_spec
 
     spec = model_spec(
@@ -646,6 +654,7 @@ def write_model(
         from_transformers=from_transformers,
         mup_base_width=mup_base_width,
         strict=strict,
+        quantize=quantize,
     )
     write_options.setdefault("manifest", True)
     return write_parsed(parse_spec(spec), output, **write_options)

@@ -21,6 +21,8 @@ from .errors import Terminated, WeightgenError
 from .hf import FAMILIES, RECIPES
 from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
 from .manifest import FOLDER_MANIFEST
+from .quant import FORMATS as QUANT_FORMATS
+from .quant import names as quant_names
 from .version import __version__
 
 EPILOG_FORMATS = "Formats: .safetensors, .npz, .h5/.hdf5 (from the suffix, or --format)."
@@ -524,13 +526,15 @@ def _hf_callback(config: str, **options: Any) -> None:
         mup_base_width=options["mup_base_width"],
         strict=options["strict"],
         where=where,
+        quantize=options["quantize"],
     )
     if not options["quiet"] and not options["process_id"]:
         if options["from_transformers"]:
             from .hf.from_transformers import layout_source
 
             click.echo(f"layout and init read from {layout_source(spec)}", err=True)
-        for note in hf.config_notes(document, where):
+        quantized = options["quantize"] is not None
+        for note in hf.config_notes(document, where, quantized=quantized):
             click.echo(note, err=True)
     if options["spec"]:
         if options["output"] is not None:
@@ -548,6 +552,8 @@ def _hf_callback(config: str, **options: Any) -> None:
     )
     _write_spec(parsed, {**options, "no_config_check": True}, announce)
 
+
+QUANTIZE_CHOICES = quant_names()
 
 hf_command = click.Command(
     "hf",
@@ -621,6 +627,15 @@ hf_command = click.Command(
             "unless the rule gives in_axis/out_axis",
         ),
         click.Option(
+            ["--quantize", "quantize"],
+            type=click.Choice(QUANTIZE_CHOICES),
+            default=None,
+            help="write the checkpoint as it ships: "
+            + "; ".join(f"{name}: {fmt.description}" for name, fmt in QUANT_FORMATS.items())
+            + "; published: the format config.json's quantization_config names, kept "
+            "as published. Weights are drawn in float32 from their rule, then quantized",
+        ),
+        click.Option(
             ["--max-shard-size"],
             default="5GB",
             show_default=True,
@@ -673,6 +688,12 @@ installed): the tensors, shapes, dtypes and ties of the model transformers build
 meta device, each initialised as its own _init_weights does (read from the calls it
 makes); a tensor no jax initializer can express needs a --rule.
 
+--quantize FORMAT writes the checkpoint in the format serving engines load (fp8-block,
+mxfp4, or published: the config's own quantization_config): each quantized weight is drawn
+from its rule in float32 and quantized band by band as the format's quantizer does; the
+modules the published checkpoints keep unquantized (embeddings, lm_head, norms, routers)
+stay in the model dtype. config.json carries the loader's quantization_config.
+
 Example:
 
 \b
@@ -690,6 +711,8 @@ Example:
   weightgen hf Qwen/Qwen3-8B -o qwen3/ --dtype bfloat16
   weightgen hf EleutherAI/pythia-160m@main -o pythia/ --from-transformers
   weightgen hf facebook/opt-125m -o opt/ --from-transformers --rule '*.fc2.weight=zeros'
+  weightgen hf deepseek-v3.json -o dsv3/ --quantize published
+  weightgen hf gpt-oss-20b.json -o oss/ --quantize mxfp4 --dtype bfloat16
   weightgen hf config.json --spec > model.json   # edit, then:
   weightgen run model.json -o llama/""",
     epilog="Families: " + ", ".join(FAMILIES),
@@ -819,8 +842,10 @@ def inspect_command(path: str, manifest: str | None, check: bool, as_json: bool)
     float8 stored by weightgen. Where a manifest records how each tensor was made (weightgen
     hf and run write one), each tensor's std is shown beside the std its rule implies, and a
     tensor whose mean, std or range is off by more than sampling error is marked with '!':
-    a check that the init is what was asked for. --check makes it a gate: exit 1 when any
-    tensor is off.
+    a check that the init is what was asked for. A quantized weight (weightgen hf
+    --quantize) is also shown dequantized, its statistics beside its rule's, with the
+    count of its invalid scales (not finite and positive; E8M0 byte 0xFF). --check makes
+    it a gate: exit 1 when any tensor is off or any scale is invalid.
 
     Example:
 
@@ -830,18 +855,19 @@ def inspect_command(path: str, manifest: str | None, check: bool, as_json: bool)
       weightgen inspect llama/ --check && echo "init as recorded"
       weightgen inspect k.safetensors --json
     """
-    from .stats import check_findings, inspect_file
+    from .stats import check_findings, inspect_file, inspect_quantized
 
     fmt, reports, metadata = inspect_file(path, manifest)
-    findings = check_findings(reports) if check else []
-    _inspect_report(path, fmt, reports, metadata, as_json)
+    quantized = inspect_quantized(path, manifest)
+    findings = check_findings(reports, quantized) if check else []
+    _inspect_report(path, fmt, reports, quantized, metadata, as_json)
     if findings:
         many = f"{len(findings)} problems; the first" if len(findings) > 1 else "a problem"
         click.echo(f"weightgen: error: --check found {many}: {findings[0]}", err=True)
         sys.exit(1)
 
 
-def _inspect_report(path: str, fmt: str, reports, metadata, as_json: bool) -> None:
+def _inspect_report(path: str, fmt: str, reports, quantized, metadata, as_json: bool) -> None:
     if as_json:
         payload = {
             "path": path,
@@ -849,6 +875,8 @@ def _inspect_report(path: str, fmt: str, reports, metadata, as_json: bool) -> No
             "metadata": metadata,
             "tensors": [r.as_dict() for r in reports],
         }
+        if quantized:
+            payload["quantized"] = [q.as_dict() for q in quantized]
         click.echo(json.dumps(payload, indent=2))
         return
     total = sum(r.bytes for r in reports)
@@ -884,6 +912,37 @@ def _inspect_report(path: str, fmt: str, reports, metadata, as_json: bool) -> No
             click.echo(f"! {r.name}: {r.off}")
         verdict = f"{len(off)} off" if off else "all within sampling error"
         click.echo(f"{len(checked)} tensors checked against their recorded rules: {verdict}")
+    if quantized:
+        _show_quantized(quantized)
+
+
+def _show_quantized(quantized: list) -> None:
+    """inspect's table of quantized weights, dequantized."""
+    click.echo(f"{len(quantized)} quantized weights, dequantized:")
+    header = ("name", "format", "shape", "mean", "std", "rule std", "invalid scales", "")
+    table = [header]
+    for q in quantized:
+        rule = "-" if q.expected is None else _fmt_stat(q.expected["std"])
+        table.append(
+            (
+                q.name,
+                q.format,
+                format_shape(tuple(q.shape)),
+                _fmt_stat(q.mean),
+                _fmt_stat(q.std),
+                rule,
+                str(q.invalid_scales),
+                "!" if q.off else "",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    off = [q for q in quantized if q.off]
+    for q in off:
+        click.echo(f"! {q.name}: {q.off}")
+    verdict = f"{len(off)} off" if off else "all within sampling and quantization error"
+    click.echo(f"{len(quantized)} quantized weights checked against their rules: {verdict}")
 
 
 def _fmt_stat(value) -> str:

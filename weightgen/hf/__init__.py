@@ -207,6 +207,7 @@ def spec_for(
     mup_base_width: int | None = None,
     strict: bool = False,
     where: str = "config.json",
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """The weightgen spec of a whole model: every tensor with its init rule (the family's
     own, or the recipe ``init``'s with base std ``init_std``, then the ``rules`` given), and
@@ -215,14 +216,22 @@ def spec_for(
     or rules are recorded under ``recipe``. ``mup_base_width``: μP's base width, for a
     recipe with a μP form (recorded too). ``from_transformers``: names, shapes, dtypes and
     init read from the model transformers builds (from_transformers.py), for any type it
-    knows.
+    knows. ``quantize``: a format of quant/formats.py, or ``"published"`` (the one the
+    config's quantization_config names): the tensors of the roles it quantizes are drawn in
+    float32 and stored as the format stores them, and config.json carries the loader's
+    quantization_config.
 
     A key that is a near-miss of a field the shapes read (``num_layers``) is refused; with
     ``strict``, so is any key transformers does not know and any size field left to its
     class default (config_check.py); those taken are recorded under ``config_defaults``.
     ``where`` names the config in messages (its path as the user gave it)."""
     dtype_name, sample_dtype = model_dtypes(config, dtype, sample_dtype)
+    quantized = _quant_scheme(config, quantize)
     if from_transformers:
+        if quantized is not None:
+            raise UsageError(
+                "--quantize works with the built-in families; drop --from-transformers"
+            )
         from . import from_transformers as transformers_path
 
         model_type = config.get("model_type")
@@ -254,6 +263,10 @@ def spec_for(
     scheme = recipe.scheme_for(model.family.model_type)
     recipe.check(scheme, model.config)
     hf_config = {k: v for k, v in config.items() if k not in NOT_WRITTEN}
+    if quantized is not None:
+        hf_config["quantization_config"] = (
+            config["quantization_config"] if quantize == PUBLISHED else quantized.config()
+        )
     hf_config.update({k: v for k, v in vars(model.config).items() if not k.startswith("_")})
     hf_config.update(model.family.fixed)
     hf_config["model_type"] = model.family.model_type
@@ -261,6 +274,7 @@ def spec_for(
     hf_config["dtype"] = hf_config["torch_dtype"] = dtype_name
     c = model.config
     sigma = recipe.base_std(c, given_std)
+    left_alone = _left_alone(config if quantize == PUBLISHED else {})
     entries = resolve(
         model.tensors,
         scheme,
@@ -279,6 +293,14 @@ def spec_for(
         # transformers 5.x builds these in float32 in any model dtype, float64 included.
         if t.decl.float32 and dtype_name != "float32":
             entry["dtype"] = entry["sample_dtype"] = "float32"
+        if (
+            quantized is not None
+            and quantized.takes(t.decl.role, t.decl.fans, t.shape)
+            and not left_alone(t.name)
+        ):
+            quantized.check(t.name, t.shape)
+            entry["dtype"] = entry["sample_dtype"] = "float32"  # drawn in float32
+            entry["quantize"] = quantized.name
         tensors[t.name] = entry
     spec: dict[str, Any] = {
         "seed": seed,
@@ -296,20 +318,105 @@ def spec_for(
         }
         if base_width is not None:
             spec["recipe"]["mup_base_width"] = base_width
+    if quantized is not None:
+        spec["quantize"] = quantized.as_json()
+        qc = hf_config["quantization_config"]
+        if quantize != PUBLISHED and "ignore" in qc:  # compressed-tensors: Linear layers left
+            qc["ignore"] = _left_linear(model, tensors)
     spec["tensors"] = tensors
     return spec
 
 
-def config_notes(config: dict[str, Any], where: str = "config.json") -> list[str]:
-    """One line for each field of ``config`` the written config.json leaves out, each size
-    field left to its class default, and the keys transformers does not know (built-in
-    families: config_check.py)."""
-    lines = [
-        f"note: {where}'s {key} is left out of the folder's config.json: weightgen "
-        "writes unquantized weights, which transformers would not load as quantized"
-        for key in NOT_WRITTEN
-        if key in config
-    ]
+PUBLISHED = "published"  # --quantize published: the format the config's own names
+
+
+def _left_alone(config: dict[str, Any]):
+    """Whether a published config's ``modules_to_not_convert`` keeps a tensor's module
+    unquantized, matched as transformers 5.24.0 does (quantizers_utils.should_convert_module:
+    a pattern as a regex from the start, up to a module boundary, or as a suffix)."""
+    import re
+
+    qc = config.get("quantization_config") or {}
+    if qc.get("quant_method") == "compressed-tensors":
+        return _ignored(qc.get("ignore") or [])
+    patterns = qc.get("modules_to_not_convert") or []
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise UsageError("config.json: quantization_config.modules_to_not_convert: a list of names")
+    if not patterns:
+        return lambda name: False
+    try:
+        regex = re.compile(rf"(?:{'|'.join(f'(?:{p})' for p in patterns)})(?:(?<=\.)|(?=\.|$))")
+    except re.error as exc:
+        raise UsageError(f"config.json: modules_to_not_convert: {exc}") from None
+    suffixes = tuple(patterns)
+
+    def left(name: str) -> bool:
+        module = name.removesuffix(".weight")
+        return bool(regex.match(module)) or module.endswith(suffixes)
+
+    return left
+
+
+def _ignored(ignore: Any):
+    """Whether compressed-tensors' ``ignore`` keeps a tensor's module unquantized: a module
+    named exactly, or matched by a ``re:`` regex (compressed-tensors 0.20.0 ``match_name``)."""
+    import re
+
+    if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
+        raise UsageError("config.json: quantization_config.ignore: a list of module names")
+    exact = {p for p in ignore if not p.startswith("re:")}
+    try:
+        regexes = [re.compile(p[3:]) for p in ignore if p.startswith("re:")]
+    except re.error as exc:
+        raise UsageError(f"config.json: quantization_config.ignore: {exc}") from None
+
+    def left(name: str) -> bool:
+        module = name.removesuffix(".weight")
+        return module in exact or any(r.match(module) for r in regexes)
+
+    return left
+
+
+def _left_linear(model: Model, tensors: dict[str, dict]) -> list[str]:
+    """The linear modules a format leaves unquantized (compressed-tensors' ``ignore``):
+    the output head (a module even when tied) and the routers."""
+    left = {"lm_head"}
+    for t in model.tensors:
+        base = t.decl.role.split(".", 1)[0]
+        named = base in ("head", "router") and t.name.endswith(".weight")
+        if named and "quantize" not in tensors[t.name]:
+            left.add(t.name.removesuffix(".weight"))
+    return sorted(left)
+
+
+def _quant_scheme(config: dict[str, Any], quantize: str | None):
+    """The quantization scheme ``--quantize`` asks for (quant.Scheme), or None."""
+    if quantize is None:
+        return None
+    from .. import quant
+
+    if quantize == PUBLISHED:
+        return quant.published(config)
+    return quant.scheme_of(quantize)
+
+
+def config_notes(
+    config: dict[str, Any], where: str = "config.json", *, quantized: bool = False
+) -> list[str]:
+    """One line for each field of ``config`` the written config.json leaves out (none when
+    the folder is ``quantized``), each size field left to its class default, and the keys
+    transformers does not know (built-in families: config_check.py)."""
+    lines = (
+        []
+        if quantized
+        else [
+            f"note: {where}'s {key} is left out of the folder's config.json: weightgen "
+            "writes unquantized weights unless asked; add --quantize published to write the "
+            "checkpoint in the format it names"
+            for key in NOT_WRITTEN
+            if key in config
+        ]
+    )
     model_type = config.get("model_type")
     family = (
         (FAMILIES.get(model_type) or ALIASES.get(model_type))

@@ -200,7 +200,8 @@ def _write(
     ranges = team.ranges(plan, block_bytes)
     work = _work(plan, ranges)
     need_digests = hashes or manifest_path is not None
-    digests, taps = _taps(team, plan, work, block_bytes, replay, need_digests)
+    streamed = target.path == "-"
+    digests, taps = _taps(team, plan, work, block_bytes, replay, need_digests, streamed)
 
     started = time.perf_counter()
     try:
@@ -333,14 +334,21 @@ def _work(plan: Plan, ranges) -> list[tuple[str, int, int, int]]:
 
 
 def _taps(
-    team: hosts.Solo, plan: Plan, work, block_bytes: int, replay: ParsedSpec | None, wanted: bool
+    team: hosts.Solo,
+    plan: Plan,
+    work,
+    block_bytes: int,
+    replay: ParsedSpec | None,
+    wanted: bool,
+    streamed: bool,
 ):
     """What sees every chunk written: (the block digests or None, every tap). A team counts
     its bytes; a replay checks each block (format 2) or each tensor's sha256 (format 1), the
-    QR tensors' at the end (their bytes depend on the BLAS kernel: see qrdrift.py)."""
+    QR tensors' at the end (their bytes depend on the BLAS kernel: see qrdrift.py), except
+    where the output is ``streamed`` (stdout), which cannot be taken back."""
     taps: list = [_Counter(team)] if isinstance(team, hosts.Team) else []
     digests = None
-    qr = {t.name for t in plan.tensors if not t.init.elementwise}
+    qr = set() if streamed else {t.name for t in plan.tensors if not t.init.elementwise}
     if wanted or (replay is not None and replay.version >= 2):
         expected = replay.expected_blocks if replay is not None else None
         digests = digest.PieceDigests(work, expected=expected, block_bytes=block_bytes, deferred=qr)
@@ -676,6 +684,12 @@ def write_parsed(
     recorded values (qrdrift.py) and accepted, the new manifest recording this host's bytes."""
     if config_check:
         check_config(parsed)
+    if accept_qr_drift and (os.fspath(output) == "-" or write_options.get("cluster")):
+        raise UsageError(
+            "--accept-qr-drift (accept_qr_drift=True) replays in one process into a file or "
+            "folder: the drifted QR tensors are checked before anything is kept; drop -o - "
+            "or the other processes"
+        )
     try:
         return _write_parsed(parsed, output, **write_options)
     except QRDriftError as exc:
@@ -686,7 +700,7 @@ def write_parsed(
         drifted = exc.tensors
     from . import qrdrift
 
-    checked = qrdrift.check(parsed, drifted)
+    checked = qrdrift.check(parsed, drifted, write=write, load=load)
     relaxed = dataclasses.replace(
         parsed,
         expected_sha256={k: v for k, v in parsed.expected_sha256.items() if k not in drifted},

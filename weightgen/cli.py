@@ -534,7 +534,11 @@ def _hf_callback(config: str, **options: Any) -> None:
 
             click.echo(f"layout and init read from {layout_source(spec)}", err=True)
         quantized = options["quantize"] is not None
-        for note in hf.config_notes(document, where, quantized=quantized):
+        from_transformers = options["from_transformers"]
+        notes = hf.config_notes(
+            document, where, quantized=quantized, from_transformers=from_transformers
+        )
+        for note in notes:
             click.echo(note, err=True)
     if options["spec"]:
         if options["output"] is not None:
@@ -689,7 +693,8 @@ meta device, each initialised as its own _init_weights does (read from the calls
 makes); a tensor no jax initializer can express needs a --rule.
 
 --quantize FORMAT writes the checkpoint in the format serving engines load (fp8-block,
-mxfp4, or published: the config's own quantization_config): each quantized weight is drawn
+mxfp4, ct-fp8, ct-w4a16, or published: the config's own quantization_config): each
+quantized weight is drawn
 from its rule in float32 and quantized band by band as the format's quantizer does; the
 modules the published checkpoints keep unquantized (embeddings, lm_head, norms, routers)
 stay in the model dtype. config.json carries the loader's quantization_config.

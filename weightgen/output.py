@@ -97,7 +97,7 @@ class Target:
                 )
                 folder_name = os.path.join(str(Path(output).with_suffix("")), "")
                 raise UsageError(
-                    f"-o {output} names a .safetensors file, but {what} is written as a "
+                    f"-o {output} names a {Path(output).suffix} file, but {what} is written as a "
                     f"folder; give a folder name such as {folder_name}"
                 )
             shards = sharded.shard_files(entries, max_shard_size or DEFAULT_SHARD_BYTES)
@@ -169,7 +169,7 @@ class Target:
         entries = self.entries
         if os.sep in name or name in ("", ".", ".."):
             raise WeightgenError(f"internal error: {name!r} is not a temporary's name")
-        folder = os.path.dirname(self.path) or "."
+        folder = os.path.dirname(os.path.normpath(self.path)) or "."  # "out/" is in "."
         path = Path(folder) / name
         if not path.exists():
             raise WeightgenError(

@@ -63,13 +63,14 @@ _STATE = _State()
 def exception_for(signum: int) -> BaseException:
     """What a signal becomes: KeyboardInterrupt for SIGINT (as Python's own handler does),
     Terminated for the others (saying so when the output is already in place)."""
-    if signum == signal.SIGINT:
-        return KeyboardInterrupt()
     done = _STATE.done
+    if signum == signal.SIGINT and done is None:
+        return KeyboardInterrupt()
     if done is None:
         return Terminated(signum)
     name = signal.Signals(signum).name
-    return Terminated(signum, f"terminated ({name}) after {done} was written; it is complete")
+    verb = "interrupted" if signum == signal.SIGINT else "terminated"
+    return Terminated(signum, f"{verb} ({name}) after {done} was written; it is complete")
 
 
 def _raise() -> None:

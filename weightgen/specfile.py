@@ -288,10 +288,7 @@ def _stored_layout(scheme, logical: TensorSpec, where: str) -> list[tuple]:
             f"{where}{scheme.name} quantizes {scheme.format.ndim}-D weights, the shape is "
             f"{list(logical.shape)}"
         )
-    try:
-        scheme.check(logical.name, logical.shape)
-    except UsageError as exc:
-        raise UsageError(f"{where}{exc}") from None
+    scheme.check(logical.name, logical.shape, where=where.rstrip().rstrip(":"))
     return [
         (part.suffix, shape, dtype)
         for _, shape, dtype, part in scheme.stored(logical.name, logical.shape)

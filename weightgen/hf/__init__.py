@@ -242,6 +242,12 @@ def spec_for(
         )
         if family is not None:  # its keys are known here, without transformers
             config_check.check(config, family, strict=strict, where=where)
+        elif strict:
+            raise UsageError(
+                f"--strict checks the keys of the built-in families' configs; {where}'s "
+                f"model_type {model_type!r} comes through --from-transformers, whose keys are "
+                "not checked: drop --strict"
+            )
 
         return transformers_path.spec_for(
             config,
@@ -318,6 +324,13 @@ def spec_for(
         }
         if base_width is not None:
             spec["recipe"]["mup_base_width"] = base_width
+    if quantized is not None and not any("quantize" in e for e in tensors.values()):
+        raise UsageError(
+            f"--quantize {quantized.name} quantizes {', '.join(quantized.format.roles)} "
+            f"weights in the layout its checkpoints store them, and {where} gives "
+            f"{model.head.architecture} none: nothing would be quantized; drop --quantize "
+            "or pick a format for this model"
+        )
     if quantized is not None:
         spec["quantize"] = quantized.as_json()
         qc = hf_config["quantization_config"]
@@ -401,18 +414,26 @@ def _quant_scheme(config: dict[str, Any], quantize: str | None):
 
 
 def config_notes(
-    config: dict[str, Any], where: str = "config.json", *, quantized: bool = False
+    config: dict[str, Any],
+    where: str = "config.json",
+    *,
+    quantized: bool = False,
+    from_transformers: bool = False,
 ) -> list[str]:
     """One line for each field of ``config`` the written config.json leaves out (none when
     the folder is ``quantized``), each size field left to its class default, and the keys
     transformers does not know (built-in families: config_check.py)."""
+    how = (
+        "--quantize works with the built-in families, not --from-transformers"
+        if from_transformers
+        else "add --quantize published to write the checkpoint in the format it names"
+    )
     lines = (
         []
         if quantized
         else [
             f"note: {where}'s {key} is left out of the folder's config.json: weightgen "
-            "writes unquantized weights unless asked; add --quantize published to write the "
-            "checkpoint in the format it names"
+            f"writes unquantized weights unless asked; {how}"
             for key in NOT_WRITTEN
             if key in config
         ]
@@ -469,7 +490,11 @@ def check_tensors(
     label = f"{where}'s hf_config" if config_name == "its hf_config" else config_name
     model = model_of(hf_config, None, label)
     dtype = config_dtype(hf_config)
-    have = {t.name: t for t in tensors}
+    # A quantized weight is checked as the tensor it stands for (its logical name and shape;
+    # its stored parts carry the format's dtypes, and the format checked their shapes).
+    have = {t.name: t for t in tensors if t.quant is None}
+    quantized = {t.quant.logical.name: t.quant.logical for t in tensors if t.quant is not None}
+    have.update(quantized)
     fix = f"; {fix}" if fix else ""
     gives = f"{config_name} ({model.head.architecture}) gives"
     for t in model.tensors:
@@ -483,7 +508,7 @@ def check_tensors(
             raise UsageError(
                 f"{where}: {t.name} is {list(found.shape)}; {gives} {list(t.shape)}{fix}"
             )
-        if found.dtype.name != want_dtype:
+        if found.dtype.name != want_dtype and t.name not in quantized:
             raise UsageError(f"{where}: {t.name} is {found.dtype.name}; {gives} {want_dtype}{fix}")
     names = {t.name for t in model.tensors}
     for name in have:

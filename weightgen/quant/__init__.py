@@ -55,10 +55,13 @@ class Scheme:
             and len(shape) == self.format.ndim
         )
 
-    def check(self, name: str, shape: tuple[int, ...]) -> None:
+    def check(self, name: str, shape: tuple[int, ...], where: str = "") -> None:
+        """Refuse a shape the format cannot store; ``where`` prefixes the message (a spec
+        entry's place), else it names the --quantize option."""
         why = self.format.divides(shape, self.values)
         if why is not None:
-            raise UsageError(f"--quantize {self.name}: tensor {name!r} {list(shape)}: {why}")
+            where = where or f"--quantize {self.name}: tensor {name!r}"
+            raise UsageError(f"{where} {list(shape)}: {why}")
 
     def stored(self, name: str, shape: tuple[int, ...]) -> list[tuple[str, tuple, DType, Part]]:
         """(stored name, shape, dtype, part) of every tensor ``name`` becomes, in part order."""

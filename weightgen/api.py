@@ -7,6 +7,7 @@ imported; JAX is imported only once there is something to generate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -21,7 +22,7 @@ from . import digest, formats, hosts
 from . import manifest as manifest_mod
 from .atomic import AtomicFile, check_destination, describe_os_error
 from .coordination import Cluster
-from .errors import HashMismatchError, UsageError, WeightgenError
+from .errors import HashMismatchError, QRDriftError, UsageError, WeightgenError
 from .manifest import FOLDER_MANIFEST, manifest_path_for
 from .output import Target
 from .plan import DEFAULT_NAME, Plan, TensorSpec, make_tensor
@@ -49,6 +50,7 @@ class WriteResult:
     manifest: str | None = None  # where the manifest was written
     process: int = 0  # this process's id in a shared run
     processes: list = field(default_factory=list)  # shared runs, at process 0: each share
+    notes: list = field(default_factory=list)  # lines for the user (accepted QR drift)
 
 
 def write(
@@ -208,12 +210,13 @@ def _write(
     ]
     taps: list = [_Counter(team)] if isinstance(team, hosts.Team) else []
     digests = None
+    qr = {t.name for t in plan.tensors if not t.init.elementwise}  # bytes depend on the BLAS
     if hashes or manifest_path is not None or (replay is not None and replay.version >= 2):
         expected = replay.expected_blocks if replay is not None else None
-        digests = digest.PieceDigests(work, expected=expected or None, block_bytes=block_bytes)
+        digests = digest.PieceDigests(work, expected=expected, block_bytes=block_bytes, deferred=qr)
         taps.append(digests)
     if replay is not None and replay.version == 1:
-        taps.append(digest.Sha256Check(work, replay.expected_sha256))
+        taps.append(digest.Sha256Check(work, replay.expected_sha256, deferred=qr))
 
     started = time.perf_counter()
     sink = beside = None
@@ -506,8 +509,36 @@ def write_model(
     return write_parsed(parse_spec(spec), output, **write_options)
 
 
-def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> WriteResult:
-    """``run_spec`` for a spec already parsed (specfile.ParsedSpec)."""
+def write_parsed(
+    parsed, output: str | os.PathLike, *, accept_qr_drift: bool = False, **write_options: Any
+) -> WriteResult:
+    """``run_spec`` for a spec already parsed (specfile.ParsedSpec). A manifest's QR tensors
+    (orthogonal, delta-orthogonal) that differ only because this host's BLAS kernel differs
+    are refused with that explanation, or, with ``accept_qr_drift``, checked against the
+    recorded values (qrdrift.py) and accepted, the new manifest recording this host's bytes."""
+    try:
+        return _write_parsed(parsed, output, **write_options)
+    except QRDriftError as exc:
+        if not accept_qr_drift or parsed.manifest is None:
+            from . import qrdrift
+
+            raise QRDriftError(qrdrift.explain(exc, parsed.manifest), exc.tensors) from None
+        drifted = exc.tensors
+    from . import qrdrift
+
+    checked = qrdrift.check(parsed, drifted)
+    relaxed = dataclasses.replace(
+        parsed,
+        expected_sha256={k: v for k, v in parsed.expected_sha256.items() if k not in drifted},
+        expected_digest={k: v for k, v in parsed.expected_digest.items() if k not in drifted},
+        expected_blocks={k: v for k, v in parsed.expected_blocks.items() if k not in drifted},
+    )
+    result = _write_parsed(relaxed, output, **write_options)
+    result.notes.extend(str(c) for c in checked)
+    return result
+
+
+def _write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> WriteResult:
     hf_config = parsed.hf_config
     dtypes = {t.dtype.name for t in parsed.plan.tensors}
     if hf_config is not None and len(dtypes) == 1:
@@ -528,7 +559,7 @@ def write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> Wri
             **write_options,
         )
     except HashMismatchError as exc:
-        if parsed.manifest is not None:
+        if parsed.manifest is not None and not isinstance(exc, QRDriftError):
             import jax
 
             raise HashMismatchError(

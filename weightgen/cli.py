@@ -359,6 +359,8 @@ def _report(result, *, quiet: bool, as_json: bool) -> None:
             summary["processes"] = result.processes
         click.echo(json.dumps(summary, indent=2))
     if not quiet:
+        for note in result.notes:
+            click.echo(note, err=True)
         where = "stdout" if result.path == "-" else result.path
         count = len(result.tensors)
         manifest = f"; manifest {result.manifest}" if result.manifest else ""
@@ -395,6 +397,7 @@ def _write_spec(parsed, options: dict[str, Any]) -> None:
         result = api.write_parsed(
             parsed,
             options["output"],
+            accept_qr_drift=options.get("accept_qr_drift", False),
             manifest=manifest,
             max_shard_size=parse_size(shard) if shard is not None else None,
             **_write_options(options, bar),
@@ -437,14 +440,23 @@ run_command = click.Command(
             help="write a sharded safetensors folder, shards up to this size "
             "(e.g. 5GB, 500MB, 2GiB)",
         ),
+        click.Option(
+            ["--accept-qr-drift"],
+            is_flag=True,
+            help="replaying a manifest: accept orthogonal/delta-orthogonal tensors whose bytes "
+            "differ because this host's BLAS kernel differs, once checked against the "
+            "recorded values (regenerated under the recorded kernel) within rounding",
+        ),
     ],
     short_help="Write every tensor of a spec or manifest file.",
     help="""Write every tensor of a spec (JSON or TOML) or manifest into one file.
 
 SPEC is a path, or - for stdin. A manifest is written beside the output
 (OUTPUT.manifest.json) unless --no-manifest. Given a manifest, run regenerates the same
-bytes and checks every tensor's sha256 as it goes: the first tensor that differs stops it,
-and nothing is left at OUTPUT.
+bytes and checks every tensor's digest as it goes: the first tensor that differs stops it,
+and nothing is left at OUTPUT. QR tensors (orthogonal, delta-orthogonal) also depend on the
+host's BLAS kernel: when only they differ, the run says so and --accept-qr-drift checks them
+against the recorded values and accepts them.
 
 Example:
 

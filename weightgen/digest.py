@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .errors import HashMismatchError, WeightgenError
+from .errors import HashMismatchError, QRDriftError, WeightgenError
 
 ALGORITHM = "blake3"
 BLOCK_BYTES = 16 << 20
@@ -155,7 +155,9 @@ class PieceDigests:
 
     ``pieces`` are (tensor name, tensor bytes, first byte, end byte), the first byte on a
     block boundary. ``expected`` (tensor name -> block digests, from a manifest) is checked
-    block by block as the bytes pass: the first block that differs stops the run.
+    block by block as the bytes pass: the first block that differs stops the run, except in
+    the ``deferred`` tensors (QR-based: their bytes depend on the host's BLAS), which are
+    compared when the run closes and reported together (``QRDriftError``).
     """
 
     def __init__(
@@ -164,10 +166,13 @@ class PieceDigests:
         *,
         expected: Mapping[str, Sequence[bytes]] | None = None,
         block_bytes: int = BLOCK_BYTES,
+        deferred: Collection[str] = (),
     ):
         self.block_bytes = block_bytes
         self._pieces = list(pieces)
         self._hashers = []
+        expected = dict(expected or {})
+        self._deferred = {n: expected.pop(n) for n in deferred if n in expected}
         for name, nbytes, start, _stop in self._pieces:
             if start % block_bytes:
                 raise ValueError(f"piece of {name!r} starts inside a block ({start})")
@@ -176,7 +181,7 @@ class PieceDigests:
                     nbytes,
                     first_block=start // block_bytes,
                     block_bytes=block_bytes,
-                    expected=(expected or {}).get(name),
+                    expected=expected.get(name),
                 )
             )
 
@@ -189,7 +194,14 @@ class PieceDigests:
             ) from None
 
     def close(self) -> None:
-        pass
+        found = self.blocks()
+        drifted = [
+            name
+            for name, want in self._deferred.items()
+            if any(want[b] != digest for b, digest in found.get(name, {}).items() if b < len(want))
+        ]
+        if drifted:
+            raise QRDriftError(_drift_message(drifted), drifted)
 
     def blocks(self) -> dict[str, dict[int, bytes]]:
         """Tensor name -> {block index: digest} for every block hashed here."""
@@ -223,9 +235,16 @@ class Sha256Check:
     """The engine tap that replays a format 1 manifest: each tensor's sha256, checked when
     its last byte passes (whole tensors, in order: one process)."""
 
-    def __init__(self, pieces: Sequence[tuple[str, int, int, int]], expected: Mapping[str, str]):
+    def __init__(
+        self,
+        pieces: Sequence[tuple[str, int, int, int]],
+        expected: Mapping[str, str],
+        deferred: Collection[str] = (),
+    ):
         self._pieces = list(pieces)
         self._expected = dict(expected)
+        self._deferred = set(deferred)
+        self._drifted: list[str] = []
         self._digests = {name: hashlib.sha256() for name, *_ in self._pieces}
         self._left = {name: nbytes for name, nbytes, *_ in self._pieces}
 
@@ -238,7 +257,9 @@ class Sha256Check:
 
     def _check(self, name: str) -> None:
         got, want = self._digests[name].hexdigest(), self._expected.get(name)
-        if want is not None and got != want:
+        if want is not None and got != want and name in self._deferred:
+            self._drifted.append(name)
+        elif want is not None and got != want:
             raise HashMismatchError(
                 f"tensor {name!r} differs from the manifest (sha256 {got[:16]}..., "
                 f"recorded {want[:16]}...)"
@@ -248,3 +269,11 @@ class Sha256Check:
         for name, nbytes, *_ in self._pieces:
             if nbytes == 0:
                 self._check(name)
+        if self._drifted:
+            raise QRDriftError(_drift_message(self._drifted), self._drifted)
+
+
+def _drift_message(names: Sequence[str]) -> str:
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    shown = ", ".join(repr(n) for n in names[:3]) + more
+    return f"only QR tensors differ from the manifest ({shown})"

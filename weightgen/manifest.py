@@ -77,8 +77,9 @@ def tensor_entry(
     return entry
 
 
-def environment() -> tuple[dict, dict]:
-    """(created_by, environment) of this process; imports JAX."""
+def environment(*, qr: bool = False) -> tuple[dict, dict]:
+    """(created_by, environment) of this process; imports JAX. ``qr``: the run computed a QR
+    on CPU, whose bytes depend on the BLAS kernel too: ``blas`` records which (blas.py)."""
     import jax
     import jaxlib
 
@@ -95,6 +96,10 @@ def environment() -> tuple[dict, dict]:
         "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
         "jax_enable_x64": bool(jax.config.jax_enable_x64),
     }
+    if qr and env["backend"] == "cpu":
+        from . import blas
+
+        env["blas"] = blas.info()
     return created_by, env
 
 
@@ -109,7 +114,7 @@ def build(
     hf_config: dict | None = None,
     recipe: dict | None = None,
 ) -> dict:
-    created_by, env = environment()
+    created_by, env = environment(qr=any(not t.init.elementwise for t in plan.tensors))
     own = set(own_seed)
     document: dict[str, Any] = {
         "weightgen_manifest": FORMAT_VERSION,

@@ -79,7 +79,29 @@ def verify(parsed: ParsedSpec, target: str | os.PathLike, *, jobs: int | None = 
             problems += _compare_file(parsed, recorded, found, scan, differing)
     finally:
         scanner.close()
-    return problems
+    return problems + _qr_only(parsed, problems)
+
+
+def _qr_only(parsed: ParsedSpec, problems: list[Problem]) -> list[Problem]:
+    """One more line when the only tensors that differ are QR-based (orthogonal,
+    delta-orthogonal): their bytes depend on the BLAS kernel that computed them."""
+    differing = [p.tensor for p in problems if p.kind == "differs"]
+    qr = {t.name for t in parsed.plan.tensors if not t.init.elementwise}
+    if not differing or any(p.tensor not in qr for p in problems if p.tensor):
+        return []
+    from . import blas
+
+    recorded = (parsed.manifest.get("environment") or {}).get("blas")
+    return [
+        Problem(
+            "",
+            "blas",
+            f"only QR tensors differ ({', '.join(differing)}): their bytes depend on the BLAS "
+            f"kernel that computed them (the manifest's: {blas.describe(recorded)}; this "
+            f"host's: {blas.describe(blas.info())}); `weightgen run MANIFEST -o OUT "
+            "--accept-qr-drift` checks them against the recorded values within rounding",
+        )
+    ]
 
 
 def _compare_layout(parsed: ParsedSpec, present: Mapping[str, TensorEntry]):

@@ -182,6 +182,14 @@ def test_qr_differences_alone_get_one_line_from_verify(tmp_path):
     manifest["tensors"]["square"]["digest"] = digest.compose([bytes(32)]).hex()
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(manifest))
+    # Recorded with this host's own kernel, the BLAS cannot be the cause: no such line.
+    problems = weightgen.verify(str(tampered), tmp_path / "a.safetensors")
+    assert [(p.tensor, p.kind) for p in problems] == [("square", "differs")]
+    with pytest.raises(QRDriftError, match="although this host's BLAS is the one recorded"):
+        weightgen.run_spec(str(tampered), tmp_path / "b.safetensors")
+    # Recorded with another kernel (as on another host): one line says so.
+    manifest["environment"]["blas"] = {**manifest["environment"]["blas"], "kernel": "Elsewhere"}
+    tampered.write_text(json.dumps(manifest))
     problems = weightgen.verify(str(tampered), tmp_path / "a.safetensors")
     assert [(p.tensor, p.kind) for p in problems] == [("square", "differs"), ("", "blas")]
     assert blas.describe(manifest["environment"]["blas"]) in problems[-1].detail

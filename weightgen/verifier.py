@@ -84,7 +84,8 @@ def verify(parsed: ParsedSpec, target: str | os.PathLike, *, jobs: int | None = 
 
 def _qr_only(parsed: ParsedSpec, problems: list[Problem]) -> list[Problem]:
     """One more line when the only tensors that differ are QR-based (orthogonal,
-    delta-orthogonal): their bytes depend on the BLAS kernel that computed them."""
+    delta-orthogonal) and the manifest's BLAS kernel is not this host's: their bytes depend
+    on the kernel that computed them."""
     differing = [p.tensor for p in problems if p.kind == "differs"]
     qr = {t.name for t in parsed.plan.tensors if not t.init.elementwise}
     if not differing or any(p.tensor not in qr for p in problems if p.tensor):
@@ -92,6 +93,8 @@ def _qr_only(parsed: ParsedSpec, problems: list[Problem]) -> list[Problem]:
     from . import blas
 
     recorded = (parsed.manifest.get("environment") or {}).get("blas")
+    if blas.same_kernel(recorded, blas.info()):
+        return []  # the same kernel gives the same bytes: the BLAS is not the cause
     return [
         Problem(
             "",

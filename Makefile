@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.installed-test
 TRANSFORMERS4 := $(VENV)/transformers4
 TRAINERS := $(VENV)/trainers
 TRAINER_PINS := tests/requirements-torchtitan.txt tests/requirements-megatron.txt \
-	tests/requirements-olmo.txt
+	tests/requirements-olmo.txt tests/requirements-haliax.txt
 TRAINER_PIP := $(BIN)/python -m pip install --quiet --no-deps --only-binary :all: --target
 
 .PHONY: install install-test demo test test-fast lint format bench gpu-check clean
@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml constraints.txt
 # extra) and 4.57.6 (beside them, in $(TRANSFORMERS4)); weightgen itself needs neither.
 # The init recipes are checked against three trainers' own init (tests/test_trainers.py):
 # torchtitan, megatron-core and OLMo-core, each pinned, CPU-only and in a folder of its own
-# under $(TRAINERS), which only its client (tests/trainers/) puts on its path. About 60 MB.
+# under $(TRAINERS), which only its client (tests/trainers/) puts on its path; haliax (the
+# layers --init levanter follows, tests/test_jax_recipes.py) the same way. About 75 MB.
 install-test: $(TEST_STAMP)
 
 $(TEST_STAMP): $(STAMP) tests/requirements-transformers4.txt $(TRAINER_PINS)
@@ -36,12 +37,14 @@ $(TEST_STAMP): $(STAMP) tests/requirements-transformers4.txt $(TRAINER_PINS)
 	$(TRAINER_PIP) $(TRAINERS)/torchtitan -r tests/requirements-torchtitan.txt
 	$(TRAINER_PIP) $(TRAINERS)/megatron --ignore-requires-python -r tests/requirements-megatron.txt
 	$(TRAINER_PIP) $(TRAINERS)/olmo -r tests/requirements-olmo.txt
+	$(TRAINER_PIP) $(TRAINERS)/haliax -r tests/requirements-haliax.txt
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	rm -f k.safetensors
 	$(BIN)/weightgen he-normal --shape 3,3,64,128 -o k.safetensors
 	$(BIN)/weightgen inspect k.safetensors
+	@echo "weightgen is installed in $(VENV): run $(BIN)/weightgen, or 'source $(BIN)/activate' first"
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q

@@ -312,6 +312,29 @@ def test_inspect_reads_past_a_broken_manifest_beside_the_file(run_cli, tmp_path)
     _assert_clean_failure(run_cli("inspect", str(out), "--manifest", str(beside)), 2, "JSON")
 
 
+def test_inspect_check_exits_1_when_a_tensor_is_off_its_rule(run_cli, tmp_path):
+    """Plain inspect reports and exits 0; --check is a gate for scripts: 1 when a tensor is
+    off its recorded rule, 0 when none is, 2 when there is no rule to check against."""
+    from weightgen.manifest import locate
+
+    good, wide = tmp_path / "good.safetensors", tmp_path / "wide.safetensors"
+    made = ("normal", "--shape", "256,256", "-q", "--manifest")
+    assert run_cli(*made, locate(good)[0], "--stddev", "0.02", "-o", str(good)).code == 0
+    assert run_cli(*made, str(tmp_path / "wide.json"), "--stddev", "0.5", "-o", str(wide)).code == 0
+    rule = ("--manifest", locate(good)[0])  # says stddev 0.02: wide's 0.5 is off
+    plain = run_cli("inspect", str(wide), *rule)
+    assert plain.code == 0 and "1 off" in plain.stdout
+    checked = run_cli("inspect", str(wide), *rule, "--check")
+    assert checked.stdout == plain.stdout  # the same report, then the verdict
+    _assert_clean_failure(checked, 1, "--check found a problem: weight: ")
+    as_json = run_cli("inspect", str(wide), *rule, "--check", "--json")
+    assert as_json.code == 1 and json.loads(as_json.stdout)["tensors"][0]["off"]
+    assert run_cli("inspect", str(good), "--check").code == 0
+    _assert_clean_failure(
+        run_cli("inspect", str(tmp_path / "wide.safetensors"), "--check"), 2, "no tensor has"
+    )
+
+
 def test_inspect_bad_file_is_one_line(run_cli, tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
@@ -351,3 +374,32 @@ def test_json_refused_when_stdout_carries_the_file(run_cli):
     result = run_cli("ones", "--shape", "2", "-o", "-", "--format", "npz", "--json")
     _assert_clean_failure(result, 2, "--json cannot be combined with -o -")
     assert result.stdout_bytes == b""
+
+
+@pytest.mark.slow
+def test_the_readme_library_snippet_runs_twice_in_a_row(tmp_path):
+    """The README's Library API code, as written, in an empty folder, twice (a second run
+    meets the first one's files); a block that needs the network or extras says so first."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Library API", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    runnable = [b for b in blocks if not b.startswith("# Needs network")]
+    assert runnable and all("from_transformers=True" not in b for b in runnable)
+    marked = [b for b in blocks if b not in runnable]
+    assert all("torch and transformers" in b for b in marked)
+    code = "\n".join(["import weightgen", *runnable])
+    env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.pathsep.join(sys.path)}
+    for attempt in (1, 2):
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            start_new_session=True,
+        )
+        assert proc.returncode == 0, (attempt, proc.stderr[-2000:])
+    assert weightgen.verify(None, tmp_path / "seed") == []

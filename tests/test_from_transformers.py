@@ -354,7 +354,9 @@ def test_the_flag_without_torch_says_what_to_install(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "--from-transformers needs torch and transformers" in proc.stderr
-    assert "pip install 'weightgen[transformers]'" in proc.stderr
+    # What to run, in words that work from a clone (weightgen is not installed by name).
+    assert "pip install torch transformers" in proc.stderr
+    assert ".venv/bin/pip install -c constraints.txt -e '.[transformers]'" in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -623,18 +625,18 @@ def test_a_repo_not_cached_offline_says_how_to_get_the_file(
     hub_cache, run_cli, tmp_path, monkeypatch
 ):
     result = run_cli("hf", "acme/other@v2", "-o", str(tmp_path / "out"))
-    assert result.code == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.code == 1 and result.stderr.count("\n") == 1, result.stderr  # I/O: 1
     assert "acme/other@v2: no such file here, and its config.json is not in the" in result.stderr
     assert "HF_HUB_OFFLINE is set" in result.stderr
     assert "hf download acme/other config.json --revision v2" in result.stderr
     assert "or pass a path" in result.stderr
     assert not (tmp_path / "out").exists()
     unknown = run_cli("hf", f"{REPO}@v9", "--spec")  # a revision the cache does not know
-    assert unknown.code == 2 and "not in the Hugging Face cache" in unknown.stderr
+    assert unknown.code == 1 and "not in the Hugging Face cache" in unknown.stderr
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")  # huggingface_hub reads this one too
     other = run_cli("hf", "acme/other", "--spec")
-    assert other.code == 2 and "TRANSFORMERS_OFFLINE is set" in other.stderr, other.stderr
+    assert other.code == 1 and "TRANSFORMERS_OFFLINE is set" in other.stderr, other.stderr
 
 
 def test_an_existing_path_wins_over_a_hub_id(hub_cache, tmp_path):
@@ -674,6 +676,91 @@ def test_online_only_config_json_is_downloaded(hub_cache, monkeypatch, tmp_path)
         return str(fetched)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(hub, "reach", lambda url: None)  # the Hub answers
     assert weightgen.model_spec("acme/qwen@dev")["hf_config"]["model_type"] == "qwen3"
     assert calls == [("acme/qwen", "config.json", {"revision": "dev", "cache_dir": str(hub_cache)})]
     assert hub.parse("acme/qwen") == hub.HubId("acme/qwen", "main")
+
+
+# --- the Hub unreachable: said at once, in one whole line, exit 1 ---------------------------
+
+
+class _Answering:
+    """A local HTTP server standing in for the Hub: every request gets ``status``."""
+
+    def __init__(self, status: int):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):
+                self.send_response(status)
+                self.end_headers()
+
+            do_GET = do_HEAD
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again: connecting is refused
+
+
+def test_reach_tells_an_answer_from_no_network():
+    server = _Answering(404)
+    try:
+        assert hub.reach(f"{server.url}/acme/x/resolve/main/config.json") is None
+    finally:
+        server.close()
+    why = hub.reach(f"http://127.0.0.1:{_closed_port()}/acme/x/resolve/main/config.json")
+    assert why is not None and "refused" in why.lower()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        (None, "refused"),  # a closed local port: the connection is refused
+        ("http://weightgen-test.invalid", ""),  # a name that never resolves (RFC 6761)
+    ],
+)
+def test_an_unreachable_hub_is_said_at_once_with_the_io_exit_code(
+    hub_cache, tmp_path, monkeypatch, endpoint, reason
+):
+    """Before: huggingface_hub retried for ~24 s, printing each retry, then one line cut
+    mid-word, exit 2. Now: one HEAD of at most hub.PROBE_SECONDS, one whole line, exit 1."""
+    import time
+
+    pytest.importorskip("huggingface_hub")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "PYTHONPATH")}
+    env["HF_ENDPOINT"] = endpoint or f"http://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "weightgen", "hf", "acme/other", "-o", str(tmp_path / "out")],
+        env=env,
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    seconds = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Retrying" not in proc.stderr, proc.stderr
+    assert "the Hugging Face Hub" in proc.stderr and "cannot be reached" in proc.stderr
+    assert reason in proc.stderr.lower()
+    assert proc.stderr.rstrip().endswith("or pass a path")  # whole, not cut
+    assert seconds < 10, seconds  # start-up included; the probe itself is <= 3 s
+    assert not (tmp_path / "out").exists()

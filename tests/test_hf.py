@@ -117,6 +117,12 @@ RECIPE_FOLDERS = [
     ("qwen3_moe", "megatron"),
     ("gpt2", "neox"),
     ("gemma", "olmo2"),
+    ("mistral", "nanotron"),
+    ("llama", "nanotron-spectral"),
+    ("mixtral", "maxtext"),
+    ("qwen3_moe", "maxtext"),
+    ("llama-tied-bias", "levanter"),
+    ("mixtral", "levanter"),
 ]
 
 
@@ -325,7 +331,7 @@ def test_verify_and_inspect_take_the_folder(tmp_path, run_cli):
     ("change", "fragment"),
     [
         ({"model_type": "llama4"}, "'llama4' is not supported; weightgen knows bert, "),
-        ({"model_type": None}, "model_type None is not supported"),
+        ({"model_type": None}, "config.json has no model_type; add one"),
         ({"hidden_size": 0}, "hidden_size must be an integer from 1"),
         ({"hidden_size": 64.0}, "hidden_size must be an integer"),
         ({"hidden_size": 2**40}, "hidden_size must be an integer from 1 to 16777216"),

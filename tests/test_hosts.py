@@ -198,7 +198,8 @@ def test_a_sharded_folder_is_byte_identical_to_one_process(tmp_path, job):
 
 
 @pytest.mark.slow
-def test_an_hf_folder_is_byte_identical_to_one_process(tmp_path, job):
+@pytest.mark.parametrize("extra", [[], ["--quantize", "fp8-block"]])
+def test_an_hf_folder_is_byte_identical_to_one_process(tmp_path, job, extra):
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(
@@ -214,7 +215,7 @@ def test_an_hf_folder_is_byte_identical_to_one_process(tmp_path, job):
             }
         )
     )
-    args = ["hf", str(config), "-o", "llama", "-q", "--dtype", "bfloat16"]
+    args = ["hf", str(config), "-o", "llama", "-q", "--dtype", "bfloat16", *extra]
     alone = one_process(tmp_path, args)
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -375,6 +376,74 @@ def test_sigterm_stops_every_process_cleanly(tmp_path, job):
     assert results[2][0] == 143 and "terminated (SIGTERM)" in results[2][2]
     for code, _, err, _ in results[:2]:
         assert code == 1 and "process 2 was terminated (SIGTERM); nothing was committed" in err
+    assert (tmp_path / "m.safetensors").read_bytes() == b"the old file"
+    assert leftovers(tmp_path) == []
+
+
+# A launcher that makes its process signal itself as one weightgen function begins (the
+# function and the signal in SIGNAL_AT, "module:Class.function=number"), then runs weightgen.
+SIGNAL_AT = """
+import importlib, os
+where, signum = os.environ["SIGNAL_AT"].rsplit("=", 1)
+module, _, attribute = where.partition(":")
+owner = importlib.import_module(module)
+*parents, name = attribute.split(".")
+for parent in parents:
+    owner = getattr(owner, parent)
+original = getattr(owner, name)
+def signalled(*args, **kwargs):
+    os.kill(os.getpid(), int(signum))
+    return original(*args, **kwargs)
+setattr(owner, name, signalled)
+from weightgen.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "point, victim, signum",
+    [
+        ("planning", 1, signal.SIGTERM),  # as it publishes what it was asked
+        ("generating", 1, signal.SIGHUP),  # from outside, once the writing has begun
+        ("generating", 0, signal.SIGTERM),
+        ("committing", 0, signal.SIGTERM),  # the leader, before its renames
+    ],
+)
+def test_a_signal_in_a_two_process_run_stops_both_cleanly(tmp_path, job, point, victim, signum):
+    """Each process signalled at a point of its work: it ends as it would alone (one line,
+    128 + the signal), the other stops within the bound as for a killed peer, nothing is
+    committed and no temporary is left."""
+    spec = spec_file(tmp_path, BIG)
+    (tmp_path / "m.safetensors").write_bytes(b"the old file")
+    hooks = {"planning": "weightgen.hosts:agreement", "committing": "weightgen.output:Target.sync"}
+    args = ["run", str(spec), "-o", "m.safetensors", "--force", "--chunk-size", "2048"]
+
+    def per_process(pid: int) -> dict:
+        if pid != victim or point not in hooks:
+            return {}
+        return {"launcher": ["-c", SIGNAL_AT], "env": {"SIGNAL_AT": f"{hooks[point]}={signum}"}}
+
+    job.start(2, args, per_process=per_process)
+    signalled = time.monotonic()
+    if point == "generating":
+        deadline = time.monotonic() + LIMIT / 2
+        while not leftovers(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert all(p.poll() is None for p in job.procs), "the run ended before the signal"
+        signalled = time.monotonic()
+        os.kill(job.procs[victim].pid, signum)
+    results = job.wait()
+    name = signal.Signals(signum).name
+    code, _, err, _ = results[victim]
+    assert code == 128 + signum, err
+    assert err == f"weightgen: error: terminated ({name}); no output was written\n"
+    other, _, err, ended = results[1 - victim]
+    assert other == 1, err
+    assert f"process {victim} was terminated ({name}); nothing was committed" in err, err
+    assert err.count("\n") == 1, err
+    assert ended - (signalled - job.started) < 2 * TIMEOUT + 3
     assert (tmp_path / "m.safetensors").read_bytes() == b"the old file"
     assert leftovers(tmp_path) == []
 
@@ -648,5 +717,5 @@ def test_an_existing_destination_is_refused_by_every_process(tmp_path, job):
     (tmp_path / "m.safetensors").write_bytes(b"mine")
     results = run_job(job, 2, ["run", str(spec), "-o", "m.safetensors", "-q"])
     for code, _, err, _ in results:
-        assert code == 1 and "exists; pass --force to replace it" in err, err
+        assert code == 1 and "exists; pass --force (force=True in Python)" in err, err
     assert (tmp_path / "m.safetensors").read_bytes() == b"mine"

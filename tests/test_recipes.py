@@ -33,7 +33,7 @@ BEFORE = HERE / "fixtures" / "hf_before_recipes"
 # (the family's own rule: norms at the identity, and the tensors only one family has).
 
 
-def megatron(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
+def megatron(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str, **_):
     """Megatron-LM megatron/core/utils.py: init_method_normal(σ) = normal_(0, σ);
     scaled_init_method_normal(σ, L) = normal_(0, σ / sqrt(2 L)) for linear_proj and
     linear_fc2 (experts' too); biases zero; norms one."""
@@ -49,7 +49,7 @@ def megatron(role: str, sigma: float, d: int, layers: int, layer: int | None, mo
     return ("normal", sigma)
 
 
-def neox(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
+def neox(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str, **_):
     """GPT-NeoX megatron/model/init_functions.py, as configs/pythia/*.yml use them:
     small_init_init_method(d) = normal_(0, sqrt(2 / (5 d))) for init_method (embedding,
     query_key_value, dense_h_to_4h, the final linear); wang_init_method(L, d) =
@@ -64,7 +64,7 @@ def neox(role: str, sigma: float, d: int, layers: int, layer: int | None, model:
     return ("normal", math.sqrt(2 / (5 * d)))
 
 
-def olmo2(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
+def olmo2(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str, **_):
     """OLMo-core src/olmo_core/nn/transformer/init.py, InitMethod.normal: every Linear,
     the embedding and the head trunc_normal_(std=σ, a=-3σ, b=3σ); biases zero."""
     base = role.split(".")[0]
@@ -85,7 +85,7 @@ TITAN_MODELS = {
 }
 
 
-def torchtitan(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str):
+def torchtitan(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str, **_):
     """torchtitan 0.3.0, torchtitan/models/<model>/__init__.py. trunc_normal_(std=s) with its
     absolute default bounds (±2, i.e. ±100 s) is no cut: a normal of std s.
     llama3: _LINEAR_INIT 0.02 (q/k/v, w1), _depth_init(l) 0.02/sqrt(2(l+1)) (wo, w2, w3),
@@ -129,13 +129,102 @@ def torchtitan(role: str, sigma: float, d: int, layers: int, layer: int | None, 
     return ("normal", depth)  # attn_out, up, down; deepseek_v3's router
 
 
-FORMULAS = {"megatron": megatron, "neox": neox, "olmo2": olmo2, "torchtitan": torchtitan}
-DEFAULT_STD = {"megatron": "config", "neox": None, "olmo2": "config", "torchtitan": 0.02}
+MUP_BASE = 32  # the tiny configs' hidden size is 128: m = 4
+
+
+def megatron_mup(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str, **_):
+    """megatron-core 0.19.2 with use_mup=True, mup_base_hidden_size=W:
+    transformer_config.py TransformerConfig.__post_init__ sets m = hidden_size / W,
+    init_method = init_method_normal(σ / sqrt(m)), output_layer_init_method =
+    utils.py mup_scaled_init_method_normal(σ, L, m) = normal_(0, σ / (sqrt(2 L) sqrt(m)));
+    embedding_init_method stays normal_(0, σ) (embedding_init_method_std defaults to σ,
+    set before the μP scaling); gpt_model.py gives an untied output_layer
+    embedding_init_method under μP."""
+    m = d / MUP_BASE
+    base = role.split(".")[0]
+    if base in ("norm", "special"):
+        return ("family",)
+    if base == "bias" and role != "bias.router":
+        return ("zeros",)
+    if base in ("embedding", "head"):
+        return ("normal", sigma)
+    if base in ("attn_out", "mlp_out", "expert_out"):
+        return ("normal", sigma / (math.sqrt(2 * layers) * math.sqrt(m)))
+    return ("normal", sigma / math.sqrt(m))  # q/k/v, fc1, router (and its bias), experts' fc1
+
+
+NANOTRON_MODELS = ("llama", "mistral")  # nanotron v0.5's LlamaForTraining
+
+
+def nanotron(role: str, sigma: float, d: int, layers: int, layer: int | None, model: str, **_):
+    """huggingface/nanotron v0.5 src/nanotron/scaling/parametrization.py
+    StandardParametrizator: TensorParallelColumnLinear (qkv_proj, gate_up_proj, lm_head) and
+    TensorParallelEmbedding normal_(0, std); TensorParallelRowLinear (o_proj, down_proj)
+    normal_(0, std / sqrt(2 L)); TritonRMSNorm ones."""
+    base = role.split(".")[0]
+    if base == "norm":
+        return ("family",)
+    if base in ("attn_out", "mlp_out"):
+        return ("normal", sigma / math.sqrt(2 * layers))
+    return ("normal", sigma)
+
+
+def nanotron_spectral(
+    role: str, sigma: float, d: int, layers: int, layer: int | None, model: str, **where
+):
+    """nanotron v0.5 SpectralMupParametrizator._compute_spectral_std with std 1.0:
+    (1 / sqrt(fan_in)) min(1, sqrt(fan_out / fan_in)), torch's fans of nanotron's own
+    matrices: models/llama.py CausalSelfAttention.qkv_proj [(heads + 2 kv_heads) d_qk, d]
+    (d_qk = d / heads), MLP.gate_up_proj [2 I, d], o_proj, down_proj, lm_head as they are.
+    TensorParallelEmbedding normal_(0, 1.0); TritonRMSNorm ones."""
+    base, c, name = role.split(".")[0], where["config"], where["name"]
+    if base == "norm":
+        return ("family",)
+    if base == "embedding":
+        return ("normal", 1.0)
+    fan_out, fan_in = where["shape"]  # torch's [out, in]
+    if name.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
+        d_qk = c.hidden_size // c.num_attention_heads
+        fan_out = (c.num_attention_heads + 2 * c.num_key_value_heads) * d_qk
+    elif name.endswith(("gate_proj.weight", "up_proj.weight")):
+        fan_out = 2 * c.intermediate_size
+    return ("normal", (1 / math.sqrt(fan_in)) * min(1, math.sqrt(fan_out / fan_in)))
+
+
+FORMULAS = {
+    "megatron": megatron,
+    "megatron-mup": megatron_mup,
+    "nanotron": nanotron,
+    "nanotron-spectral": nanotron_spectral,
+    "neox": neox,
+    "olmo2": olmo2,
+    "torchtitan": torchtitan,
+}
+# A formula's key -> (weightgen's recipe, its options), where they differ.
+OPTIONS = {"megatron-mup": ("megatron", {"mup_base_width": MUP_BASE})}
+DEFAULT_STD = {
+    "megatron": "config",
+    "megatron-mup": "config",
+    "nanotron": "config",
+    "nanotron-spectral": None,
+    "neox": None,
+    "olmo2": "config",
+    "torchtitan": 0.02,
+}
 TIED_ROLE = {"torchtitan": "head"}  # the others init a tied embedding as an embedding
 
 
+def recipe_options(key: str) -> dict:
+    recipe, options = OPTIONS.get(key, (key, {}))
+    return {"init": recipe, **options}
+
+
 def takes(recipe: str, label: str) -> bool:
-    return recipe != "torchtitan" or TINY[label]["model_type"] in TITAN_MODELS
+    config = TINY[label]
+    if recipe.startswith("nanotron"):  # no biases, head_dim = hidden / heads
+        plain = not config.get("attention_bias") and not config.get("mlp_bias")
+        return config["model_type"] in NANOTRON_MODELS and plain
+    return recipe != "torchtitan" or config["model_type"] in TITAN_MODELS
 
 
 def _truncated_std(cut: float) -> float:
@@ -189,7 +278,8 @@ def written(tmp_path_factory):
             if not takes(recipe, label):
                 continue
             folder = root / f"{recipe}-{label}"
-            weightgen.write_model(config, folder, init=recipe, seed=3, manifest=True)
+            options = recipe_options(recipe)
+            weightgen.write_model(config, folder, **options, seed=3, manifest=True)
             folders[(recipe, label)] = folder
     return folders
 
@@ -208,14 +298,16 @@ def test_every_tensor_follows_the_trainers_formula(written, recipe, label):
     d, layers = getattr(c, family.hidden), getattr(c, family.layers)
     tied = getattr(c, "tie_word_embeddings", False)
     family_spec = weightgen.model_spec(config)["tensors"]
-    spec = weightgen.model_spec(config, init=recipe)["tensors"]
+    spec = weightgen.model_spec(config, **recipe_options(recipe))["tensors"]
     values = weightgen.load(written[(recipe, label)])
     assert set(values) == {t.name for t in model.tensors}
     for t in model.tensors:
         role = t.decl.role
         if t.decl.tied and tied:  # the shared tensor: torchtitan inits it last, as the head
             role = TIED_ROLE.get(recipe, "embedding")
-        formula = FORMULAS[recipe](role, sigma, d, layers, t.layer, family.model_type)
+        formula = FORMULAS[recipe](
+            role, sigma, d, layers, t.layer, family.model_type, shape=t.shape, config=c, name=t.name
+        )
         _check_tensor(t.name, values[t.name], formula, family_spec[t.name], spec[t.name])
 
 
@@ -227,6 +319,8 @@ def test_inspect_finds_every_recipe_tensor_within_sampling_error(written, run_cl
         ("neox", "bert-pretraining-untied"),
         ("megatron", "qwen3_next"),  # A_log: the log of a uniform, in closed form
         ("torchtitan", "llama-tied-bias"),
+        ("megatron-mup", "qwen3_moe"),
+        ("nanotron-spectral", "llama"),
     ]
     for key in cases:
         report = json.loads(run_cli("inspect", str(written[key]), "--json").stdout)
@@ -278,6 +372,13 @@ def test_inspect_accepts_a_constant_rule_as_stored(tmp_path, run_cli, dtype):
             "olmo2",
             "model.embed_tokens.weight",
             ("truncated_normal", {"stddev": 0.02, "lower": -3.0, "upper": 3.0}),
+        ),
+        # k_proj [64, 128] takes the fans of nanotron's fused qkv_proj [256, 128]: 1/sqrt(128)
+        # (its own fans would give sqrt(1/2) of that).
+        (
+            "nanotron-spectral",
+            "model.layers.0.self_attn.k_proj.weight",
+            ("normal", {"stddev": 1 / math.sqrt(128)}),
         ),
     ],
 )
@@ -475,7 +576,8 @@ def test_a_malformed_recipe_record_is_refused():
 def test_the_pad_row_is_zeroed_only_by_transformers():
     assert _spec()["tensors"]["model.embed_tokens.weight"]["zero_rows"] == [3]
     for recipe in FORMULAS:
-        assert "zero_rows" not in _spec(init=recipe)["tensors"]["model.embed_tokens.weight"]
+        spec = _spec(**recipe_options(recipe))
+        assert "zero_rows" not in spec["tensors"]["model.embed_tokens.weight"]
 
 
 def test_every_recipe_has_a_rule_for_every_role_of_the_families_it_takes():
@@ -495,3 +597,144 @@ def test_every_declared_role_is_in_the_vocabulary():
         for tensor in family.tensors:
             role = tensor.role
             assert role in roles.ROLES or role.startswith("special."), (family.model_type, role)
+
+
+# --- μP (--mup-base-width) and the nanotron recipes -------------------------------------
+
+
+def test_mup_base_width_scales_megatrons_hidden_weights_and_nothing_else():
+    """m = 128 / 32 = 4: init_method σ/2, output_layer_init_method σ/(sqrt(2L)·2); the
+    embedding and the untied head keep σ (megatron-core 0.19.2 __post_init__, gpt_model.py).
+    A base width equal to the width (m = 1) is megatron without μP."""
+    standard = _spec(init="megatron")["tensors"]
+    mup = _spec(init="megatron", mup_base_width=32)["tensors"]
+    ratios = {name: standard[name].get("stddev", 0) / mup[name].get("stddev", 1) for name in mup}
+    assert ratios["model.layers.0.self_attn.q_proj.weight"] == 2.0
+    assert ratios["model.layers.1.mlp.down_proj.weight"] == 2.0
+    assert ratios["model.embed_tokens.weight"] == ratios["lm_head.weight"] == 1.0
+    assert mup["model.norm.weight"] == standard["model.norm.weight"]
+    same = _spec(init="megatron", mup_base_width=128)
+    assert same["tensors"] == standard
+    assert same["recipe"]["mup_base_width"] == 128
+    wider = _spec(init="megatron", mup_base_width=512)["tensors"]  # m = 1/4: std doubles
+    assert wider["model.layers.0.mlp.up_proj.weight"]["stddev"] == 0.04
+
+
+def test_nanotron_spectral_takes_the_fused_fans_of_qkv_and_gate_up():
+    """llama tiny: d 128, 4 heads and 2 kv heads of 32, I 192. qkv_proj is [256, 128] and
+    gate_up_proj [384, 128] in nanotron: each split tensor takes those fans."""
+    t = _spec(init="nanotron-spectral")["tensors"]
+    fused = 1 / math.sqrt(128)  # fan_out >= fan_in
+    for name in ("q_proj", "k_proj", "v_proj"):
+        assert t[f"model.layers.0.self_attn.{name}.weight"]["stddev"] == fused, name
+    for name in ("gate_proj", "up_proj"):
+        assert t[f"model.layers.1.mlp.{name}.weight"]["stddev"] == fused, name
+    down = t["model.layers.0.mlp.down_proj.weight"]["stddev"]
+    assert down == pytest.approx(1 / math.sqrt(192) * math.sqrt(128 / 192))
+    assert t["model.embed_tokens.weight"]["stddev"] == 1.0
+
+
+def _cli_hf(tmp_path, run_cli, label, *options):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(TINY[label]))
+    return run_cli("hf", str(config), "-o", str(tmp_path / "out"), *options)
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (
+            ["--init", "olmo2", "--mup-base-width", "64"],
+            "--mup-base-width: the olmo2 recipe has no μP form; the recipes with a μP base "
+            "width: megatron",
+        ),
+        (["--mup-base-width", "64"], "the hf recipe has no μP form"),
+        (
+            ["--init", "nanotron-spectral", "--mup-base-width", "64"],
+            "nanotron-spectral is μP by construction and takes no base width",
+        ),
+        (["--init", "megatron", "--mup-base-width", "0"], "--mup-base-width: expected the base"),
+        (["--init", "megatron", "--mup-base-width", "-3"], "an integer from 1 to"),
+        (["--init", "megatron", "--mup-base-width", "x"], "'x' is not a valid integer"),
+        (
+            ["--from-transformers", "--mup-base-width", "64"],
+            "--mup-base-width: with --from-transformers only hf",
+        ),
+        (["--init", "nanotron-spectral", "--init-std", "0.1"], "takes no base std"),
+    ],
+)
+def test_bad_mup_options_are_refused_in_one_line(tmp_path, run_cli, options, fragment):
+    result = _cli_hf(tmp_path, run_cli, "llama", *options)
+    assert result.code == 2 and fragment in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("recipe", ["nanotron", "nanotron-spectral"])
+@pytest.mark.parametrize(
+    ("label", "fragment"),
+    [
+        ("qwen3", "nanotron v0.5 has no model for qwen3 (it has llama (llama, mistral))"),
+        ("gpt2", "has no model for gpt2"),
+        ("llama-tied-bias", "nanotron v0.5's llama has no biases"),
+    ],
+)
+def test_nanotron_refuses_what_its_llama_cannot_express(tmp_path, run_cli, recipe, label, fragment):
+    result = _cli_hf(tmp_path, run_cli, label, "--init", recipe)
+    assert result.code == 2 and fragment in result.stderr, result.stderr
+    assert "--init megatron, neox and olmo2 apply to every family" in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_nanotron_refuses_a_head_dim_it_cannot_build():
+    config = {**TINY["mistral"], "head_dim": 64}  # nanotron's d_qk is 128 / 4 = 32
+    with pytest.raises(weightgen.UsageError, match="head_dim = hidden_size / num_attention_h"):
+        weightgen.model_spec(config, init="nanotron")
+    assert weightgen.model_spec(config, init="megatron")["tensors"]  # others take it
+
+
+def test_the_manifest_records_the_base_width_and_replays_byte_for_byte(tmp_path, run_cli):
+    options = ["--init", "megatron", "--mup-base-width", "32"]
+    first = _cli_hf(tmp_path, run_cli, "qwen3_moe", "-q", *options)
+    assert first.code == 0, first.stderr
+    manifest = tmp_path / "out" / "weightgen.manifest.json"
+    document = json.loads(manifest.read_text())
+    want = {"name": "megatron", "init_std": 0.02, "rules": [], "mup_base_width": 32}
+    assert document["recipe"] == want
+    config_json = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert not [k for k in config_json if "mup" in k or "recipe" in k]
+    assert config_json == json.loads(
+        run_cli("hf", str(tmp_path / "config.json"), "--spec", "--init", "megatron").stdout
+    )["hf_config"] | {"dtype": config_json["dtype"], "torch_dtype": config_json["torch_dtype"]}
+    again = run_cli("run", str(manifest), "-o", str(tmp_path / "again"), "-q")
+    assert again.code == 0, again.stderr
+    for name in ("config.json", "model.safetensors", "weightgen.manifest.json"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    spec = json.loads(run_cli("hf", str(tmp_path / "config.json"), "--spec", *options).stdout)
+    assert spec["recipe"] == want
+    o_proj = spec["tensors"]["model.layers.0.self_attn.o_proj.weight"]
+    assert o_proj["stddev"] == 0.02 / (math.sqrt(2 * 2) * 2)  # the resolved rule
+    assert (
+        document["tensors"]["model.layers.0.self_attn.o_proj.weight"]["stddev"]
+        == (o_proj["stddev"])
+    )
+
+
+@pytest.mark.parametrize("width", [0, "32", 2.5, True])
+def test_a_malformed_base_width_in_a_recipe_record_is_refused(width):
+    spec = _spec(init="megatron", mup_base_width=32)
+    spec["recipe"]["mup_base_width"] = width
+    with pytest.raises(weightgen.UsageError, match="'mup_base_width' \\(a positive integer\\)"):
+        parse_spec(spec)
+
+
+def test_every_recipe_is_in_the_readme_and_the_help_names_mup(run_cli):
+    """Each recipe is documented with its source; --help shows --mup-base-width with the
+    recipes that take it."""
+    readme = (HERE.parent / "README.md").read_text()
+    for name, recipe in hf.RECIPES.items():
+        assert f"`{name}`" in readme, name
+        assert recipe.source, name
+    assert "--mup-base-width W" in readme and "mup_base_width" in readme
+    assert hf.mup_recipes() == ["megatron"]
+    help_text = " ".join(run_cli("hf", "--help").stdout.split())
+    assert "--mup-base-width" in help_text and "megatron: megatron-core's use_mup" in help_text

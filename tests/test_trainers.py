@@ -6,7 +6,8 @@ the same sizes with that trainer's recipe, and the two are compared tensor by te
 - torchtitan 0.3.0 (``--init torchtitan``): by Hugging Face name, through torchtitan's own
   state-dict adapter (the one ``--checkpoint.initial_load_in_hf`` loads a folder with), so
   both sides hold the same set of names.
-- megatron-core 0.19.2 (``--init megatron``) and OLMo-core 3.0.0 (``--init olmo2``): by role,
+- megatron-core 0.19.2 (``--init megatron``, and with ``--mup-base-width`` against
+  ``use_mup=True, mup_base_hidden_size``) and OLMo-core 3.0.0 (``--init olmo2``): by role,
   each trainer parameter given a role by the tables below (MEGATRON_ROLES, OLMO_ROLES), and
   every parameter of one role in one layer pooled on each side (megatron's fused linear_qkv
   against q, k and v; OLMo-core's experts' w1 [E*H, D] against E gate_proj [H, D]).
@@ -178,6 +179,27 @@ CASES = {
         Case("megatron", "deepseek_v3", "deepseek_v3", "deepseek_v3", DEEPSEEK),
         Case("megatron", "qwen2_moe", "qwen2_moe", "qwen2_moe", {**MOE, "shared_experts": 2}),
         Case("megatron", "gpt_oss", "gpt_oss", "gpt_oss", MOE),
+        # μP (--mup-base-width): megatron-core built with use_mup=True and a base width other
+        # than the width, smaller (m = 4: hidden weights at half the std) and larger (m = 1/4,
+        # tied, learned positions, biases); dense, MoE, MoE with a gated shared expert, and
+        # MLA with dense first layers, an expert bias and shared experts.
+        Case("megatron", "qwen3-mup64", "qwen3", "qwen3", {**UNTIED, "mup_base": 64}),
+        Case("megatron", "qwen3_moe-mup64", "qwen3_moe", "qwen3_moe", {**MOE, "mup_base": 64}),
+        Case(
+            "megatron",
+            "qwen2_moe-mup64",
+            "qwen2_moe",
+            "qwen2_moe",
+            {**MOE, "shared_experts": 2, "mup_base": 64},
+        ),
+        Case("megatron", "gpt2-mup1024", "gpt2", "gpt2", {**GPT2, "mup_base": 1024}),
+        Case(
+            "megatron",
+            "deepseek_v3-mup64",
+            "deepseek_v3",
+            "deepseek_v3",
+            {**DEEPSEEK, "mup_base": 64},
+        ),
         Case("olmo", "olmo2-untied", "olmo2", "olmo2", {**OLMO2, "tied": False}),
         Case("olmo", "olmo2-tied", "olmo2", "olmo2", {**OLMO2, "tied": True}),
         # OLMoE's layers: weightgen has no olmoe family, but qwen3_moe has the same tensors
@@ -306,6 +328,8 @@ def oracles(request, tmp_path_factory):
         for item in request.session.items:
             if item.name == "test_torchtitan_llama3_depth_init_is_visible":
                 needed.add("torchtitan")
+            if item.name.startswith("test_megatron_mup_width_scaling_is_visible"):
+                needed.add("megatron")
             label = getattr(item, "callspec", None) and item.callspec.params.get("case_data")
             if label:
                 needed.add(CASES[label].trainer)
@@ -334,7 +358,8 @@ def written(tmp_path_factory):
         if key not in cache:
             folder = root / key
             recipe = TRAINERS[case.trainer].recipe
-            weightgen.write_model(case.config, folder, init=recipe, dtype="float32", seed=1)
+            mup = {"mup_base_width": case.sizes["mup_base"]} if "mup_base" in case.sizes else {}
+            weightgen.write_model(case.config, folder, init=recipe, dtype="float32", seed=1, **mup)
             cache[key] = weightgen.load(folder)
         return cache[key]
 
@@ -589,3 +614,26 @@ def test_torchtitan_llama3_depth_init_is_visible(oracles, written):
         for side, label in ((0, "torchtitan"), (1, "weightgen")):
             r, e = _ratio(both[0][side], both[L - 1][side])
             assert abs(r - want) <= Z * e, f"{label}'s {proj}: layer 0 / layer 3 std {r:.4g}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("mup", "plain", "m"), [("qwen3-mup64", "qwen3", 4.0)])
+def test_megatron_mup_width_scaling_is_visible(oracles, written, mup, plain, m):
+    """The comparison can see μP: in megatron-core itself and in weightgen alike, m = 256 /
+    64 = 4 halves the std of every hidden weight (init_method σ/sqrt(m),
+    output_layer_init_method σ/(sqrt(2L) sqrt(m))) and leaves the embedding and the untied
+    output layer at σ (transformer_config.py __post_init__, gpt_model.py)."""
+    _installed(TRAINERS["megatron"])
+    sides = {}
+    for label in (mup, plain):
+        case = CASES[f"megatron-{label}"]
+        report = oracles(case)
+        assert report["ok"], report.get("error")
+        compared, _ = pairs(case, report, written(case))
+        sides[label] = {key: (theirs, ours) for key, theirs, ours in compared}
+    want = {"attn_in@0": math.sqrt(m), "mlp_out@3": math.sqrt(m), "embedding@-": 1.0}
+    want["head@-"] = 1.0
+    for key, ratio in want.items():
+        for side, who in ((0, "megatron-core"), (1, "weightgen")):
+            r, e = _ratio(sides[plain][key][side], sides[mup][key][side])
+            assert abs(r - ratio) <= Z * e, f"{who}'s {key}: std without / with μP {r:.4g}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import digest, formats, hosts
+from . import digest, formats, hosts, signals
 from . import manifest as manifest_mod
 from .atomic import AtomicFile, check_destination, describe_os_error
 from .coordination import Cluster
@@ -66,6 +67,7 @@ def write(
     max_shard_size: int | None = None,
     hf_config: dict | None = None,
     recipe: dict | None = None,
+    config_defaults: dict | None = None,
     manifest: str | os.PathLike | bool | None = None,
     file_sha256: bool = False,
     root_seed: int | None = None,
@@ -79,7 +81,8 @@ def write(
     ``output`` is a file (format from the suffix, or ``format``), ``"-"`` (stdout), or a
     checkpoint folder when ``max_shard_size`` (bytes) or ``hf_config`` (a Hugging Face
     config.json, written beside the weights) is given; ``recipe`` is the record of how a
-    model's init rules were chosen, kept in the manifest. ``manifest`` writes a manifest: a
+    model's init rules were chosen, kept in the manifest, as are ``config_defaults`` (the
+    config's size fields left to their class default). ``manifest`` writes a manifest: a
     path, or True for the default place (beside a file, inside a folder); ``root_seed`` and
     ``own_seed`` say how keys were made (by default every tensor has its own seed).
     ``file_sha256`` records each file's plain sha256 too (one more read of the output).
@@ -94,7 +97,6 @@ def write(
         plan, output, format=format, max_shard_size=max_shard_size, hf_config=hf_config
     )
     manifest_path, inside = _manifest_place(target, manifest)
-    team: hosts.Solo = hosts.Solo()
     if cluster is not None:
         hosts.refuse_format(target.kind, target.format)
         if replay is not None and replay.version < 2:
@@ -102,42 +104,47 @@ def write(
                 "a format 1 manifest's sha256 cannot be checked by several processes; "
                 "replay it in one process"
             )
-        progress = _totals(on_bytes) if on_bytes is not None else None
-        team = hosts.Team(cluster, on_progress=progress)
-        on_bytes = None  # the leader's bar shows the whole job's bytes (Watcher)
-    try:
-        result = _write(
-            team,
-            plan,
-            target,
-            manifest_path,
-            inside,
-            force=force,
-            devices=devices,
-            chunk_size=chunk_size,
-            compile_cache=compile_cache,
-            hashes=hashes,
-            file_sha256=file_sha256,
-            root_seed=root_seed,
-            own_seed=own_seed,
-            replay=replay,
-            recipe=recipe,
-            on_bytes=on_bytes,
-            options={
-                "format": target.format,
-                "max_shard_size": max_shard_size,
-                "manifest": manifest_path,
-                "file_sha256": file_sha256,
-                "force": force,
-            },
-        )
-    except BaseException as exc:
-        team.fail(exc)
+    # A signal from here on ends the run as Ctrl-C does (signals.py); a library caller's
+    # process still dies of SIGTERM/SIGHUP, after the cleanup.
+    with signals.ending_cleanly(redeliver=True):
+        team: hosts.Solo = hosts.Solo()
+        if cluster is not None:
+            progress = _totals(on_bytes) if on_bytes is not None else None
+            team = hosts.Team(cluster, on_progress=progress)
+            on_bytes = None  # the leader's bar shows the whole job's bytes (Watcher)
+        try:
+            result = _write(
+                team,
+                plan,
+                _Output(team, target, manifest_path, inside),
+                force=force,
+                devices=devices,
+                chunk_size=chunk_size,
+                compile_cache=compile_cache,
+                hashes=hashes,
+                file_sha256=file_sha256,
+                root_seed=root_seed,
+                own_seed=own_seed,
+                replay=replay,
+                recipe=recipe,
+                config_defaults=config_defaults,
+                on_bytes=on_bytes,
+                options={
+                    "format": target.format,
+                    "max_shard_size": max_shard_size,
+                    "manifest": manifest_path,
+                    "file_sha256": file_sha256,
+                    "force": force,
+                },
+            )
+        except BaseException as exc:
+            with signals.held():
+                team.fail(exc)
+                if isinstance(team, hosts.Team):
+                    team.close(ok=False)
+            raise
         if isinstance(team, hosts.Team):
-            team.close(ok=False)
-        raise
-    if isinstance(team, hosts.Team):
-        team.close(ok=True)
+            team.close(ok=True)
     return result
 
 
@@ -156,9 +163,7 @@ def _totals(on_bytes: Callable[[int], None]) -> Callable[[int], None]:
 def _write(
     team: hosts.Solo,
     plan: Plan,
-    target: Target,
-    manifest_path: str | None,
-    inside: bool,
+    output: _Output,
     *,
     force: bool,
     devices: str | None,
@@ -172,105 +177,59 @@ def _write(
     recipe: dict | None,
     on_bytes: Callable[[int], None] | None,
     options: dict,
+    config_defaults: dict | None = None,
 ) -> WriteResult:
     """``write``'s steps, the same for one process (``hosts.Solo``) and for each process of
-    a shared run (``hosts.Team``, whose leader is process 0)."""
-    from .memory import tune_allocator
-
-    tune_allocator()  # before JAX starts its threads
-    from . import engine as engine_mod  # imports JAX: only now that the request is valid
-    from . import prng
-
-    team.agree(lambda: hosts.agreement(plan, target.path, options, target.hf_config))
-    team.decide("check the destination", lambda: _check(target, manifest_path, inside, force))
-    engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
-    engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
-    # Keys in hex, only when a manifest records them or checks them (all at once, in numpy).
-    want_keys = team.leader and (
-        manifest_path is not None or (replay is not None and replay.expected_key)
+    a shared run (``hosts.Team``, whose leader is process 0): prepare (JAX, the agreement,
+    the destination, the keys), then open, generate, assemble the digests, the manifest,
+    commit; any failure or signal on the way aborts (``_Output.abort``)."""
+    target, manifest_path = output.target, output.manifest_path
+    engine, keys = _prepare(
+        team,
+        plan,
+        output,
+        force=force,
+        devices=devices,
+        chunk_size=chunk_size,
+        compile_cache=compile_cache,
+        replay=replay,
+        options=options,
     )
-    keys = {}
-    if want_keys:
-        words = prng.derive_words([t.seed for t in plan.tensors], [t.fold_in for t in plan.tensors])
-        keys = {t.name: prng.words_hex(w) for t, w in zip(plan.tensors, words.tolist())}
-    for name, want in (replay.expected_key if replay is not None and team.leader else {}).items():
-        if keys.get(name) != want:
-            raise HashMismatchError(
-                f"tensor {name!r}: this JAX derives key {keys.get(name)}, the manifest "
-                f"recorded {want}; its bytes would differ"
-            )
-
     block_bytes = replay.block_bytes if replay is not None and replay.block_bytes else None
     block_bytes = block_bytes or digest.BLOCK_BYTES
     ranges = team.ranges(plan, block_bytes)
-    specs = [plan.tensors[r.index] for r in ranges]
-    work = [  # (tensor, its bytes, first byte, end byte) of each range, for the digests
-        (t.name, t.nbytes, r.start * t.dtype.itemsize, r.stop * t.dtype.itemsize)
-        for t, r in zip(specs, ranges)
-    ]
-    taps: list = [_Counter(team)] if isinstance(team, hosts.Team) else []
-    digests = None
-    qr = {t.name for t in plan.tensors if not t.init.elementwise}  # bytes depend on the BLAS
-    if hashes or manifest_path is not None or (replay is not None and replay.version >= 2):
-        expected = replay.expected_blocks if replay is not None else None
-        digests = digest.PieceDigests(work, expected=expected, block_bytes=block_bytes, deferred=qr)
-        taps.append(digests)
-    if replay is not None and replay.version == 1:
-        taps.append(digest.Sha256Check(work, replay.expected_sha256, deferred=qr))
+    work = _work(plan, ranges)
+    need_digests = hashes or manifest_path is not None
+    digests, taps = _taps(team, plan, work, block_bytes, replay, need_digests)
 
     started = time.perf_counter()
-    sink = beside = None
-    committed = False
     try:
-        sink = team.decide("create the temporary output", lambda: target.open(tag=_tag(team)))
-        opened = target.temporary.name if target.temporary is not None else ""
-        if not team.leader:
-            sink = None
-
-        def follow(path: str) -> None:
-            nonlocal sink
-            sink = target.join(path)
-
-        team.join("open the temporary output", opened, follow)
-        with team.working():  # a team's watchers see this process's work move
-            engine_mod.run(
-                engine,
-                plan,
-                sink,
-                ranges=ranges,
-                taps=taps,
-                on_bytes=on_bytes,
-                stop=team.stop,
-                clock=team if isinstance(team, hosts.Team) else None,
-            )
-            team.flushing()
-            sink.close()
+        signals.check()
+        output.open()
+        _generate(team, engine, plan, output.sink, ranges, taps, on_bytes)
         seconds = time.perf_counter() - started
         share = {
             "process": team.process_id,
             "bytes": sum(stop - start for _, _, start, stop in work),
             "seconds": round(seconds, 4),
         }
-        blocks = digests.blocks() if digests is not None else {}
-        gathered = team.gather("digests", _pack(share, blocks))
-        if not team.leader:
+        gathered = team.gather("digests", _pack(share, digests.blocks() if digests else {}))
+        if not team.leader:  # the leader commits; this process waits to hear that it did
             team.committed(b"")
             return WriteResult(
                 target.path, target.format, share["bytes"], seconds, process=team.process_id
             )
         shares, all_blocks = _unpack(gathered)
+        signals.check()
         target.finish()
-        tensor_digests = (
-            digest.assemble({t.name: t.nbytes for t in plan.tensors}, all_blocks, block_bytes)
-            if digests is not None
-            else {}
-        )
+        tensor_digests = {}
+        if digests is not None:  # assembled from every process's blocks: no byte read back
+            sizes = {t.name: t.nbytes for t in plan.tensors}
+            tensor_digests = digest.assemble(sizes, all_blocks, block_bytes)
         files: list[dict] = []
         if manifest_path is not None or file_sha256:
-            files = target.files(
-                {n: d.digest for n, d in tensor_digests.items()}, sha256=file_sha256
-            )
-        document = None
+            by_name = {n: d.digest for n, d in tensor_digests.items()}
+            files = target.files(by_name, sha256=file_sha256)
         if manifest_path is not None:
             document = manifest_mod.build(
                 plan,
@@ -285,34 +244,19 @@ def _write(
                 },
                 hf_config=target.hf_config,
                 recipe=recipe,
+                config_defaults=config_defaults,
             )
-            if inside:
-                target.add_file(os.path.basename(manifest_path), manifest_mod.dumps(document))
-            else:  # written now, renamed into place just after the output
-                beside = AtomicFile(manifest_path)
-                beside.file.write(manifest_mod.dumps(document))
+            output.add_manifest(manifest_mod.dumps(document))
         team.check()
-        target.commit()
-        committed = True
-        if beside is not None:
-            beside.commit()
+        signals.check()
+        output.commit()
         team.committed(b"ok")
     except BaseException as exc:
-        if sink is not None:
-            sink.abort()
-        if beside is not None:
-            beside.abort()
-        if committed:  # the output is whole and in place; only its manifest is not
-            raise WeightgenError(
-                f"{target.path} was written, but its manifest {manifest_path} was not: "
-                f"{describe_os_error(exc, manifest_path) if isinstance(exc, OSError) else exc}"
-            ) from exc
-        target.abort()
-        if isinstance(exc, OSError) and target.path != "-":
-            raise WeightgenError(describe_os_error(exc, target.path)) from exc
-        if isinstance(exc, engine_mod.Stopped) and isinstance(team, hosts.Team):
-            team.check()
+        replacement = output.abort(exc)
+        if replacement is not None:
+            raise replacement from exc
         raise
+    signals.check()  # a signal that came during the renames (it says the output is whole)
     seconds = time.perf_counter() - started
     results = [
         TensorResult(
@@ -332,6 +276,180 @@ def _write(
         os.fspath(manifest_path) if manifest_path is not None else None,
         processes=shares if isinstance(team, hosts.Team) else [],
     )
+
+
+def _prepare(
+    team: hosts.Solo,
+    plan: Plan,
+    output: _Output,
+    *,
+    force: bool,
+    devices: str | None,
+    chunk_size: int | None,
+    compile_cache: bool,
+    replay: ParsedSpec | None,
+    options: dict,
+):
+    """Before anything is created: JAX, the processes' agreement, the destination's check,
+    the engine; the keys in hex where a manifest records or checks them. (engine, keys)"""
+    from .memory import tune_allocator
+
+    tune_allocator()  # before JAX starts its threads
+    from . import engine as engine_mod  # imports JAX: only now that the request is valid
+    from . import prng
+
+    target, manifest_path = output.target, output.manifest_path
+    signals.check()  # between steps: a signal whose exception a callback dropped (signals.py)
+    team.agree(lambda: hosts.agreement(plan, target.path, options, target.hf_config))
+    team.decide(
+        "check the destination", lambda: _check(target, manifest_path, output.inside, force)
+    )
+    engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
+    engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
+    signals.check()
+    want_keys = team.leader and (
+        manifest_path is not None or (replay is not None and replay.expected_key)
+    )
+    keys = {}
+    if want_keys:  # all at once, in numpy
+        words = prng.derive_words([t.seed for t in plan.tensors], [t.fold_in for t in plan.tensors])
+        keys = {t.name: prng.words_hex(w) for t, w in zip(plan.tensors, words.tolist())}
+    for name, want in (replay.expected_key if replay is not None and team.leader else {}).items():
+        if keys.get(name) != want:
+            raise HashMismatchError(
+                f"tensor {name!r}: this JAX derives key {keys.get(name)}, the manifest "
+                f"recorded {want}; its bytes would differ"
+            )
+    return engine, keys
+
+
+def _work(plan: Plan, ranges) -> list[tuple[str, int, int, int]]:
+    """(tensor, its bytes, first byte, end byte) of each range, for the digests."""
+    specs = [plan.tensors[r.index] for r in ranges]
+    return [
+        (t.name, t.nbytes, r.start * t.dtype.itemsize, r.stop * t.dtype.itemsize)
+        for t, r in zip(specs, ranges)
+    ]
+
+
+def _taps(
+    team: hosts.Solo, plan: Plan, work, block_bytes: int, replay: ParsedSpec | None, wanted: bool
+):
+    """What sees every chunk written: (the block digests or None, every tap). A team counts
+    its bytes; a replay checks each block (format 2) or each tensor's sha256 (format 1), the
+    QR tensors' at the end (their bytes depend on the BLAS kernel: see qrdrift.py)."""
+    taps: list = [_Counter(team)] if isinstance(team, hosts.Team) else []
+    digests = None
+    qr = {t.name for t in plan.tensors if not t.init.elementwise}
+    if wanted or (replay is not None and replay.version >= 2):
+        expected = replay.expected_blocks if replay is not None else None
+        digests = digest.PieceDigests(work, expected=expected, block_bytes=block_bytes, deferred=qr)
+        taps.append(digests)
+    if replay is not None and replay.version == 1:
+        taps.append(digest.Sha256Check(work, replay.expected_sha256, deferred=qr))
+    return digests, taps
+
+
+def _generate(team: hosts.Solo, engine, plan: Plan, sink, ranges, taps, on_bytes) -> None:
+    """Every range of this process into ``sink``, written out (its fsync). A signal stops
+    the engine between chunks (its threads joined) and is raised after; a team's failure
+    elsewhere stops it too, and is raised here."""
+    from . import engine as engine_mod
+
+    stop = team.stop if team.stop is not None else threading.Event()
+    signals.check()
+    try:
+        with team.working(), signals.stopping(stop):  # a team's watchers see the work move
+            engine_mod.run(
+                engine,
+                plan,
+                sink,
+                ranges=ranges,
+                taps=taps,
+                on_bytes=on_bytes,
+                stop=stop,
+                clock=team if isinstance(team, hosts.Team) else None,
+            )
+            team.flushing()
+            sink.close()
+    except engine_mod.Stopped:
+        team.check()  # why a team stopped
+        raise
+
+
+class _Output:
+    """The temporary output and the manifest beside it, from creation to the commit: what
+    a failure or a signal undoes (``abort``). Only the leader of a team creates, commits
+    and removes; the others write into what it created."""
+
+    def __init__(self, team: hosts.Solo, target: Target, manifest_path: str | None, inside: bool):
+        self.team, self.target = team, target
+        self.manifest_path, self.inside = manifest_path, inside
+        self.sink = None  # what the engine feeds
+        self.beside: AtomicFile | None = None  # a manifest outside the output
+        self.committed = False  # the output is in place (its manifest may not be)
+
+    def open(self) -> None:
+        """The leader creates the temporary output; every process opens it."""
+        team, target = self.team, self.target
+
+        def create():
+            with signals.held():  # no signal between creating the temporary and noting it
+                self.sink = target.open(tag=_tag(team))
+            return self.sink
+
+        team.decide("create the temporary output", create)
+        opened = target.temporary.name if target.temporary is not None else ""
+
+        def follow(path: str) -> None:
+            with signals.held():
+                self.sink = target.join(path)
+
+        team.join("open the temporary output", opened, follow)
+
+    def add_manifest(self, data: bytes) -> None:
+        """Inside the output folder, or beside the output, renamed into place just after it."""
+        if self.inside:
+            self.target.add_file(os.path.basename(self.manifest_path), data)
+            return
+        with signals.held():
+            self.beside = AtomicFile(self.manifest_path)
+        self.beside.file.write(data)
+
+    def commit(self) -> None:
+        """Everything on the disk, then the output and its manifest into place: a signal
+        during the renames waits until both are done (``signals.check`` raises it)."""
+        self.target.sync()
+        if self.beside is not None:
+            self.beside.sync()
+        with signals.held(later=True):
+            self.target.rename()
+            self.committed = True
+            if self.beside is not None:
+                self.beside.rename()
+            signals.written(self.target.path)
+
+    def abort(self, exc: BaseException) -> BaseException | None:
+        """Remove what was created (a second signal waits until that is done); the error to
+        raise instead of ``exc``, if any."""
+        with signals.held():
+            if self.sink is not None:
+                self.sink.abort()
+            if self.beside is not None:
+                self.beside.abort()
+            if not self.committed:
+                self.target.abort()
+        if self.committed:  # the output is whole and in place; only its manifest is not
+            reason = exc
+            if isinstance(exc, OSError):
+                reason = describe_os_error(exc, self.manifest_path)
+            return WeightgenError(
+                f"{self.target.path} was written, but its manifest {self.manifest_path} "
+                f"was not: {reason}"
+            )
+        if isinstance(exc, OSError) and self.target.path != "-":
+            return WeightgenError(describe_os_error(exc, self.target.path))
+        return None
 
 
 def _check(target: Target, manifest_path: str | None, inside: bool, force: bool) -> None:
@@ -385,7 +503,10 @@ def _manifest_place(target: Target, manifest) -> tuple[str | None, bool]:
         return None, False
     if manifest is True:
         if target.kind == "stdout":
-            raise UsageError("a manifest needs a path when the output is stdout (--manifest PATH)")
+            raise UsageError(
+                "a manifest needs a path when the output is stdout (--manifest PATH, or "
+                "manifest=PATH in Python)"
+            )
         if target.kind == "folder":
             return os.path.join(target.path, FOLDER_MANIFEST), True
         return manifest_path_for(target.path), False
@@ -442,6 +563,10 @@ def model_spec(
     init_std: float | None = None,
     rules: Iterable[str] | None = None,
     from_transformers: bool = False,
+    mup_base_width: int | None = None,
+    strict: bool = False,
+    where: str | None = None,
+    quantize: str | None = None,
 ) -> dict[str, Any]:
     """The spec of a whole Hugging Face model (``config`` a config.json, a folder holding
     one, a hub id ``"ORG/NAME[@REVISION]"``, or its contents): every tensor save_pretrained
@@ -451,16 +576,31 @@ def model_spec(
     Each tensor's init follows the recipe ``init`` (``"hf"``, the default: transformers'
     own rules; ``"megatron"``, ``"neox"``, ``"olmo2"``, ``"torchtitan"``) with the base
     std ``init_std`` (default: the recipe's), then ``rules`` (``"GLOB=INIT[,param=value]"``,
-    later ones winning), e.g. ``rules=["*.o_proj.weight=zeros"]``.
+    later ones winning), e.g. ``rules=["*.o_proj.weight=zeros"]``. ``mup_base_width``: μP
+    with this base width (the proxy model's hidden size), for a recipe with a μP form
+    (``init="megatron"``: megatron-core's ``use_mup``, ``mup_base_hidden_size``).
 
     ``from_transformers=True`` takes the names, shapes, dtypes and init from the model
     transformers builds on torch's meta device, for any model type it knows (needs torch
-    and transformers: ``pip install 'weightgen[transformers]'``); only ``init="hf"`` and
-    ``rules`` apply then."""
+    and transformers: ``pip install torch transformers``, or from a clone
+    ``.venv/bin/pip install -e '.[transformers]'``); only ``init="hf"`` and
+    ``rules`` apply then.
+
+    A config key that is a near-miss of a field the shapes read (``num_layers`` for
+    ``num_hidden_layers``) is refused; ``strict=True`` also refuses keys transformers does
+    not know and size fields left to their class default. ``where`` names a config given as
+    a mapping in messages (default: its path, or ``config.json``).
+
+    ``quantize`` writes the checkpoint as it ships: ``"fp8-block"``, ``"mxfp4"``,
+    ``"ct-fp8"``, ``"ct-w4a16"`` or ``"published"`` (the format the config's
+    quantization_config names; see quant/)."""
     from . import hf
     from .plan import parse_seed
 
-    document = dict(config) if isinstance(config, Mapping) else hf.load_config(config)
+    if isinstance(config, Mapping):
+        document, label = dict(config), where or "config.json"
+    else:
+        document, label = hf.read_config(config)
     return hf.spec_for(
         document,
         head=head,
@@ -471,6 +611,10 @@ def model_spec(
         init_std=init_std,
         rules=list(rules) if rules is not None else None,
         from_transformers=from_transformers,
+        mup_base_width=mup_base_width,
+        strict=strict,
+        where=label,
+        quantize=quantize,
     )
 
 
@@ -486,12 +630,16 @@ def write_model(
     init_std: float | None = None,
     rules: Iterable[str] | None = None,
     from_transformers: bool = False,
+    mup_base_width: int | None = None,
+    strict: bool = False,
+    quantize: str | None = None,
     **write_options: Any,
 ) -> WriteResult:
     """Write a Hugging Face model folder (config.json, weights, manifest) for ``config``,
     e.g. ``write_model("config.json", "llama/", init="megatron")``; ``transformers`` loads
-    it as is. ``init``, ``init_std``, ``rules`` and ``from_transformers`` are those of
-    ``model_spec``; ``write_options`` those of ``write``."""
+    it as is. ``init``, ``init_std``, ``rules``, ``from_transformers``, ``mup_base_width``,
+    ``strict`` and ``quantize`` are those of ``model_spec``; ``write_options`` those of
+    ``write``."""
     from .specfile import parse_spec
 
     spec = model_spec(
@@ -504,18 +652,30 @@ def write_model(
         init_std=init_std,
         rules=rules,
         from_transformers=from_transformers,
+        mup_base_width=mup_base_width,
+        strict=strict,
+        quantize=quantize,
     )
     write_options.setdefault("manifest", True)
     return write_parsed(parse_spec(spec), output, **write_options)
 
 
 def write_parsed(
-    parsed, output: str | os.PathLike, *, accept_qr_drift: bool = False, **write_options: Any
+    parsed,
+    output: str | os.PathLike,
+    *,
+    accept_qr_drift: bool = False,
+    config_check: bool = True,
+    **write_options: Any,
 ) -> WriteResult:
-    """``run_spec`` for a spec already parsed (specfile.ParsedSpec). A manifest's QR tensors
+    """``run_spec`` for a spec already parsed (specfile.ParsedSpec). A spec with an
+    ``hf_config`` must hold the tensors that config gives (``check_config``), unless
+    ``config_check=False``. A manifest's QR tensors
     (orthogonal, delta-orthogonal) that differ only because this host's BLAS kernel differs
     are refused with that explanation, or, with ``accept_qr_drift``, checked against the
     recorded values (qrdrift.py) and accepted, the new manifest recording this host's bytes."""
+    if config_check:
+        check_config(parsed)
     try:
         return _write_parsed(parsed, output, **write_options)
     except QRDriftError as exc:
@@ -539,14 +699,7 @@ def write_parsed(
 
 
 def _write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> WriteResult:
-    hf_config = parsed.hf_config
-    dtypes = {t.dtype.name for t in parsed.plan.tensors}
-    if hf_config is not None and len(dtypes) == 1:
-        from . import hf
-
-        (only,) = dtypes
-        if only in hf.MODEL_DTYPES:  # config.json names the weights' dtype
-            hf_config = hf.config_with_dtype(hf_config, only)
+    hf_config = folder_config(parsed)
     try:
         return write(
             parsed.plan,
@@ -556,6 +709,7 @@ def _write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> Wr
             hf_config=hf_config,
             recipe=parsed.recipe,
             replay=parsed if parsed.manifest is not None else None,
+            config_defaults=parsed.config_defaults,
             **write_options,
         )
     except HashMismatchError as exc:
@@ -570,17 +724,74 @@ def _write_parsed(parsed, output: str | os.PathLike, **write_options: Any) -> Wr
         raise
 
 
+def folder_config(parsed) -> dict | None:
+    """The config.json a spec's folder gets: its ``hf_config``, naming the weights' dtype
+    when they share one."""
+    hf_config = parsed.hf_config
+    dtypes = {t.dtype.name for t in parsed.plan.tensors}
+    if hf_config is not None and len(dtypes) == 1:
+        from . import hf
+
+        (only,) = dtypes
+        if only in hf.MODEL_DTYPES:  # config.json names the weights' dtype
+            hf_config = hf.config_with_dtype(hf_config, only)
+    return hf_config
+
+
+def check_config(parsed, where: str | None = None) -> None:
+    """Refuse a spec or manifest whose tensors (names, shapes, dtypes) are not what its
+    ``hf_config`` gives, naming the first difference (built-in families); ``where`` names
+    the spec in the message."""
+    hf_config = folder_config(parsed)
+    if hf_config is not None:
+        from . import hf
+
+        where = where or ("the manifest" if parsed.manifest else "the spec")
+        hf.check_tensors(hf_config, parsed.plan.tensors, where)
+
+
+def check_output(
+    parsed,
+    output: str | os.PathLike,
+    *,
+    format: str | None = None,
+    force: bool = False,
+    max_shard_size: int | None = None,
+    manifest: str | os.PathLike | bool | None = None,
+) -> None:
+    """The checks ``write`` makes of a destination before any work (a file or a folder, the
+    format, an existing output without ``force``, a missing parent folder, the free space),
+    alone: for a caller that says what it will write only once they pass. ``write`` makes
+    them again."""
+    target = Target.of(
+        parsed.plan,
+        os.fspath(output),
+        format=format,
+        max_shard_size=max_shard_size,
+        hf_config=parsed.hf_config,
+    )
+    manifest_path, inside = _manifest_place(target, manifest)
+    _check(target, manifest_path, inside, force)
+
+
 def verify(
-    manifest: str | os.PathLike | None, target: str | os.PathLike, *, jobs: int | None = None
+    manifest: str | os.PathLike | None,
+    target: str | os.PathLike,
+    *,
+    jobs: int | None = None,
+    config_check: bool = True,
 ) -> list:
     """Problems found comparing ``target`` (a file, or a checkpoint folder or its index) with
     ``manifest``; an empty list when everything matches. ``manifest=None`` takes the one a
     folder carries (``weightgen.manifest.json``) or the one beside a file. Reads each file
-    once, on ``jobs`` threads; never loads it whole."""
+    once, on ``jobs`` threads; never loads it whole. A model folder's config.json is
+    compared with the manifest's ``hf_config`` field by field, and (unless
+    ``config_check=False``) must give the manifest's tensors."""
     from .specfile import load_spec
     from .verifier import verify as verify_parsed
 
-    return verify_parsed(load_spec(os.fspath(find_manifest(manifest, target))), target, jobs=jobs)
+    parsed = load_spec(os.fspath(find_manifest(manifest, target)))
+    return verify_parsed(parsed, target, jobs=jobs, config_check=config_check)
 
 
 def find_manifest(manifest: str | os.PathLike | None, target: str | os.PathLike) -> str:
@@ -588,6 +799,8 @@ def find_manifest(manifest: str | os.PathLike | None, target: str | os.PathLike)
     the one beside the file."""
     if manifest is not None:
         return os.fspath(manifest)
+    if not os.path.lexists(target):
+        raise WeightgenError(f"{os.fspath(target)} does not exist")
     where, found = manifest_mod.locate(target)
     if found is not None:
         return found

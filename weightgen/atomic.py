@@ -185,7 +185,7 @@ def check_destination(
             f"{path} exists and is not a checkpoint folder; weightgen will not replace it"
         )
     if (path.exists() or path.is_symlink()) and not force:
-        raise OutputExistsError(f"{path} exists; pass --force to replace it")
+        raise OutputExistsError(f"{path} exists; pass --force (force=True in Python) to replace it")
     free = shutil.disk_usage(parent).free
     if nbytes > free:
         raise InsufficientSpaceError(
@@ -229,6 +229,11 @@ class AtomicFile:
         self.file = _WritebackFile(fd, "wb")
 
     def commit(self) -> None:
+        self.sync()
+        self.rename()
+
+    def sync(self) -> None:
+        """The commit's long part: every byte on the disk (the temporary stays a temporary)."""
         if self.file.closed:  # a writer (h5py) that opened the path itself
             with open(self.path, "rb+") as f:
                 os.fsync(f.fileno())
@@ -236,6 +241,9 @@ class AtomicFile:
             os.fsync(self.file.fileno())
             self.file.close()
         os.chmod(self.path, 0o666 & ~_umask())
+
+    def rename(self) -> None:
+        """The commit's instant: the temporary becomes ``dest``."""
         os.replace(self.path, self.dest)
         fsync_dir(self.dest.parent)
 
@@ -284,8 +292,16 @@ class AtomicDir:
             ) from None
 
     def commit(self) -> None:
+        self.sync()
+        self.rename()
+
+    def sync(self) -> None:
+        """The folder's entries on the disk (its files were synced as they were closed)."""
         fsync_dir(self.path)
         os.chmod(self.path, 0o777 & ~_umask())
+
+    def rename(self) -> None:
+        """The new folder becomes ``dest``; the old one, if any, is removed after."""
         if not self.dest.exists():
             os.replace(self.path, self.dest)
             fsync_dir(self.dest.parent)

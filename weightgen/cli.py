@@ -17,10 +17,12 @@ import click
 
 from .atomic import human_bytes
 from .dtypes import DTYPE_NAMES
-from .errors import WeightgenError
+from .errors import Terminated, WeightgenError
 from .hf import FAMILIES, RECIPES
 from .initializers import REGISTRY, Initializer, Param, all_names, format_shape, lookup
 from .manifest import FOLDER_MANIFEST
+from .quant import FORMATS as QUANT_FORMATS
+from .quant import names as quant_names
 from .version import __version__
 
 EPILOG_FORMATS = "Formats: .safetensors, .npz, .h5/.hdf5 (from the suffix, or --format)."
@@ -151,7 +153,7 @@ def _output_options(*, folder: bool = False) -> list[click.Option]:
         click.Option(
             ["--json", "as_json"],
             is_flag=True,
-            help="print a JSON summary (paths, tensors, bytes, digests, seconds) on stdout",
+            help="print a JSON summary (paths, tensors, bytes, BLAKE3 digests, seconds) on stdout",
         ),
         click.Option(
             ["--file-sha256"],
@@ -381,8 +383,12 @@ for _entry in REGISTRY.values():
 # --- run, verify ---------------------------------------------------------------------------
 
 
-def _write_spec(parsed, options: dict[str, Any]) -> None:
-    """What run and hf share: the manifest flags, the progress bar, the write, the report."""
+def _write_spec(
+    parsed, options: dict[str, Any], announce: str | None = None, source: str | None = None
+) -> None:
+    """What run and hf share: the manifest flags, the checks, the progress bar, the write,
+    the report. ``announce`` (what is about to be written) is said once every check that
+    can refuse the run has passed."""
     from . import api
     from .formats.sharded import parse_size
 
@@ -392,14 +398,34 @@ def _write_spec(parsed, options: dict[str, Any]) -> None:
     if manifest is None and not options["no_manifest"] and options["output"] != "-":
         manifest = True  # beside a file, inside a folder
     shard = options["max_shard_size"]
+    max_shard_size = parse_size(shard) if shard is not None else None
     quiet = options["quiet"]
+    config_check = not options["no_config_check"]
+    if config_check:
+        api.check_config(parsed, None if source in (None, "-") else source)
+    shared = any(
+        options[k] is not None
+        for k in ("coordinator_address", "num_processes", "process_id", "cluster")
+    )
+    if announce is not None and not quiet and not options["process_id"]:
+        if not shared:  # a shared run checks the destination together (api.write)
+            api.check_output(
+                parsed,
+                options["output"],
+                format=options.get("fmt"),
+                force=options["force"],
+                max_shard_size=max_shard_size,
+                manifest=manifest,
+            )
+        click.echo(announce, err=True)
     with _progress(parsed.plan.nbytes, quiet) as bar:
         result = api.write_parsed(
             parsed,
             options["output"],
+            config_check=False,  # checked above
             accept_qr_drift=options.get("accept_qr_drift", False),
             manifest=manifest,
-            max_shard_size=parse_size(shard) if shard is not None else None,
+            max_shard_size=max_shard_size,
             **_write_options(options, bar),
         )
     _report(result, quiet=quiet, as_json=options["as_json"])
@@ -419,7 +445,7 @@ def _run_callback(spec: str, **options: Any) -> None:
             'dtype, as JAX does; set sample_dtype = "float32" to draw in float32 and round',
             err=True,
         )
-    _write_spec(parsed, options)
+    _write_spec(parsed, options, source=spec)
 
 
 run_command = click.Command(
@@ -431,9 +457,16 @@ run_command = click.Command(
         click.Option(
             ["--manifest"],
             default=None,
-            help="where to write the manifest [default: OUTPUT.manifest.json]",
+            help="where to write the manifest [default: OUTPUT.manifest.json beside a "
+            "file, OUTPUT/weightgen.manifest.json inside a folder; none for stdout]",
         ),
         click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
+        click.Option(
+            ["--no-config-check"],
+            is_flag=True,
+            help="write a spec's tensors even where they are not what its hf_config gives "
+            "(names, shapes, dtypes)",
+        ),
         click.Option(
             ["--max-shard-size"],
             default=None,
@@ -451,12 +484,15 @@ run_command = click.Command(
     short_help="Write every tensor of a spec or manifest file.",
     help="""Write every tensor of a spec (JSON or TOML) or manifest into one file.
 
-SPEC is a path, or - for stdin. A manifest is written beside the output
-(OUTPUT.manifest.json) unless --no-manifest. Given a manifest, run regenerates the same
-bytes and checks every tensor's digest as it goes: the first tensor that differs stops it,
-and nothing is left at OUTPUT. QR tensors (orthogonal, delta-orthogonal) also depend on the
-host's BLAS kernel: when only they differ, the run says so and --accept-qr-drift checks them
-against the recorded values and accepts them.
+SPEC is a path, or - for stdin. A manifest is written beside a file (OUTPUT.manifest.json)
+or inside a folder (OUTPUT/weightgen.manifest.json) unless --no-manifest. A spec with an
+hf_config writes a model folder, and its tensors must be what that config gives (names,
+shapes, dtypes) unless --no-config-check. Given a manifest, run regenerates the same bytes
+and checks every tensor's BLAKE3 block digests as it goes (a format 1 manifest: its
+sha256): the first that differs stops it, and nothing is left at OUTPUT. QR tensors
+(orthogonal, delta-orthogonal) also depend on the host's BLAS kernel: when only they
+differ, the run says so and --accept-qr-drift checks them against the recorded values and
+accepts them.
 
 Example:
 
@@ -464,6 +500,7 @@ Example:
   weightgen run model.json -o model.safetensors
   weightgen run model.safetensors.manifest.json -o again.safetensors
   weightgen run model.toml -o ckpt/ --max-shard-size 5GB
+  weightgen run edited.json -o llama/ --no-config-check
   cat model.json | weightgen run - -o - --format safetensors --no-manifest | other-tool""",
     epilog=EPILOG_FORMATS,
 )
@@ -475,7 +512,7 @@ def _hf_callback(config: str, **options: Any) -> None:
     from .manifest import dumps
     from .specfile import parse_spec
 
-    document = hf.load_config(config)
+    document, where = hf.read_config(config)
     spec = api.model_spec(
         document,
         head=options["head"],
@@ -486,13 +523,18 @@ def _hf_callback(config: str, **options: Any) -> None:
         init_std=options["init_std"],
         rules=options["rule"],
         from_transformers=options["from_transformers"],
+        mup_base_width=options["mup_base_width"],
+        strict=options["strict"],
+        where=where,
+        quantize=options["quantize"],
     )
     if not options["quiet"] and not options["process_id"]:
         if options["from_transformers"]:
             from .hf.from_transformers import layout_source
 
             click.echo(f"layout and init read from {layout_source(spec)}", err=True)
-        for note in hf.config_notes(document):
+        quantized = options["quantize"] is not None
+        for note in hf.config_notes(document, where, quantized=quantized):
             click.echo(note, err=True)
     if options["spec"]:
         if options["output"] is not None:
@@ -502,17 +544,16 @@ def _hf_callback(config: str, **options: Any) -> None:
     if options["output"] is None:
         raise click.UsageError("-o DIR is required (or --spec to print the spec)")
     parsed = parse_spec(spec)
-    if not options["quiet"] and not options["process_id"]:
-        count = len(parsed.plan.tensors)
-        params = sum(t.numel for t in parsed.plan.tensors)
-        click.echo(
-            f"{spec['hf_config']['architectures'][0]}: {count} tensors, "
-            f"{params / 1e6:,.1f} M parameters, {human_bytes(parsed.plan.nbytes)} "
-            f"{spec['dtype']}",
-            err=True,
-        )
-    _write_spec(parsed, options)
+    count = len(parsed.plan.tensors)
+    params = sum(t.numel for t in parsed.plan.tensors)
+    announce = (
+        f"{spec['hf_config']['architectures'][0]}: {count} tensors, "
+        f"{params / 1e6:,.1f} M parameters, {human_bytes(parsed.plan.nbytes)} {spec['dtype']}"
+    )
+    _write_spec(parsed, {**options, "no_config_check": True}, announce)
 
+
+QUANTIZE_CHOICES = quant_names()
 
 hf_command = click.Command(
     "hf",
@@ -544,7 +585,8 @@ hf_command = click.Command(
             is_flag=True,
             help="for any model type transformers knows: names, shapes, dtypes and init "
             "read from the model transformers builds on torch's meta device (needs torch "
-            "and transformers: pip install 'weightgen[transformers]'); only --init hf and "
+            "and transformers: pip install torch transformers, or from a clone "
+            "'.venv/bin/pip install -e .[transformers]'); only --init hf and "
             "--rule apply",
         ),
         click.Option(
@@ -560,7 +602,18 @@ hf_command = click.Command(
             type=float,
             default=None,
             help="the recipe's base std σ [default: the config's initializer_range for hf, "
-            "megatron, olmo2; 0.02 for torchtitan; neox takes none]",
+            "megatron, olmo2, nanotron; 0.02 for torchtitan; neox, nanotron-spectral, maxtext and "
+            "levanter take none]",
+        ),
+        click.Option(
+            ["--mup-base-width"],
+            type=int,
+            default=None,
+            metavar="W",
+            help="μP: the base (proxy) model's hidden size W, for a recipe with a μP form ("
+            + ", ".join(f"{name}: {recipe.mup}" for name, recipe in RECIPES.items() if recipe.mup)
+            + "); the trainer must run with the same base (Megatron: --use-mup "
+            "--mup-base-hidden-size W)",
         ),
         click.Option(
             ["--rule", "rule"],
@@ -574,6 +627,15 @@ hf_command = click.Command(
             "unless the rule gives in_axis/out_axis",
         ),
         click.Option(
+            ["--quantize", "quantize"],
+            type=click.Choice(QUANTIZE_CHOICES),
+            default=None,
+            help="write the checkpoint as it ships: "
+            + "; ".join(f"{name}: {fmt.description}" for name, fmt in QUANT_FORMATS.items())
+            + "; published: the format config.json's quantization_config names, kept "
+            "as published. Weights are drawn in float32 from their rule, then quantized",
+        ),
+        click.Option(
             ["--max-shard-size"],
             default="5GB",
             show_default=True,
@@ -585,6 +647,12 @@ hf_command = click.Command(
             help="where to write the manifest [default: DIR/weightgen.manifest.json]",
         ),
         click.Option(["--no-manifest"], is_flag=True, help="do not write a manifest"),
+        click.Option(
+            ["--strict"],
+            is_flag=True,
+            help="refuse config keys transformers does not know and size fields left to "
+            "their class default (without it: a note on stderr for each)",
+        ),
         click.Option(
             ["--spec"],
             is_flag=True,
@@ -606,13 +674,25 @@ same distributions as transformers' init, not torch's numbers for a seed. Stream
 bounded memory, whatever the model's size; no torch or transformers needed.
 
 --init RECIPE initialises the model as a trainer does instead (Megatron-LM, GPT-NeoX,
-OLMo 2, torchtitan), so the folder is that trainer's seed checkpoint; --init-std sets the
-recipe's base std and --rule sets single tensors. The manifest records all three.
+OLMo 2, torchtitan, nanotron, MaxText, Levanter), so the folder is that trainer's seed
+checkpoint; --init-std sets the recipe's base std, --mup-base-width W μP's base width
+(megatron) and --rule sets single tensors. The manifest records them all.
+
+Every config key is accounted for: a near-miss of a field the shapes read (num_layers
+for num_hidden_layers) is an error naming it; other keys transformers does not know, and
+size fields left to the class default, are said on stderr (--strict refuses them). An
+architecture weightgen does not build is refused (--head picks one it does).
 
 --from-transformers writes any model type transformers knows (torch and transformers
 installed): the tensors, shapes, dtypes and ties of the model transformers builds on the
 meta device, each initialised as its own _init_weights does (read from the calls it
 makes); a tensor no jax initializer can express needs a --rule.
+
+--quantize FORMAT writes the checkpoint in the format serving engines load (fp8-block,
+mxfp4, or published: the config's own quantization_config): each quantized weight is drawn
+from its rule in float32 and quantized band by band as the format's quantizer does; the
+modules the published checkpoints keep unquantized (embeddings, lm_head, norms, routers)
+stay in the model dtype. config.json carries the loader's quantization_config.
 
 Example:
 
@@ -621,11 +701,18 @@ Example:
   weightgen hf Meta-Llama-3-8B/ -o llama8b/ --dtype bfloat16 --seed 7
   weightgen hf llama-3-8b.json -o seed/ --init torchtitan --dtype float32
   weightgen hf config.json -o m/ --init megatron --init-std 0.006
+  weightgen hf config.json -o m/ --init megatron --mup-base-width 256
+  weightgen hf config.json -o m/ --init nanotron-spectral
   weightgen hf config.json -o m/ --init olmo2 --rule '*.o_proj.weight=zeros'
+  weightgen hf Mixtral-8x7B/ -o seed/ --init maxtext --dtype float32
+  weightgen hf llama-3-8b.json -o seed/ --init levanter
   weightgen hf bert-config.json -o bert/ --head pretraining
+  weightgen hf config.json -o llama/ --strict
   weightgen hf Qwen/Qwen3-8B -o qwen3/ --dtype bfloat16
   weightgen hf EleutherAI/pythia-160m@main -o pythia/ --from-transformers
   weightgen hf facebook/opt-125m -o opt/ --from-transformers --rule '*.fc2.weight=zeros'
+  weightgen hf deepseek-v3.json -o dsv3/ --quantize published
+  weightgen hf gpt-oss-20b.json -o oss/ --quantize mxfp4 --dtype bfloat16
   weightgen hf config.json --spec > model.json   # edit, then:
   weightgen run model.json -o llama/""",
     epilog="Families: " + ", ".join(FAMILIES),
@@ -641,8 +728,15 @@ cli.add_command(hf_command)
     default=None,
     help="threads that hash [default: the CPU count, at most 8]",
 )
+@click.option(
+    "--no-config-check",
+    is_flag=True,
+    help="do not check that a model folder's config.json gives the manifest's tensors",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> None:
+def verify_command(
+    paths: tuple[str, ...], jobs: int | None, no_config_check: bool, as_json: bool
+) -> None:
     """Check PATH against its manifest: exit 0 when everything matches, 1 otherwise.
 
     PATH is a file (any format), a checkpoint folder or its index file. MANIFEST defaults
@@ -651,7 +745,9 @@ def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> N
     Every file is read once, on several threads, never loaded whole. Reports tensors that
     differ (and the first differing block, as a byte range of the tensor's data), are
     missing or extra, change shape or dtype, and any change outside the tensors' data (a
-    header, the metadata, config.json).
+    header, the metadata, config.json field by field); and that a model folder's
+    config.json gives the manifest's tensors (names, shapes, dtypes), unless
+    --no-config-check.
 
     Example:
 
@@ -670,7 +766,7 @@ def verify_command(paths: tuple[str, ...], jobs: int | None, as_json: bool) -> N
         folder_manifest = os.path.basename(path) == FOLDER_MANIFEST
         path = os.path.dirname(path) or "." if folder_manifest else path[: -len(".manifest.json")]
     manifest = api.find_manifest(manifest, path)
-    problems = api.verify(manifest, path, jobs=jobs)
+    problems = api.verify(manifest, path, jobs=jobs, config_check=not no_config_check)
     if as_json:
         click.echo(
             json.dumps({"ok": not problems, "problems": [vars(p) for p in problems]}, indent=2)
@@ -732,26 +828,46 @@ def list_command(as_json: bool) -> None:
     help="the manifest whose rules the statistics are checked against [default: the "
     "folder's own, or the one beside the file, if any]",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="exit 1 when any tensor is off its recorded rule, for scripts (2 when the file "
+    "has no manifest to check against); without it, inspect exits 0 whatever it finds",
+)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
+def inspect_command(path: str, manifest: str | None, check: bool, as_json: bool) -> None:
     """Each tensor's name, shape, dtype, bytes, and mean, std, min, max (one streaming pass).
 
     Reads safetensors, npz and HDF5 (a file, or a checkpoint folder); restores bfloat16 and
     float8 stored by weightgen. Where a manifest records how each tensor was made (weightgen
     hf and run write one), each tensor's std is shown beside the std its rule implies, and a
     tensor whose mean, std or range is off by more than sampling error is marked with '!':
-    a check that the init is what was asked for.
+    a check that the init is what was asked for. A quantized weight (weightgen hf
+    --quantize) is also shown dequantized, its statistics beside its rule's, with the
+    count of its invalid scales (not finite and positive; E8M0 byte 0xFF). --check makes
+    it a gate: exit 1 when any tensor is off or any scale is invalid.
 
     Example:
 
     \b
       weightgen inspect k.safetensors
       weightgen inspect llama/
+      weightgen inspect llama/ --check && echo "init as recorded"
       weightgen inspect k.safetensors --json
     """
-    from .stats import inspect_file
+    from .stats import check_findings, inspect_file, inspect_quantized
 
     fmt, reports, metadata = inspect_file(path, manifest)
+    quantized = inspect_quantized(path, manifest)
+    findings = check_findings(reports, quantized) if check else []
+    _inspect_report(path, fmt, reports, quantized, metadata, as_json)
+    if findings:
+        many = f"{len(findings)} problems; the first" if len(findings) > 1 else "a problem"
+        click.echo(f"weightgen: error: --check found {many}: {findings[0]}", err=True)
+        sys.exit(1)
+
+
+def _inspect_report(path: str, fmt: str, reports, quantized, metadata, as_json: bool) -> None:
     if as_json:
         payload = {
             "path": path,
@@ -759,6 +875,8 @@ def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
             "metadata": metadata,
             "tensors": [r.as_dict() for r in reports],
         }
+        if quantized:
+            payload["quantized"] = [q.as_dict() for q in quantized]
         click.echo(json.dumps(payload, indent=2))
         return
     total = sum(r.bytes for r in reports)
@@ -794,6 +912,37 @@ def inspect_command(path: str, manifest: str | None, as_json: bool) -> None:
             click.echo(f"! {r.name}: {r.off}")
         verdict = f"{len(off)} off" if off else "all within sampling error"
         click.echo(f"{len(checked)} tensors checked against their recorded rules: {verdict}")
+    if quantized:
+        _show_quantized(quantized)
+
+
+def _show_quantized(quantized: list) -> None:
+    """inspect's table of quantized weights, dequantized."""
+    click.echo(f"{len(quantized)} quantized weights, dequantized:")
+    header = ("name", "format", "shape", "mean", "std", "rule std", "invalid scales", "")
+    table = [header]
+    for q in quantized:
+        rule = "-" if q.expected is None else _fmt_stat(q.expected["std"])
+        table.append(
+            (
+                q.name,
+                q.format,
+                format_shape(tuple(q.shape)),
+                _fmt_stat(q.mean),
+                _fmt_stat(q.std),
+                rule,
+                str(q.invalid_scales),
+                "!" if q.off else "",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    off = [q for q in quantized if q.off]
+    for q in off:
+        click.echo(f"! {q.name}: {q.off}")
+    verdict = f"{len(off)} off" if off else "all within sampling and quantization error"
+    click.echo(f"{len(quantized)} quantized weights checked against their rules: {verdict}")
 
 
 def _fmt_stat(value) -> str:
@@ -819,9 +968,16 @@ def _fail(message: str, code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI: every error is one line on stderr and a non-zero exit, never a traceback."""
+    """Run the CLI: every error is one line on stderr and a non-zero exit, never a traceback;
+    SIGTERM and SIGHUP too (``weightgen: error: terminated (SIGTERM); ...``, 128 + the
+    signal's number), after the run removed what it had started."""
+    from .signals import ending_cleanly
+
     try:
-        cli.main(args=argv, prog_name="weightgen", standalone_mode=False)
+        with ending_cleanly():  # SIGTERM and SIGHUP end a run as Ctrl-C does
+            cli.main(args=argv, prog_name="weightgen", standalone_mode=False)
+    except Terminated as exc:
+        _fail(str(exc), exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare "weightgen"
         click.echo(exc.ctx.get_help(), err=True)
         sys.exit(2)

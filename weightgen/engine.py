@@ -13,10 +13,12 @@ change a byte: every element is a function of the key and its flat index only.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +39,10 @@ from .writes import yield_cores
 # of the system time and ~50 MiB less peak RSS than 2**20). Accelerators want large launches.
 CPU_CHUNK_PER_DEVICE = 2**19
 ACCELERATOR_CHUNK_PER_DEVICE = 2**24
+# The small parts of a quantized weight (scales) kept from its first part for the next,
+# when all of them fit in this much: a float32 scale per 128x128 block of a 64 GiB weight.
+QUANT_CACHE_BYTES = 64 << 20
+QUANT_AHEAD = 2  # bands drawn ahead of the one being handed to the writer
 IN_FLIGHT = 3  # device chunks dispatched ahead of the host
 QUEUE_DEPTH = 4  # host chunks waiting for the writer
 
@@ -141,6 +147,8 @@ class Engine:
         self._slicers: dict[int, Callable] = {}
         self._coefficients: dict[tuple, tuple] = {}
         self._signatures: dict[tuple, tuple] = {}
+        self._quant_cache: dict[tuple, np.ndarray] = {}  # (weight, part, band) -> a band's part
+        self._quantizer: ThreadPoolExecutor | None = None  # quantizes bands (numpy, off-GIL)
         # On an accelerator, start each device-to-host copy as soon as the call is queued.
         # On CPU the result already is host memory: the "copy" would be a real second copy
         # (measured: ~0.5 s per GiB), and np.asarray reads the buffer in place instead.
@@ -238,6 +246,12 @@ class Engine:
                 raise _failure(spec, ValueError(f"range {start}..{stop} outside {spec.describe()}"))
             if start == stop:
                 continue
+            if spec.quant is not None:  # a stored part of a quantized weight: by bands
+                if batch:
+                    yield from _guarded(batch[0][1].spec, self._batches(batch))
+                    batch = []
+                yield from _guarded(spec, self._quantized(number, piece))
+                continue
             size = self.kernel_elems(stop - start)
             # A transform runs as eager ops on each chunk (samplers.finish): not in a batch.
             small = (
@@ -256,6 +270,67 @@ class Engine:
                 yield from _guarded(spec, self._chunked(number, piece, size))
         if batch:
             yield from _guarded(batch[0][1].spec, self._batches(batch))
+
+    def _quantized(self, number: int, piece: Piece) -> Iterator[tuple[np.ndarray, list]]:
+        """A stored part of a quantized weight, band by band: each band of whole blocks of
+        rows of the logical tensor drawn in float32 (as any tensor is, chunk by chunk), then
+        quantized on the host (quant.Scheme.quantize_band) on a worker thread while the next
+        band is drawn. The other parts a band makes (its scales) are kept for the part that
+        follows when they are small, so a weight is drawn once; a part asked for alone draws
+        its bands again (the same bytes)."""
+        spec, part = piece.spec, piece.spec.quant
+        scheme, logical = part.scheme, part.logical
+        layout = _part(scheme, part.suffix)
+        if layout.role == "constant":  # written whole, never drawn (a shape)
+            data = scheme.constant(layout, logical.shape)[piece.start : piece.stop]
+            yield data, [(number, spec, piece.start, None, slice(0, data.size))]
+            return
+        per_band = scheme.part_band_elems(layout, logical.shape)
+        band_elems = scheme.band_elems(logical.shape)
+        waiting: collections.deque = collections.deque()
+
+        def emit(band: int, parts) -> tuple[np.ndarray, list]:
+            data = self._keep(part, band, parts if isinstance(parts, dict) else parts.result())
+            low = max(piece.start, band * per_band)
+            high = min(piece.stop, band * per_band + data.size)
+            chunk = data[low - band * per_band : high - band * per_band]
+            return chunk, [(number, spec, low, None, slice(0, chunk.size))]
+
+        for band in range(piece.start // per_band, -(-piece.stop // per_band)):
+            waiting.append((band, self._band(part, band, band_elems)))
+            if len(waiting) > QUANT_AHEAD:
+                yield emit(*waiting.popleft())
+        while waiting:
+            yield emit(*waiting.popleft())
+
+    def _band(self, part, band: int, band_elems: int):
+        """One band's parts: {suffix: the part's band} when the cache holds this part's
+        band, else a future of them (drawn now, quantized on the worker thread)."""
+        logical = part.logical
+        found = self._quant_cache.pop((logical.name, part.suffix, band), None)
+        if found is not None:
+            return {part.suffix: found}
+        if self._quant_cache and next(iter(self._quant_cache))[0] != logical.name:
+            self._quant_cache.clear()  # another weight's leftovers: bounded to one weight
+        start = band * band_elems
+        stop = min(logical.numel, start + band_elems)
+        rows = (stop - start) // math.prod(logical.shape[1:])
+        drawn = list(self.chunks(logical, start, stop))
+        values = np.concatenate(drawn).astype(np.float32, copy=False)
+        values = values.reshape(rows, *logical.shape[1:])
+        if self._quantizer is None:
+            self._quantizer = ThreadPoolExecutor(1, thread_name_prefix="weightgen-quantize")
+        return self._quantizer.submit(part.scheme.quantize_band, values)
+
+    def _keep(self, part, band: int, parts: dict) -> np.ndarray:
+        """``part``'s band; the band's other parts cached for their turn when small."""
+        logical = part.logical
+        for suffix, data in parts.items():
+            if suffix != part.suffix and data.nbytes * part.scheme.bands(logical.shape) <= (
+                QUANT_CACHE_BYTES
+            ):
+                self._quant_cache[(logical.name, suffix, band)] = data
+        return parts[part.suffix]
 
     def _batch_signature(self, batch: list[tuple[int, Piece, int]]) -> tuple:
         """The kernel a batch's pieces share: the first piece's signature and size."""
@@ -347,6 +422,10 @@ class Engine:
         clamped = min(start, numel - size)  # what dynamic_slice does to a start past the end
         skip = start - clamped
         return slicer(flat, np.int32(start)), slice(skip, skip + valid)
+
+
+def _part(scheme, suffix: str):
+    return next(p for p in scheme.format.parts if p.suffix == suffix)
 
 
 def _cached(cache: dict, token: tuple, make: Callable):

@@ -47,3 +47,18 @@ class QRDriftError(HashMismatchError):
     def __init__(self, message: str, tensors: list[str]):
         super().__init__(message)
         self.tensors = list(tensors)
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP ended a write (see signals.py); what it started was removed.
+
+    A BaseException, as KeyboardInterrupt is, so that no ``except Exception`` swallows it.
+    ``exit_code`` is the shell's for a death by that signal: 128 + its number."""
+
+    def __init__(self, signum: int, message: str | None = None):
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(message or f"terminated ({name}); no output was written")

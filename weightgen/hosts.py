@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .coordination import Cluster, CoordinationError, Session
-from .errors import UsageError, WeightgenError
+from .errors import Terminated, UsageError, WeightgenError
 from .plan import Plan, TensorRange, TensorSpec
 
 PREFIX = "weightgen"
@@ -66,12 +66,6 @@ FLUSH_BYTES_PER_SECOND = 10e6
 
 class PeerFailure(WeightgenError):
     """Another process of the job failed, was interrupted, or stopped answering."""
-
-
-class Terminated(WeightgenError):
-    """SIGTERM: stop cleanly (tell the others, remove what was started)."""
-
-    exit_code = 143
 
 
 class Solo:
@@ -152,7 +146,6 @@ class Team(Solo):
             raise
         self._watcher = Watcher(self, on_progress)
         self._watcher.start()
-        self._previous_sigterm = _install_sigterm()
 
     def key(self, *parts: object) -> str:
         return "/".join([PREFIX, self.run, *map(str, parts)])
@@ -330,7 +323,7 @@ class Team(Solo):
         if isinstance(exc, KeyboardInterrupt):
             why = "was interrupted (SIGINT)"
         elif isinstance(exc, Terminated):
-            why = "was terminated (SIGTERM)"
+            why = f"was terminated ({signal.Signals(exc.signum).name})"
         else:
             why = f"failed: {exc}"
         with contextlib.suppress(CoordinationError):
@@ -340,7 +333,6 @@ class Team(Solo):
         """End this process's part. ``ok``: the output is committed, so a peer that dies
         now changes nothing (the clean shutdown is tried, and given up quietly)."""
         self._watcher.halt()
-        _restore_sigterm(self._previous_sigterm)
         if ok:
             try:
                 self.session.close()
@@ -478,22 +470,6 @@ def _error_class(name: str) -> type[WeightgenError]:
     if isinstance(found, type) and issubclass(found, WeightgenError):
         return found
     return WeightgenError
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated("terminated (SIGTERM); nothing was committed")
-
-
-def _install_sigterm():
-    """SIGTERM ends a shared run cleanly (the others are told; temporaries removed)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_terminated)
-
-
-def _restore_sigterm(previous) -> None:
-    if previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)
 
 
 def agreement(plan: Plan, output: str, options: Mapping[str, Any], hf_config) -> dict:

@@ -66,6 +66,8 @@ def spec_entry(spec: TensorSpec, *, own_seed: bool) -> dict:
         entry["transform"] = spec.transform.as_json()
     if spec.zero_rows:
         entry["zero_rows"] = list(spec.zero_rows)
+    if spec.quant is not None:
+        entry["quantize"] = spec.quant.scheme.name
     return entry
 
 
@@ -113,6 +115,7 @@ def build(
     output: dict,
     hf_config: dict | None = None,
     recipe: dict | None = None,
+    config_defaults: dict | None = None,
 ) -> dict:
     created_by, env = environment(qr=any(not t.init.elementwise for t in plan.tensors))
     own = set(own_seed)
@@ -125,12 +128,33 @@ def build(
         document["hf_config"] = hf_config
     if recipe is not None:
         document["recipe"] = recipe
-    document["tensors"] = {
-        t.name: tensor_entry(
-            t, own_seed=t.name in own, key_hex=keys[t.name], tensor_digest=digests[t.name]
-        )
-        for t in plan.tensors
-    }
+    if config_defaults:
+        document["config_defaults"] = config_defaults
+    tensors: dict[str, dict] = {}
+    for t in plan.tensors:
+        if t.quant is None:
+            tensors[t.name] = tensor_entry(
+                t, own_seed=t.name in own, key_hex=keys[t.name], tensor_digest=digests[t.name]
+            )
+            continue
+        # A quantized weight: one entry under its logical name, its parts under "stored".
+        logical = t.quant.logical
+        entry = tensors.get(logical.name)
+        if entry is None:
+            document.setdefault("quantize", t.quant.scheme.as_json())
+            entry = tensors[logical.name] = {
+                **spec_entry(logical, own_seed=logical.name in own or t.name in own),
+                "quantize": t.quant.scheme.name,
+                "key": keys[t.name],
+                "stored": {},
+            }
+        entry["stored"][t.name] = {
+            "dtype": t.dtype.name,
+            "shape": list(t.shape),
+            "bytes": t.nbytes,
+            **digests[t.name].as_json(),
+        }
+    document["tensors"] = dict(sorted(tensors.items()))
     document.update({"created_by": created_by, "environment": env, "output": output})
     return document
 

@@ -90,10 +90,15 @@ class Target:
                     "a checkpoint folder cannot be written to stdout; give a folder with -o"
                 )
             if Path(output).suffix.lower() in formats.SUFFIXES:
-                what = "this spec carries an hf_config, so" if hf_config is not None else ""
+                what = (
+                    "a Hugging Face model (config.json, weights, manifest)"
+                    if hf_config is not None
+                    else "--max-shard-size's output"
+                )
+                folder_name = os.path.join(str(Path(output).with_suffix("")), "")
                 raise UsageError(
-                    f"{what + ' ' if what else ''}-o {output} names a file, but the output is "
-                    "a checkpoint folder; give a folder name such as model/"
+                    f"-o {output} names a .safetensors file, but {what} is written as a "
+                    f"folder; give a folder name such as {folder_name}"
                 )
             shards = sharded.shard_files(entries, max_shard_size or DEFAULT_SHARD_BYTES)
             headers = [
@@ -263,8 +268,18 @@ class Target:
         return self._atomic.path if self._atomic is not None else None
 
     def commit(self) -> None:
+        self.sync()
+        self.rename()
+
+    def sync(self) -> None:
+        """Everything written on the disk, still under its temporary name."""
         if self._atomic is not None:
-            self._atomic.commit()
+            self._atomic.sync()
+
+    def rename(self) -> None:
+        """The temporary output becomes the destination, in one step."""
+        if self._atomic is not None:
+            self._atomic.rename()
 
     def abort(self) -> None:
         if self._atomic is not None:

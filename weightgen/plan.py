@@ -121,6 +121,9 @@ class TensorSpec:
     fold_in: int | None = None  # key = fold_in(key(seed), fold_in) when set (spec key rule)
     zero_rows: tuple[int, ...] = ()  # init(...).at[rows].set(0): rows along axis 0, sorted
     transform: AppliedTransform | None = None  # an elementwise map after drawing (A_log's log)
+    # A stored part of a quantized weight (its scales, its packed values): made from the
+    # logical tensor's draw by the format's quantizer (quant/), never drawn itself.
+    quant: QuantPart | None = None
 
     # Computed once (cached_property writes past the frozen dataclass): a plan or a file of
     # 70,000 tensors asks for its sizes often.
@@ -138,6 +141,16 @@ class TensorSpec:
 
     def describe(self) -> str:
         return f"tensor {self.name!r} {format_shape(self.shape)} {self.dtype.name}"
+
+
+@dataclass(frozen=True)
+class QuantPart:
+    """What a stored part of a quantized weight is made from: the logical tensor (its init
+    rule and logical shape, drawn in float32), the scheme (quant.Scheme) and which part."""
+
+    logical: TensorSpec
+    scheme: Any
+    suffix: str  # the part's name suffix ("" for a weight that keeps its name)
 
 
 def make_tensor(
@@ -276,10 +289,10 @@ class Plan:
             end = base + t.nbytes
             while targets and targets[0] <= end:
                 target = targets.pop(0)
-                if t.init.elementwise:
+                if t.init.elementwise and t.quant is None:
                     step = block_bytes // t.dtype.itemsize * t.dtype.itemsize
                     cut = base + min(t.nbytes, round((target - base) / step) * step)
-                else:  # one piece: QR needs the whole tensor
+                else:  # one piece: QR needs the whole tensor; quantized parts go whole
                     cut = base if target - base < end - target else end
                 cuts.append(max(cut, cuts[-1]))
             base = end

@@ -41,10 +41,32 @@ from .plan import Plan, TensorSpec, check_name, make_tensor, name_fold_in, parse
 MAX_SPEC_BYTES = 64 << 20  # a manifest of 100,000 tensors (Kimi-K2 has 70,000) is ~40 MB
 MAX_TENSORS = 100_000
 
-TENSOR_KEYS = ("init", "shape", "dtype", "sample_dtype", "seed", "zero_rows", "transform")
-# What a manifest adds per tensor, by manifest format version.
-MANIFEST_TENSOR_KEYS = {1: ("key", "sha256", "bytes"), 2: ("key", "bytes", "digest", "blocks")}
-TOP_KEYS = ("seed", "dtype", "sample_dtype", "hf_config", "recipe", "tensors")
+TENSOR_KEYS = (
+    "init",
+    "shape",
+    "dtype",
+    "sample_dtype",
+    "seed",
+    "zero_rows",
+    "transform",
+    "quantize",
+)
+# What a manifest adds per tensor, by manifest format version ("stored": the tensors a
+# quantized weight became, each with its bytes and digests).
+MANIFEST_TENSOR_KEYS = {
+    1: ("key", "sha256", "bytes"),
+    2: ("key", "bytes", "digest", "blocks", "stored"),
+}
+TOP_KEYS = (
+    "seed",
+    "dtype",
+    "sample_dtype",
+    "hf_config",
+    "config_defaults",
+    "recipe",
+    "quantize",
+    "tensors",
+)
 MANIFEST_TOP_KEYS = {
     1: ("weightgen_manifest", "created_by", "environment", "output"),
     2: ("weightgen_manifest", "digest", "created_by", "environment", "output"),
@@ -59,6 +81,9 @@ class ParsedSpec:
     own_seed: set[str]  # tensors that carry their own seed
     hf_config: dict[str, Any] | None = None  # a Hugging Face config.json to write beside
     recipe: dict[str, Any] | None = None  # how a model's init rules were chosen (a record)
+    # hf_config's size fields the config.json left to the class default (a record)
+    config_defaults: dict[str, Any] | None = None
+    quantize: dict[str, Any] | None = None  # the format and its parameters (quant.Scheme)
     manifest: dict[str, Any] | None = None  # the whole document, when it is a manifest
     version: int = 0  # the manifest format (0: a spec)
     expected_key: dict[str, str] = field(default_factory=dict)  # from a manifest
@@ -124,6 +149,17 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
     if hf_config is not None and not isinstance(hf_config, dict):
         raise UsageError("spec: hf_config must be a table (a Hugging Face config.json)")
     recipe = _recipe(document.get("recipe"))
+    config_defaults = document.get("config_defaults")
+    if config_defaults is not None and (not isinstance(config_defaults, dict) or hf_config is None):
+        raise UsageError(
+            "spec: 'config_defaults' must be a table (of hf_config's fields left to their "
+            "class default), beside an hf_config"
+        )
+    scheme = None
+    if document.get("quantize") is not None:
+        from . import quant
+
+        scheme = quant.scheme_of(document["quantize"], where="spec: quantize")
     block_bytes = _block_bytes(document) if version >= 2 else 0
     tensors = document.get("tensors")
     if not isinstance(tensors, dict) or not tensors:
@@ -137,12 +173,15 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
         own_seed=set(),
         hf_config=dict(hf_config) if hf_config is not None else None,
         recipe=recipe,
+        config_defaults=dict(config_defaults) if config_defaults else None,
+        quantize=scheme.as_json() if scheme is not None else None,
         manifest=dict(document) if is_manifest else None,
         version=version,
         block_bytes=block_bytes,
     )
     specs = []
     templates: dict[str, TensorSpec] = {}
+    layouts: dict[str, list] = {}  # a quantized kind of tensor: its stored parts
     for name, entry in tensors.items():
         where = f"tensor {name!r}: "
         check_name(name, label="spec: tensor name")
@@ -166,6 +205,7 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
         for key in ("dtype", "sample_dtype"):
             if key in entry and not isinstance(entry[key], str):
                 raise UsageError(f"{where}{key} must be a string, got {entry[key]!r}")
+        quantized = _quantized(entry, scheme, where)
         if "seed" in entry:
             seed, fold_in = parse_seed(entry["seed"], label=f"{where}seed"), None
             parsed.own_seed.add(name)
@@ -180,8 +220,12 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
                 init,
                 entry["shape"],
                 params={k: v for k, v in entry.items() if k in accepted},
-                dtype=entry.get("dtype", defaults.get("dtype", "float32")),
-                sample_dtype=entry.get("sample_dtype", defaults.get("sample_dtype")),
+                dtype="float32"
+                if quantized
+                else entry.get("dtype", defaults.get("dtype", "float32")),
+                sample_dtype="float32"
+                if quantized
+                else entry.get("sample_dtype", defaults.get("sample_dtype")),
                 seed=seed,
                 fold_in=fold_in,
                 zero_rows=entry.get("zero_rows", ()),
@@ -189,11 +233,118 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
                 name=name,
                 where=where,
             )
-        specs.append(dataclasses.replace(template, name=name, seed=seed, fold_in=fold_in))
+        logical = dataclasses.replace(template, name=name, seed=seed, fold_in=fold_in)
+        if quantized:
+            layout = layouts.get(token)
+            if layout is None:
+                layout = layouts[token] = _stored_layout(scheme, logical, where)
+            stored = _stored_parts(scheme, layout, logical, where)
+            specs.extend(stored)
+            if is_manifest:
+                _stored_expectations(parsed, stored, entry, where)
+            continue
+        specs.append(logical)
         if is_manifest:
             _expectations(parsed, specs[-1], entry, where)
     parsed.plan = Plan.of(specs)
     return parsed
+
+
+def _quantized(entry: Mapping[str, Any], scheme, where: str) -> bool:
+    """Whether a tensor is quantized (its ``quantize`` names the spec's format): then it is
+    drawn in float32 and stored as the format's parts."""
+    name = entry.get("quantize")
+    if name is None:
+        return False
+    if scheme is None:
+        raise UsageError(
+            f"{where}quantize {name!r}: the spec has no top-level 'quantize' table saying the "
+            'format and its parameters (e.g. {"format": "fp8-block", "block": [128, 128]})'
+        )
+    if name != scheme.name:
+        raise UsageError(
+            f"{where}quantize {name!r}: the spec's format is {scheme.name!r}; one format a spec"
+        )
+    for key in ("dtype", "sample_dtype"):
+        if entry.get(key, "float32") != "float32":
+            raise UsageError(
+                f"{where}{key} {entry[key]}: a quantized tensor is drawn in float32 (the "
+                "format's parts have their own dtypes); drop it"
+            )
+    return True
+
+
+def _stored_layout(scheme, logical: TensorSpec, where: str) -> list[tuple]:
+    """(suffix, shape, dtype) of each tensor a quantized weight of this kind becomes; checked
+    once per kind of tensor (a model's 70,000 experts share a few)."""
+    if not logical.init.elementwise:
+        raise UsageError(
+            f"{where}{logical.init.name} computes the whole tensor at once; a quantized weight "
+            "is drawn band by band: choose an elementwise initializer (normal, "
+            "truncated-normal, variance-scaling, ...)"
+        )
+    if len(logical.shape) != scheme.format.ndim:
+        raise UsageError(
+            f"{where}{scheme.name} quantizes {scheme.format.ndim}-D weights, the shape is "
+            f"{list(logical.shape)}"
+        )
+    try:
+        scheme.check(logical.name, logical.shape)
+    except UsageError as exc:
+        raise UsageError(f"{where}{exc}") from None
+    return [
+        (part.suffix, shape, dtype)
+        for _, shape, dtype, part in scheme.stored(logical.name, logical.shape)
+    ]
+
+
+def _stored_parts(scheme, layout: list[tuple], logical: TensorSpec, where: str) -> list:
+    """The stored tensors a quantized weight becomes, each made from ``logical``."""
+    from .plan import MAX_NAME, QuantPart
+
+    if len(logical.name) + max(len(suffix) for suffix, _, _ in layout) > MAX_NAME:
+        raise UsageError(f"{where}the names of its stored tensors are longer than {MAX_NAME}")
+    # TensorSpec built directly: dataclasses.replace costs 25 us a call, 5 s for Kimi-K2.
+    return [
+        TensorSpec(
+            name=logical.name + suffix,
+            init=logical.init,
+            params=logical.params,
+            shape=shape,
+            dtype=dtype,
+            sample_dtype=logical.sample_dtype,
+            seed=logical.seed,
+            fold_in=logical.fold_in,
+            quant=QuantPart(logical, scheme, suffix),
+        )
+        for suffix, shape, dtype in layout
+    ]
+
+
+def _stored_expectations(
+    parsed: ParsedSpec, stored: list[TensorSpec], entry: Mapping[str, Any], where: str
+) -> None:
+    """What a manifest recorded for a quantized weight: its key, and each stored part's
+    dtype, shape and digests."""
+    if parsed.version < 2:
+        raise UsageError(f"{where}a format 1 manifest holds no quantized tensors")
+    key = _hex(entry.get("key"), 16, f"{where}key")
+    recorded = entry.get("stored")
+    if not isinstance(recorded, dict) or set(recorded) != {t.name for t in stored}:
+        names = ", ".join(t.name for t in stored)
+        raise UsageError(f"{where}stored: expected a table of the tensors it becomes ({names})")
+    for spec in stored:
+        item = recorded[spec.name]
+        label = f"{where}stored {spec.name!r}: "
+        if not isinstance(item, dict):
+            raise UsageError(f"{label}expected a table")
+        if item.get("dtype") != spec.dtype.name or item.get("shape") != list(spec.shape):
+            raise UsageError(
+                f"{label}the manifest says {item.get('dtype')!r} {item.get('shape')!r}, the "
+                f"format makes {spec.dtype.name} {list(spec.shape)}"
+            )
+        parsed.expected_key[spec.name] = key
+        _expectations(parsed, spec, {"key": key, **item}, label)
 
 
 def _recipe(value: Any) -> dict[str, Any] | None:
@@ -203,17 +354,23 @@ def _recipe(value: Any) -> dict[str, Any] | None:
         return None
     if (
         not isinstance(value, dict)
-        or set(value) != {"name", "init_std", "rules"}
+        or set(value) - {"mup_base_width"} != {"name", "init_std", "rules"}
         or not isinstance(value["name"], str)
         or not (value["init_std"] is None or _number(value["init_std"]))
         or not isinstance(value["rules"], list)
         or not all(isinstance(r, str) for r in value["rules"])
+        or not _positive_int(value.get("mup_base_width", 1))
     ):
         raise UsageError(
             "spec: 'recipe' must be a table with 'name' (a string), 'init_std' (a number or "
-            "null) and 'rules' (a list of strings)"
+            "null), 'rules' (a list of strings) and, with μP, 'mup_base_width' (a positive "
+            "integer)"
         )
     return dict(value)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _number(value: Any) -> bool:

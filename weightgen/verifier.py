@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,9 +41,17 @@ def default_jobs() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def verify(parsed: ParsedSpec, target: str | os.PathLike, *, jobs: int | None = None) -> list:
+def verify(
+    parsed: ParsedSpec,
+    target: str | os.PathLike,
+    *,
+    jobs: int | None = None,
+    config_check: bool = True,
+) -> list:
     """Problems found comparing ``target`` (a file, or a checkpoint folder or its index)
-    with the manifest ``parsed``; an empty list when everything matches."""
+    with the manifest ``parsed``; an empty list when everything matches. A model folder's
+    config.json is compared with the manifest's ``hf_config`` and, with ``config_check``,
+    must give the manifest's tensors."""
     if parsed.manifest is None:
         raise WeightgenError("verify needs a manifest (a spec has no hashes to check)")
     try:
@@ -54,6 +63,7 @@ def verify(parsed: ParsedSpec, target: str | os.PathLike, *, jobs: int | None = 
     finally:
         reader.close()
     problems, comparable = _compare_layout(parsed, present)
+    problems += _config_problems(parsed, target, config_check)
     scanner = _Scanner(jobs or default_jobs(), parsed.block_bytes or digest.BLOCK_BYTES)
     try:
         files, file_problems = _recorded_files(parsed, target)
@@ -126,6 +136,60 @@ def _compare_layout(parsed: ParsedSpec, present: Mapping[str, TensorEntry]):
         else:
             comparable[name] = entry
     return problems, comparable
+
+
+def _config_problems(parsed: ParsedSpec, target, config_check: bool) -> list[Problem]:
+    """A model folder's config.json against the manifest's hf_config, field by field; then
+    (``config_check``) whether the config gives the manifest's tensors."""
+    from . import hf
+    from .errors import UsageError
+    from .formats.sharded import find_index
+    from .output import CONFIG_NAME
+
+    if parsed.hf_config is None:
+        return []
+    index = find_index(target)
+    folder = index.parent if index is not None else Path(target)
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        return []  # reported with the files, when the manifest records one
+    try:
+        config = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return [Problem("", "config", f"{CONFIG_NAME}: not readable as JSON ({exc})")]
+    if not isinstance(config, dict):
+        return [Problem("", "config", f"{CONFIG_NAME}: not a JSON object")]
+    want = parsed.hf_config
+    changed = [k for k in {**want, **config} if config.get(k, _ABSENT) != want.get(k, _ABSENT)]
+    problems = [
+        Problem(
+            "",
+            "config",
+            f"{CONFIG_NAME}: {key} is {_value(config, key)}; the manifest's hf_config has "
+            f"{_value(want, key)}",
+        )
+        for key in changed[:5]
+    ]
+    if len(changed) > 5:
+        problems.append(
+            Problem("", "config", f"{CONFIG_NAME}: {len(changed) - 5} more fields differ")
+        )
+    if config_check:
+        try:
+            hf.check_tensors(config, parsed.plan.tensors, "the manifest", CONFIG_NAME, fix="")
+        except UsageError as exc:
+            problems.append(Problem("", "config", str(exc)))
+    return problems
+
+
+_ABSENT = object()
+
+
+def _value(config: Mapping, key: str) -> str:
+    if key not in config:
+        return "absent"
+    text = json.dumps(config[key])
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _recorded_files(parsed: ParsedSpec, target) -> tuple[list, list[Problem]]:

@@ -15,7 +15,9 @@ layers as the config says), built with ``use_cpu_initialization=True`` in float3
 generator, ``tensor_parallel/layers.py`` ``_initialize_affine_weight_cpu``), in a one-process
 gloo group with tensor and pipeline parallel size 1. ``init_method_std`` is left at its
 default, 0.02, and everything else that sets an init (``init_method``,
-``output_layer_init_method``, ``embedding_init_method``) too.
+``output_layer_init_method``, ``embedding_init_method``) too. A job whose sizes give
+``mup_base`` builds it with ``use_mup=True, mup_base_hidden_size=mup_base`` (the oracle for
+``--mup-base-width``).
 
 A report: "tensors" {megatron name: stats (oracle.py)} for every parameter once (a tied
 output layer is the embedding: megatron allocates no weight for it) and the persistent
@@ -130,6 +132,8 @@ def build(model: str, a: dict):
     )
     if "head_dim" in a:
         options["kv_channels"] = a["head_dim"]
+    if "mup_base" in a:  # μP: TransformerConfig.__post_init__ scales the init methods
+        options.update(use_mup=True, mup_base_hidden_size=a["mup_base"])
     if o.get("moe"):
         dense = a.get("dense_layers", 0)
         options.update(

@@ -54,7 +54,7 @@ def sniff(path: str | os.PathLike) -> str:
         return "sharded"
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(9)
     except IsADirectoryError:
         raise FileFormatError(
             f"{path} is a folder without model.safetensors or model.safetensors.index.json, "
@@ -65,6 +65,12 @@ def sniff(path: str | os.PathLike) -> str:
     for magic, name in _MAGIC.items():
         if head.startswith(magic):
             return name
+    # A safetensors header is a JSON object: its first byte, after the length, is "{" (the
+    # reference reader refuses any other). A text file or anything else is named as such.
+    if len(head) == 9 and head[8:9] != b"{":
+        raise FileFormatError(
+            f"{path} is not a safetensors, npz or HDF5 file (it does not start as any of them)"
+        )
     return "safetensors"
 
 

@@ -15,7 +15,7 @@ ATTN = "model.layers.{i}.self_attn."
 MLP = "model.layers.{i}.mlp."
 Flag = Callable[[Config], bool]
 ATTENTION_BIAS: Flag = lambda c: c.attention_bias  # noqa: E731 - the common bias flag
-IN, OUT, BIAS = roles.ATTN_IN, roles.ATTN_OUT, roles.BIAS
+IN, Q, OUT, BIAS = roles.ATTN_IN, roles.ATTN_Q, roles.ATTN_OUT, roles.BIAS
 
 
 def q_width(c: Config) -> int:
@@ -77,12 +77,19 @@ def embedding() -> tuple[Tensor, ...]:
     )
 
 
+def qkv_fused(c: Config) -> tuple[int, int]:
+    """The fused q, k, v weight the trainers hold (nanotron's qkv_proj, Megatron's
+    linear_qkv): [heads * head_dim + 2 kv_heads * head_dim, hidden]."""
+    return (q_width(c) + 2 * kv_width(c), c.hidden_size)
+
+
 def attention(*, qkv_bias: Flag | None = None, o_bias: Flag | None = None) -> tuple[Tensor, ...]:
     """q, k, v, o projections; o_proj is [hidden, heads * head_dim]."""
+    fused = {"fused": qkv_fused}
     tensors = [
-        Tensor(ATTN + "q_proj.weight", lambda c: (q_width(c), c.hidden_size), NORMAL, IN),
-        Tensor(ATTN + "k_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN),
-        Tensor(ATTN + "v_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN),
+        Tensor(ATTN + "q_proj.weight", lambda c: (q_width(c), c.hidden_size), NORMAL, Q, **fused),
+        Tensor(ATTN + "k_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN, **fused),
+        Tensor(ATTN + "v_proj.weight", lambda c: (kv_width(c), c.hidden_size), NORMAL, IN, **fused),
         Tensor(ATTN + "o_proj.weight", lambda c: (c.hidden_size, q_width(c)), NORMAL, OUT),
     ]
     if qkv_bias is not None:
@@ -114,12 +121,16 @@ def gated_mlp(
     def inner(c: Config) -> int:
         return width(c) if callable(width) else getattr(c, width)
 
+    def gate_up(c: Config) -> tuple[int, int]:  # nanotron's gate_up_proj, Megatron's fc1
+        return (2 * inner(c), c.hidden_size)
+
     gate, up, down = mlp_roles
+    fused = {"fused": gate_up, **where}
     tensors = [
         Tensor(
-            prefix + "gate_proj.weight", lambda c: (inner(c), c.hidden_size), rule, gate, **where
+            prefix + "gate_proj.weight", lambda c: (inner(c), c.hidden_size), rule, gate, **fused
         ),
-        Tensor(prefix + "up_proj.weight", lambda c: (inner(c), c.hidden_size), rule, up, **where),
+        Tensor(prefix + "up_proj.weight", lambda c: (inner(c), c.hidden_size), rule, up, **fused),
         Tensor(
             prefix + "down_proj.weight", lambda c: (c.hidden_size, inner(c)), rule, down, **where
         ),

@@ -173,7 +173,8 @@ class Tensor:
     is also the output head when ``tie_word_embeddings``. ``fans`` are the (in, out, batch)
     axes a fan-based initializer uses by default (torch's Linear layout [out, in]; Conv1D
     and fused experts store [..., in, out]). ``float32``: save_pretrained keeps it in
-    float32 whatever the model's dtype (``_keep_in_fp32_modules_strict``).
+    float32 whatever the model's dtype (``_keep_in_fp32_modules_strict``). ``fused``: the
+    shape of the trainers' fused matrix it is a slice of (nanotron's qkv_proj, gate_up_proj).
     """
 
     name: str
@@ -186,6 +187,9 @@ class Tensor:
     tied: bool = False
     fans: tuple = TORCH_LINEAR
     float32: bool = False
+    # The shape of the matrix a trainer fuses this tensor into (q, k and v into one qkv
+    # weight, gate and up into one), in this tensor's layout: fan-based recipes take its fans.
+    fused: Callable[[Config], tuple[int, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -215,17 +219,25 @@ class Family:
 
     def head(self, name: str | None, architectures: Any) -> Head:
         """The head asked for, else the one config.json's architectures names, else the
-        first."""
+        first. An architecture weightgen does not build is refused, never replaced."""
         if name is not None:
             for head in self.heads:
                 if head.name == name:
                     return head
             names = ", ".join(h.name for h in self.heads)
             raise UsageError(f"--head {name}: {self.model_type} has the heads {names}")
-        if isinstance(architectures, list):
-            for head in self.heads:
-                if head.architecture in architectures:
-                    return head
+        if isinstance(architectures, list) and architectures:
+            built = {h.architecture: h for h in self.heads}
+            other = [a for a in architectures if a not in built]
+            if other:
+                can = ", ".join(f"{h.architecture} (--head {h.name})" for h in self.heads)
+                raise UsageError(
+                    f"config.json: architectures names {_short(other[0])}, which weightgen "
+                    f"does not build; for {self.model_type} it builds {can}: pass --head to "
+                    "write that instead (config.json then names it), or add "
+                    "--from-transformers to build the class transformers has"
+                )
+            return built[architectures[0]]
         return self.heads[0]
 
     def resolve(self, config: Mapping[str, Any]) -> Config:

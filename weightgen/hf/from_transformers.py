@@ -19,7 +19,11 @@ from ..errors import UsageError
 from . import overrides
 from .family import Built
 
-INSTALL = "pip install 'weightgen[transformers]'"
+# weightgen is used from a clone: its extra is installed from there, not by name.
+INSTALL = (
+    "pip install torch transformers (from a clone of weightgen, the tested versions: "
+    ".venv/bin/pip install -c constraints.txt -e '.[transformers]')"
+)
 SOURCE = "transformers "  # the recipe record's name: "transformers 5.24.0"
 HALF = ("bfloat16", "float16")
 
@@ -41,6 +45,7 @@ def spec_for(
     init: str | None = None,
     init_std: float | None = None,
     rules: list[str] | tuple[str, ...] | None = None,
+    mup_base_width: int | None = None,
 ) -> dict[str, Any]:
     """The spec of the model transformers builds from ``config``, in ``dtype_name``; each
     tensor's entry read from transformers' own init, then the ``rules`` given."""
@@ -60,6 +65,11 @@ def spec_for(
         raise UsageError(
             "--init-std: with --from-transformers each std is the one transformers' "
             "_init_weights uses; change the config's initializer_range instead"
+        )
+    if mup_base_width is not None:
+        raise UsageError(
+            "--mup-base-width: with --from-transformers only hf (transformers' own init) "
+            "applies, which has no μP form; use a built-in family with --init megatron"
         )
     parsed_rules = overrides.parse_all(rules)
     check_sizes(config)

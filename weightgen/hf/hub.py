@@ -16,13 +16,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, WeightgenError
 
 _PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?"
 _ID = re.compile(rf"(?P<repo>{_PART}/{_PART})(?:@(?P<revision>[\w.\-/]{{1,256}}))?")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of HF_HUB_OFFLINE
 FILENAME = "config.json"
+PROBE_SECONDS = 3.0  # how long the Hub may take to answer before it counts as unreachable
 
 
 @dataclass(frozen=True)
@@ -107,31 +108,89 @@ def offline() -> str | None:
     return None
 
 
+def endpoint() -> str:
+    """The Hub's address, as huggingface_hub reads it."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def reach(url: str, timeout: float = PROBE_SECONDS) -> str | None:
+    """Why ``url`` cannot be reached (no network, no name resolution, refused, silent past
+    ``timeout`` seconds), or None when it answers at all (any HTTP status: the download then
+    says what it means). One HEAD request, through the environment's proxies, no retries:
+    huggingface_hub retries a network failure for about 24 seconds."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        text = getattr(reason, "strerror", None) or str(reason)
+        return " ".join(str(text).split())
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return " ".join((exc.strerror or str(exc)).split())
+
+
 def download(hub_id: HubId) -> Path:
-    """config.json alone, through huggingface_hub into its cache; one line when it cannot."""
+    """config.json alone, through huggingface_hub into its cache; one line when it cannot:
+    exit 1 when the Hub cannot be reached (after one try of at most PROBE_SECONDS), 2 for a
+    repository, revision or file that does not exist."""
     how = (
         f"get it with `hf download {hub_id.repo} {FILENAME}"
         + (f" --revision {hub_id.revision}`" if hub_id.revision != "main" else "`")
-        + " (or huggingface-cli download), or pass a path"
+        + " where the Hub is reachable, or pass a path"
     )
     missing = f"{hub_id}: no such file here, and its {FILENAME} is not in the Hugging Face cache"
     variable = offline()
     if variable is not None:
-        raise UsageError(f"{missing} ({cache_dir()}) and {variable} is set; {how}")
+        raise WeightgenError(f"{missing} ({cache_dir()}) and {variable} is set; {how}")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
         raise UsageError(
             f"{missing} ({cache_dir()}) and huggingface_hub is not installed to download it; {how}"
         ) from None
+    base = endpoint()
+    url = f"{base}/{hub_id.repo}/resolve/{hub_id.revision}/{FILENAME}"
+    why = reach(url)
+    if why is not None:
+        raise WeightgenError(
+            f"{missing} ({cache_dir()}), and the Hugging Face Hub ({base}) cannot be reached: "
+            f"{why}; {how}"
+        )
     try:
         path = hf_hub_download(
             hub_id.repo, FILENAME, revision=hub_id.revision, cache_dir=str(cache_dir())
         )
-    except Exception as exc:  # network, unknown or gated repository, no such revision
-        text = " ".join(str(exc).split())
-        text = text if len(text) <= 200 else text[:197] + "..."
-        raise UsageError(
-            f"{hub_id}: could not download {FILENAME} ({type(exc).__name__}: {text}); {how}"
-        ) from None
+    except Exception as exc:  # unknown or gated repository, no such revision or file
+        raise _refusal(hub_id, exc, how) from None
     return Path(path)
+
+
+def _refusal(hub_id: HubId, exc: Exception, how: str) -> WeightgenError:
+    """huggingface_hub's error as one whole line, in this tool's terms."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "GatedRepoError" in names:
+        return WeightgenError(
+            f"{hub_id.repo} is a gated repository: accept its terms on the Hub and log in "
+            "(`hf auth login`), or pass a path"
+        )
+    if "RepositoryNotFoundError" in names:
+        return UsageError(
+            f"{hub_id.repo}: no such repository on the Hub (or it is private: log in with "
+            "`hf auth login`); check the name, or pass a path"
+        )
+    if "RevisionNotFoundError" in names:
+        return UsageError(f"{hub_id.repo} has no revision {hub_id.revision!r} on the Hub")
+    if "EntryNotFoundError" in names or "RemoteEntryNotFoundError" in names:
+        return UsageError(f"{hub_id}: the repository has no {FILENAME}")
+    first = " ".join(str(exc).strip().splitlines()[0].split()) if str(exc).strip() else ""
+    return WeightgenError(
+        f"{hub_id}: could not download {FILENAME} ({type(exc).__name__}: {first}); {how}"
+    )

@@ -2,7 +2,8 @@
 
 A recipe page (``recipes/*.py``) is a table from role to rule, citing the trainer's source.
 A rule is a small function of ``Where`` (the base std σ, the layer count L, the width d, the
-layer index l, the tensor's shape) that returns a spec entry (an initializer and its
+layer index l, the tensor's shape, μP's base width, the fans of the matrix the trainer holds)
+that returns a spec entry (an initializer and its
 parameters), or ``KEEP``: the family's own rule (``_init_weights``). Roles are looked up most
 specific first (``mlp_in.up``, then ``mlp_in``); ``special`` tensors always keep the family's
 rule. No recipe knows a family's tensor names and no family knows a recipe: ``resolve`` joins
@@ -18,18 +19,37 @@ from typing import Any
 
 from ..errors import UsageError
 from . import roles
-from .family import Built, Config, init_std
+from .family import MAX_INT, TORCH_LINEAR, Built, Config, init_std
 
 
 @dataclass(frozen=True, slots=True)
 class Where:
-    """What a recipe's rule may depend on."""
+    """What a recipe's rule may depend on. ``fans``: the (in, out, batch) axes of the
+    tensor's layout on disk (torch's Linear [out, in] unless the family says otherwise), so
+    a fan-based rule takes the trainer's fans whatever the layout; ``experts``: the routed
+    expert count (0 without experts); ``head_dim``: the attention head width, where the
+    family has one."""
 
     sigma: float  # the base std: --init-std, else the recipe's default
     layers: int  # L: the model's layer count
     hidden: int  # d: the model's width
     layer: int | None  # l: the layer index, from 0 (None outside the layer stack)
     shape: tuple[int, ...]
+    # μP's base width (--mup-base-width): the proxy model's d; None without μP.
+    base_width: int | None = None
+    # The fans (torch's _calculate_fan_in_and_fan_out) of the matrix the trainer holds: the
+    # fused one where the trainer fuses what the folder splits (nanotron's qkv_proj for
+    # q_proj, k_proj, v_proj; gate_up_proj for gate_proj, up_proj); None for a vector.
+    fan_in: int | None = None
+    fan_out: int | None = None
+    fans: tuple = TORCH_LINEAR
+    experts: int = 0
+    head_dim: int | None = None
+
+    @property
+    def width_mult(self) -> float:
+        """μP's m = d / base width (megatron-core's mup_width_mult); 1 without μP."""
+        return self.hidden / self.base_width if self.base_width else 1.0
 
 
 RuleFn = Callable[[Where], dict | None]
@@ -55,6 +75,24 @@ def scaled(w: Where) -> float:
     return w.sigma / math.sqrt(2.0 * w.layers)
 
 
+def mup(w: Where) -> float:
+    """megatron-core's μP init_method: σ / sqrt(m), m = d / base width."""
+    return w.sigma / math.sqrt(w.width_mult)
+
+
+def mup_scaled(w: Where) -> float:
+    """megatron-core's mup_scaled_init_method_normal: σ / (sqrt(2 L) sqrt(m))."""
+    return w.sigma / (math.sqrt(2.0 * w.layers) * math.sqrt(w.width_mult))
+
+
+def spectral(w: Where) -> float:
+    """nanotron's SpectralMupParametrizator._compute_spectral_std with std 1:
+    (1 / sqrt(fan_in)) min(1, sqrt(fan_out / fan_in)) (Yang et al. 2023, parametrization 1)."""
+    if w.fan_in is None or w.fan_out is None:
+        raise AssertionError("a spectral std needs a matrix's fans")
+    return (1.0 / math.sqrt(w.fan_in)) * min(1.0, math.sqrt(w.fan_out / w.fan_in))
+
+
 def small_init(w: Where) -> float:
     """GPT-NeoX's small_init_init_method: sqrt(2 / (5 d)) (Nguyen & Salazar 2019)."""
     return math.sqrt(2 / (5 * w.hidden))
@@ -75,6 +113,23 @@ def depth(w: Where) -> float:
 def inverse_sqrt_width(w: Where) -> float:
     """d ** -0.5 (torchtitan's output head)."""
     return w.hidden**-0.5
+
+
+def fan_in(w: Where) -> int:
+    """The tensor's fan in, as ``jax.nn.initializers`` computes it from its fan axes."""
+    from ..initializers import compute_fans
+
+    return compute_fans(w.shape, *w.fans)[0]
+
+
+def inverse_sqrt_fan_in(w: Where) -> float:
+    """1 / sqrt(fan_in): haliax's Linear at init_scale 1."""
+    return fan_in(w) ** -0.5
+
+
+def inverse_width(w: Where) -> float:
+    """1 / d: haliax's Embedding at init_scale 1 (1/d, not 1/sqrt(d))."""
+    return 1.0 / w.hidden
 
 
 # --- Rules ---------------------------------------------------------------------------------
@@ -113,6 +168,35 @@ def torch_trunc_normal(std: Callable[[Where], float], a: float = -2.0, b: float 
     return rule
 
 
+def variance_scaling(
+    distribution: str, scale: Callable[[Where], float] = lambda w: 1.0, *, experts: bool = False
+) -> RuleFn:
+    """``jax.nn.initializers.variance_scaling(scale, "fan_in", distribution)`` with the fan
+    axes of the tensor's layout on disk, so its fan in is the trainer's whatever the layout.
+    ``experts``: MaxText's expert kernels (E, in, out) take in_axis 0 and out_axis 1, so
+    JAX's fan in is E x out (moe.py); a per-expert tensor [out, in] gets the same variance
+    from its out axis as in_axis and the scale divided by E."""
+
+    def rule(w: Where) -> dict:
+        in_axis, out_axis, batch_axis = w.fans
+        s = scale(w)
+        if experts:
+            in_axis, out_axis, s = out_axis, in_axis, s / w.experts
+        entry = {
+            "init": "variance-scaling",
+            "scale": s,
+            "mode": "fan_in",
+            "distribution": distribution,
+            "in_axis": in_axis,
+            "out_axis": out_axis,
+        }
+        if batch_axis != ():
+            entry["batch_axis"] = batch_axis
+        return entry
+
+    return rule
+
+
 def zeros(w: Where) -> dict:
     return {"init": "zeros"}
 
@@ -135,6 +219,9 @@ class Scheme:
     tied: str = roles.EMBEDDING
     pad_row: bool = False
     model: str = ""  # the trainer's own model this follows (torchtitan's "llama3", ...)
+    # (test, what the trainer's model cannot express): a config the test refuses is refused
+    # naming the field (nanotron's llama has no biases and head_dim = hidden / heads).
+    requires: tuple[tuple[Callable[[Config], bool], str], ...] = ()
 
     def rule(self, role: str) -> RuleFn:
         for candidate in roles.lineage(role):
@@ -161,6 +248,12 @@ class Recipe:
     scheme: Scheme | None = None
     models: Mapping[str, Scheme] = field(default_factory=dict)
     start: str = ""  # how the trainer starts from the folder (README)
+    # Its μP form, for the README and --help (empty: it has none, and --mup-base-width is
+    # refused): how a base width W enters the trainer's init.
+    mup: str = ""
+    # Why --mup-base-width is refused, where the reason is not "no μP form" (a recipe that
+    # is μP by construction, with no base width).
+    no_base_width: str = ""
 
     def scheme_for(self, model_type: str) -> Scheme:
         if self.scheme is not None:
@@ -176,6 +269,16 @@ class Recipe:
                 f"{known}); --init megatron, neox and olmo2 apply to every family"
             )
         return scheme
+
+    def check(self, scheme: Scheme, c: Config) -> None:
+        """Refuse, in one line, a config the trainer's model cannot express."""
+        for test, message in scheme.requires:
+            if not test(c):
+                what = f"{self.trainer}'s {scheme.model}" if scheme.model else self.trainer
+                raise UsageError(
+                    f"--init {self.name}: {what} {message.format(**vars(c))}; --init megatron, "
+                    "neox and olmo2 apply to every family"
+                )
 
     def base_std(self, c: Config, given: float | None) -> float | None:
         if given is None:
@@ -200,6 +303,31 @@ def check_std(value: Any) -> float:
     return float(value)
 
 
+def check_base_width(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise UsageError(
+            f"--mup-base-width: expected the base model's hidden size, an integer from 1 to "
+            f"{MAX_INT}, got {value!r}"
+        )
+    return value
+
+
+def trainer_fans(t: Built, c: Config) -> tuple[int | None, int | None]:
+    """(fan_in, fan_out) of the matrix the trainer holds for ``t``: its fused matrix where
+    the family declares one (``Tensor.fused``), else the tensor itself, along the tensor's
+    fan axes (batch axes, e.g. experts, left out); (None, None) for a vector."""
+    shape = tuple(t.decl.fused(c)) if t.decl.fused is not None else t.shape
+    if len(shape) < 2:
+        return None, None
+    in_axis, out_axis, _ = t.decl.fans
+
+    def size(axes) -> int:
+        axes = axes if isinstance(axes, tuple) else (axes,)
+        return math.prod(shape[a] for a in axes)
+
+    return size(in_axis), size(out_axis)
+
+
 def resolve(
     tensors: list[Built],
     scheme: Scheme,
@@ -208,6 +336,9 @@ def resolve(
     sigma: float | None,
     layers: int,
     hidden: int,
+    base_width: int | None = None,
+    experts: int = 0,
+    head_dim: int | None = None,
 ) -> dict[str, dict]:
     """name -> spec entry for every tensor: the scheme's rule for its role, or the
     family's own rule where the scheme keeps it."""
@@ -219,7 +350,21 @@ def resolve(
         rule = rules.get(role)
         if rule is None:
             rule = rules[role] = scheme.rule(role)
-        entry = rule(Where(sigma or 0.0, layers, hidden, t.layer, t.shape))
+        fan_in, fan_out = trainer_fans(t, c)
+        where = Where(
+            sigma or 0.0,
+            layers,
+            hidden,
+            t.layer,
+            t.shape,
+            base_width,
+            fan_in,
+            fan_out,
+            fans=t.decl.fans,
+            experts=experts,
+            head_dim=head_dim,
+        )
+        entry = rule(where)
         if entry is None:
             entry = t.decl.rule.entry(c, sigma, pad_row=scheme.pad_row)
         entries[t.name] = entry

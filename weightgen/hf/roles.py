@@ -11,6 +11,7 @@ from __future__ import annotations
 
 EMBEDDING = "embedding"  # token (and position, type) embeddings
 ATTN_IN = "attn_in"  # q, k, v projections: fused, per head group or low-rank (MLA)
+ATTN_Q = "attn_in.q"  # a separate query projection (MaxText scales its init by 1/sqrt(head_dim))
 ATTN_OUT = "attn_out"  # the attention output projection, into the residual stream
 MLP_IN = "mlp_in"  # a dense MLP's input projections (fc1; gate and up fused)
 MLP_GATE = "mlp_in.gate"  # a gated MLP's gate projection (w1)
@@ -36,6 +37,7 @@ SPECIAL = "special"  # tensors only a family has: its own rule in every recipe
 ROLES: dict[str, str] = {
     EMBEDDING: "token, position and type embeddings",
     ATTN_IN: "attention input projections (q, k, v; fused; low-rank MLA parts)",
+    ATTN_Q: "a separate query projection (q_proj)",
     ATTN_OUT: "attention output projection",
     MLP_IN: "MLP input projections (fc1; fused gate and up)",
     MLP_GATE: "a gated MLP's gate projection (w1)",

@@ -49,6 +49,7 @@ import transformers
 from torch.overrides import TorchFunctionMode
 
 from ..errors import UsageError
+from . import from_transformers
 from .torch_init import (
     COMPUTED,
     EMPTY,
@@ -115,7 +116,7 @@ def _read(config: dict, dtype: str) -> Layout:
         raise UsageError(
             f"--from-transformers needs transformers {OLDEST[0]}.{OLDEST[1]} or later (it was "
             f"checked with {CHECKED}); {transformers.__version__} is installed: "
-            "pip install 'weightgen[transformers]'"
+            f"{from_transformers.INSTALL}"
         )
     major = version[0]
     built_config = _config(config)

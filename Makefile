@@ -62,6 +62,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix weightgen tests scripts
 
 # The benchmark needs matplotlib for its plot, and torch and transformers as anchors.
+# About 15 minutes on a 2-core machine; BENCH_ARGS="--only floors --quick" runs only the
+# writes set against the host's floors (1 GiB, the 1B spec and model), about 2 minutes.
 bench: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,test,bench]'
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)

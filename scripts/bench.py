@@ -5,13 +5,18 @@ Every measurement is a whole process (imports, compile, generation, write), star
 script; wall time is the median of --runs runs and peak RSS comes from wait4(). Ratios are
 taken between numbers measured here, in the same run, since the machines are shared and noisy.
 
+Each write is also set against the host's two floors, measured in the same run: the same
+command with its output sent to /dev/null (generation alone) and the disk (O_DIRECT, and the
+page cache with fdatasync); the target is the write within 1.15x of the slower floor.
+
 Sections (``--only`` picks some): ``tensors`` (one he-normal tensor against the scripts
 people write; generation alone with weightgen's unrolled threefry and with JAX's own,
 ``WEIGHTGEN_THREEFRY=jax``), ``hashing`` (a manifest's cost; verify against one sha256 pass),
 ``models`` (whole Hugging Face models against transformers), ``many`` (20,000 small tensors
 against 20 large ones of the same bytes; a 70,000-tensor spec), ``hosts`` (several processes
-on jax.distributed, scripts/bench_hosts.py). Writes bench/results.json, bench/results.md and
-bench/throughput.png.
+on jax.distributed, scripts/bench_hosts.py); or ``floors`` alone, the quick subset: only the
+rows set against the floors (1 GiB, the 1B spec, the 1B and 8B models; ``--quick``: no 8B).
+Writes bench/results.json, bench/results.md and bench/throughput.png.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ CONFIGS = ROOT / "tests" / "data" / "hf_configs"
 PY = sys.executable
 GiB = 2**30
 SECTIONS = ("tensors", "hashing", "models", "many", "hosts")
+# "floors" (not run by default): only what the host's two floors are compared with: 1 GiB
+# f32, the 1B spec with and without its manifest, the 1B and 8B models, each with the same
+# command to /dev/null and the disk floors; no anchors. With --quick, no 8B: ~2 minutes.
+FLOORS = "floors"
+SAME_TO_NULL = "the same command to /dev/null"
+DISK_TOOL = "floor: disk write + fdatasync"
+DISK_DIRECT_TOOL = "floor: disk write, O_DIRECT + fsync"
 
 # The anchors: what people write today. Each is a standalone script: argv = shape, dtype, out.
 ANCHORS = {
@@ -139,6 +151,32 @@ DISK = """
         os.fdatasync(f.fileno())
 """
 
+# The disk as weightgen writes it (dd oflag=direct): O_DIRECT from page-aligned buffers, 8 MiB
+# blocks, one fsync; buffered writes where the filesystem refuses O_DIRECT.
+DISK_DIRECT = """
+    import mmap, os, sys
+    nbytes, out = int(sys.argv[1]), sys.argv[2]
+    block = 8 << 20
+    pool = mmap.mmap(-1, 64 << 20)  # anonymous maps are page-aligned
+    pool[:] = os.urandom(len(pool))
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        direct = os.open(out, os.O_WRONLY | getattr(os, "O_DIRECT", 0))
+    except OSError:
+        direct = fd
+    for start in range(0, nbytes, block):
+        offset = (start // block * 7919 * 4096) % (len(pool) - block)
+        size = min(block, nbytes - start)
+        data = memoryview(pool)[offset : offset + size]
+        try:
+            written = os.pwrite(direct if size % 4096 == 0 else fd, data, start)
+        except OSError:  # EINVAL: no O_DIRECT here
+            direct = fd
+            written = os.pwrite(fd, data, start)
+        assert written == size
+    os.fsync(fd)
+"""
+
 # transformers' own way to a model folder: the whole model in memory, then save_pretrained.
 TRANSFORMERS = """
     import sys, torch, transformers
@@ -200,6 +238,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.runs = 1 if args.quick else args.runs
+        self.floors_only = getattr(args, "floors_only", False)
         OUT.mkdir(exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir or OUT))
         self.rows: list[Row] = []
@@ -216,6 +255,7 @@ class Bench:
         folder = self.work / "scripts"
         folder.mkdir()
         bodies = {**ANCHORS, "floor": FLOOR, "disk": DISK, "transformers": TRANSFORMERS}
+        bodies["disk-direct"] = DISK_DIRECT
         bodies["rate"] = RATE
         bodies["sha256"] = SHA256
         for i, (name, body) in enumerate(bodies.items()):
@@ -281,6 +321,8 @@ class Bench:
         ]
         if not self.args.quick:
             cases.append(("4 GiB f32", (32768, 32768), "float32"))
+        if self.floors_only:
+            cases = [c for c in cases if c[0] == "1 GiB f32"]
         torch = have("torch")
         out = self.work / "out.safetensors"
         cold = self.work / "cold-cache"
@@ -315,6 +357,10 @@ class Bench:
                 self.measure(case, "weightgen (warm compile cache)", wg, **sizes, env=self.warm_env)
             else:
                 self.measure(case, "weightgen", wg, **sizes, env=self.warm_env)
+                self.measure(case, SAME_TO_NULL, self.to_null(wg), **sizes, env=self.warm_env)
+                if self.floors_only:
+                    self.disk_floors(case, sizes)
+                    continue
                 if dtype == "bfloat16":
                     self.measure(
                         case,
@@ -332,9 +378,7 @@ class Bench:
                 )
                 if case in ("1 GiB f32", "1 GiB bf16"):
                     self.threefry(case, shape_arg, dtype, sizes)
-                self.measure(
-                    case, "floor: disk write + fdatasync", self.script("disk", nbytes, out), **sizes
-                )
+                self.disk_floors(case, sizes)
             big = shape == (32768, 32768)
             for tool in ANCHORS:
                 if tool.startswith("torch") and not torch:
@@ -356,6 +400,22 @@ class Bench:
                     repeat=1 if slow else None,
                     note="1 run" if slow else "",
                 )
+
+    def to_null(self, argv: list[str]) -> list[str]:
+        """A weightgen command with its output sent to stdout (the benchmark points stdout
+        at /dev/null): the same generation, hashing and safetensors bytes, no file."""
+        out = argv.index("-o")
+        rest = [a for a in argv[out + 2 :] if a != "--force"]
+        return [*argv[:out], "-o", "-", "--format", "safetensors", *rest]
+
+    def disk_floors(self, case: str, sizes: dict, repeat: int | None = None) -> None:
+        """The disk's two floors for ``sizes["nbytes"]`` incompressible bytes: through the
+        page cache with one fdatasync, and with O_DIRECT (as weightgen writes) and an fsync."""
+        out = self.work / "out.bin"
+        note = "1 run" if repeat == 1 else ""
+        for tool, script in ((DISK_TOOL, "disk"), (DISK_DIRECT_TOOL, "disk-direct")):
+            argv = self.script(script, sizes["nbytes"], out)
+            self.measure(case, tool, argv, **sizes, repeat=repeat, note=note)
 
     def threefry(self, case: str, shape_arg: str, dtype: str, sizes: dict) -> None:
         """Generation alone (no I/O, no start-up), JAX's threefry against weightgen's, timed
@@ -392,15 +452,16 @@ class Bench:
         ]
         sizes = {"nbytes": GiB, "elements": GiB // 4}
         case = "manifest: 1 GiB"
-        self.measure(case, "weightgen --no-manifest (none)", wg, **sizes, env=self.warm_env)
-        manifest = self.work / "out.manifest.json"
-        self.measure(
-            case,
-            "weightgen --manifest",
-            [*wg, "--manifest", str(manifest)],
-            **sizes,
-            env=self.warm_env,
-        )
+        if not self.floors_only:
+            self.measure(case, "weightgen --no-manifest (none)", wg, **sizes, env=self.warm_env)
+            manifest = self.work / "out.manifest.json"
+            self.measure(
+                case,
+                "weightgen --manifest",
+                [*wg, "--manifest", str(manifest)],
+                **sizes,
+                env=self.warm_env,
+            )
         spec = self.work / "llama-3.2-1b.json"
         spec.write_bytes(
             subprocess.run(
@@ -429,6 +490,9 @@ class Bench:
             case, "weightgen run --no-manifest", [*run, "--no-manifest"], **sizes, env=self.warm_env
         )
         self.measure(case, "weightgen run (manifest)", run, **sizes, env=self.warm_env, keep=True)
+        if self.floors_only:
+            self.clean()
+            return
         # Both read the same files, from the page cache (warm) or from the disk (cold: the
         # cache dropped before each run, as for a checkpoint written earlier).
         for state in ("warm", "cold"):
@@ -442,26 +506,40 @@ class Bench:
             )
         self.clean()
 
-    def model(self, config: Path, folder: Path) -> tuple[dict, list[str]]:
-        """The sizes of a model in bfloat16, and the command that writes it."""
+    def model(self, config: Path, folder: Path) -> tuple[dict, list[str], list[str]]:
+        """The sizes of a model in bfloat16, the command that writes it, and the same
+        command to /dev/null: its spec run to stdout (one safetensors stream, the same
+        tensors, the same manifest and hashing; a folder cannot go to stdout)."""
         spec = json.loads(
             subprocess.run(
-                [*self.weightgen, "hf", config, "--spec"], check=True, capture_output=True
+                [*self.weightgen, "hf", config, "--spec", "--dtype", "bfloat16"],
+                check=True,
+                capture_output=True,
             ).stdout
         )
         elements = sum(math.prod(t["shape"]) for t in spec["tensors"].values())
         command = [*self.weightgen, "hf", str(config), "-o", str(folder), "--force", "-q"]
         command += ["--dtype", "bfloat16", *self.device_args]
-        return {"nbytes": elements * 2, "elements": elements}, command
+        spec.pop("hf_config", None)  # what makes the output a folder
+        spec_path = self.work / f"{config.stem}.stream.json"
+        spec_path.write_text(json.dumps(spec))
+        manifest = self.work / "out-stream.manifest.json"  # removed after each run
+        to_null = [*self.weightgen, "run", str(spec_path), "-o", "-", "--format", "safetensors"]
+        to_null += ["-q", "--manifest", str(manifest), *self.device_args]
+        return {"nbytes": elements * 2, "elements": elements}, command, to_null
 
     def models(self) -> None:
         """Whole Hugging Face models: weightgen hf against from_config + save_pretrained."""
         config_1b = CONFIGS / "llama-3.2-1b.json"
         folder = self.work / "out-model"
-        sizes, hf = self.model(config_1b, folder)
+        sizes, hf, to_null = self.model(config_1b, folder)
         case = "Llama-3.2-1B bf16"
         self.measure(case, "weightgen hf", hf, **sizes, env=self.warm_env)
-        if have("transformers"):
+        self.measure(case, SAME_TO_NULL, to_null, **sizes, env=self.warm_env)
+        self.disk_floors(case, sizes)
+        if self.floors_only:
+            pass
+        elif have("transformers"):
             config_dir = self.work / "config-1b"
             config_dir.mkdir(exist_ok=True)
             shutil.copy(config_1b, config_dir / "config.json")
@@ -475,17 +553,14 @@ class Bench:
             self.skip(case, "transformers from_config + save_pretrained", "not installed")
         if self.args.quick:
             return
-        sizes, hf = self.model(CONFIGS / "llama-3-8b.json", folder)
+        sizes, hf, to_null = self.model(CONFIGS / "llama-3-8b.json", folder)
         case = "Llama-3-8B bf16"
-        self.measure(case, "weightgen hf", hf, **sizes, env=self.warm_env, repeat=1, note="1 run")
-        self.measure(
-            case,
-            "floor: disk write + fdatasync",
-            self.script("disk", sizes["nbytes"], self.work / "out.bin"),
-            **sizes,
-            repeat=1,
-            note="1 run",
-        )
+        once = {"env": self.warm_env, "repeat": 1, "note": "1 run"}
+        self.measure(case, "weightgen hf", hf, **sizes, **once)
+        self.measure(case, SAME_TO_NULL, to_null, **sizes, **once)
+        self.disk_floors(case, sizes, repeat=1)
+        if self.floors_only:
+            return
         self.skip(
             case,
             "transformers from_config + save_pretrained",
@@ -568,6 +643,48 @@ def _find(rows, case, tool):
     return None
 
 
+# (case, its write, the case whose floors it shares): the 1B spec run writes what hf does.
+FLOOR_WRITES = (
+    ("256 MiB f32", "weightgen", None),
+    ("1 GiB f32", "weightgen", None),
+    ("1 GiB bf16", "weightgen", None),
+    ("4 GiB f32", "weightgen", None),
+    ("Llama-3.2-1B bf16", "weightgen hf", None),
+    ("manifest: 1B spec", "weightgen run (manifest)", "Llama-3.2-1B bf16"),
+    ("Llama-3-8B bf16", "weightgen hf", None),
+)
+FLOOR_LIMIT = 1.15  # write / the slower of the host's two floors
+
+
+def floors(rows) -> list[dict]:
+    """Each write against the host's two floors, measured in the same run: generation alone
+    (the same command to /dev/null) and the disk (the faster of its two ways, O_DIRECT or
+    the page cache with fdatasync). The slower floor is what the host allows."""
+    found = []
+    for case, tool, floors_of in FLOOR_WRITES:
+        write = _find(rows, case, tool)
+        base = floors_of or case
+        alone = _find(rows, base, SAME_TO_NULL)
+        disks = [r for r in (_find(rows, base, t) for t in (DISK_TOOL, DISK_DIRECT_TOOL)) if r]
+        if not (write and alone and disks):
+            continue
+        disk = min(disks, key=lambda r: r.wall)
+        slower = max(alone.wall, disk.wall)
+        found.append(
+            {
+                "case": case,
+                "write": write.wall,
+                "alone": alone.wall,
+                "disk": disk.wall,
+                "disk_how": "O_DIRECT" if disk.tool == DISK_DIRECT_TOOL else "fdatasync",
+                "limit": "generation" if alone.wall >= disk.wall else "disk",
+                "ratio": write.wall / slower,
+                "vs_alone": write.wall / alone.wall,
+            }
+        )
+    return found
+
+
 def targets(rows) -> list[tuple[str, str, str]]:
     """(target, measured, verdict) for each issue's targets."""
     out = []
@@ -589,6 +706,13 @@ def targets(rows) -> list[tuple[str, str, str]]:
 
     mib = "{:.0f} MiB"
     wg = "weightgen"
+    measured = {f["case"]: f["ratio"] for f in floors(rows)}
+    for case in ("1 GiB f32", "Llama-3.2-1B bf16", "Llama-3-8B bf16"):
+        check(
+            f"{case}: write / max(generation alone, disk floor) <= {FLOOR_LIMIT:.2f}x",
+            measured.get(case),
+            FLOOR_LIMIT,
+        )
     check(
         "1 GiB: weightgen / hand-written JAX <= 0.33",
         ratio("1 GiB f32", wg, "jax+safetensors"),
@@ -682,7 +806,7 @@ def HOST_TARGETS(rows):
     return host_targets(rows, _find)
 
 
-def report(rows: list[Row], runs: int) -> None:
+def report(rows: list[Row], runs: int, seconds: float = 0.0) -> None:
     import jax
 
     meta = {
@@ -691,11 +815,13 @@ def report(rows: list[Row], runs: int) -> None:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "runs": runs,
+        "seconds": round(seconds),
     }
     payload = {
         "meta": meta,
         "rows": [{**asdict(r), "wall": r.walls and r.wall} for r in rows],
         "targets": targets(rows),
+        "floors": floors(rows),
     }
     (OUT / "results.json").write_text(json.dumps(payload, indent=2))
 
@@ -703,7 +829,7 @@ def report(rows: list[Row], runs: int) -> None:
         "# weightgen benchmark",
         "",
         f"{meta['date']}; {meta['machine']}; jax {meta['jax']} ({meta['backend']}); "
-        f"median of {runs} run(s); whole processes.",
+        f"median of {runs} run(s); whole processes; the benchmark took {seconds / 60:.1f} min.",
         "",
         "| case | tool | wall (s) | vs first | peak RSS (MiB) | MB/s | note |",
         "|---|---|---|---|---|---|---|",
@@ -721,13 +847,31 @@ def report(rows: list[Row], runs: int) -> None:
             f"| {r.case} | {r.tool} | {r.wall:.2f} | {r.wall / base.wall:.2f}x | "
             f"{r.peak_rss / 2**20:.0f} | {rate} | {r.note} |"
         )
+    lines += [
+        "",
+        "## Against the host's floors",
+        "",
+        "The slower of generation alone (the same command, output to /dev/null) and the disk",
+        "(the faster of O_DIRECT + fsync and the page cache + fdatasync, the same bytes) is",
+        f"what this host allows; the target is write <= {FLOOR_LIMIT:.2f}x that.",
+        "",
+        "| case | write (s) | generation alone (s) | disk floor (s) | host's limit "
+        "| write / slower floor | write / generation alone |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {f['case']} | {f['write']:.2f} | {f['alone']:.2f} | {f['disk']:.2f} "
+        f"({f['disk_how']}) | {f['limit']} | {f['ratio']:.2f}x | {f['vs_alone']:.2f}x |"
+        for f in payload["floors"]
+    ]
     lines += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {v} |" for t, m, v in payload["targets"]]
     lines += [
         "",
         "'vs first' is wall / the wall of the case's first row. weightgen fsyncs its output",
-        "(atomic commit); the anchors do not. The disk floor writes the same byte count of",
-        "incompressible data with one fdatasync.",
+        "(atomic commit); the anchors do not. The disk floors write the same byte count of",
+        "incompressible data, through the page cache with one fdatasync, and with O_DIRECT",
+        "(8 MiB aligned blocks, as weightgen and dd oflag=direct write) and one fsync.",
     ]
     lines += gpu_section()
     (OUT / "results.md").write_text("\n".join(lines) + "\n")
@@ -806,7 +950,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--quick", action="store_true", help="1 run each, no 4 GiB or 8B case")
     parser.add_argument(
-        "--only", default=",".join(SECTIONS), help=f"sections to run ({', '.join(SECTIONS)})"
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"sections to run ({', '.join(SECTIONS)}), or {FLOORS} alone: the rows compared "
+        "with the host's floors (1 GiB, the 1B spec, 1B and 8B models; no anchors)",
     )
     parser.add_argument(
         "--big-anchors",
@@ -817,9 +964,15 @@ def main() -> None:
     parser.add_argument("--workdir", default=None, help="where the files go (default: bench/)")
     args = parser.parse_args()
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in SECTIONS]
+    unknown = [s for s in chosen if s not in (*SECTIONS, FLOORS)]
     if unknown:
         parser.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    args.floors_only = FLOORS in chosen
+    if args.floors_only:
+        if len(chosen) > 1:
+            parser.error(f"--only {FLOORS} runs alone (its rows are part of the other sections)")
+        chosen = ["tensors", "hashing", "models"]
+    started = time.perf_counter()
     bench = Bench(args)
     try:
         for section in SECTIONS:
@@ -827,7 +980,7 @@ def main() -> None:
                 getattr(bench, section)()
     finally:
         shutil.rmtree(bench.work, ignore_errors=True)
-    report(bench.rows, bench.runs)
+    report(bench.rows, bench.runs, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

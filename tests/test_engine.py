@@ -125,6 +125,34 @@ def test_writer_failure_stops_generation_and_propagates():
     assert sink.writes == 1
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_writer_thread_yields_the_cores_to_generation():
+    """The writer (staging copies, hashing) runs at a lower priority than the thread that
+    dispatches the kernels, so that it takes the cores generation leaves idle."""
+    import threading
+
+    from weightgen import engine as engine_mod
+    from weightgen import writes
+    from weightgen.plan import Plan
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    class Recording:
+        def __init__(self):
+            self.seen: list[int] = []
+
+        def write(self, index, offset, chunk):
+            self.seen.append(nice())
+
+    sink = Recording()
+    plan = Plan.of([make_tensor("normal", (1000, 100))])
+    before = nice()
+    engine_mod.run(Engine(jax.devices()[:1], 10_000), plan, sink)
+    assert nice() == before  # the generating thread's own priority is left alone
+    assert sink.seen and set(sink.seen) == {min(19, before + writes.WRITER_NICE)}
+
+
 def _cli(args, env_extra, **kwargs):
     env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.pathsep.join(sys.path), **env_extra}
     return subprocess.run([sys.executable, "-m", "weightgen", *args], env=env, **kwargs)

@@ -569,6 +569,19 @@ def test_positional_writer_puts_every_byte_where_asked(tmp_path_factory, cuts, o
     assert path.read_bytes() == bytes(expected)
 
 
+def test_direct_buffers_are_huge_page_aligned():
+    """The staging buffers start on a 2 MiB boundary (so huge pages can back them whole, and
+    any O_DIRECT alignment holds), hold exactly what was asked, and are writable."""
+    from weightgen import writes
+
+    for nbytes in (4096, 1 << 16, writes.DIRECT_BLOCK):
+        buffer = writes.aligned_buffer(nbytes)
+        assert buffer.nbytes == nbytes and buffer.dtype == np.uint8
+        assert buffer.ctypes.data % (2 << 20) == 0
+        buffer[-1] = 7
+        assert buffer[-1] == 7
+
+
 def test_many_shard_files_never_wait_for_a_buffer(tmp_path):
     """More files than buffers, each with a stream staged: none may wait for a buffer that
     only another file's unfinished stream holds (a hang). Run apart, with a deadline."""

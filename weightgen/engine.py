@@ -31,6 +31,7 @@ from . import prng, samplers
 from .errors import GenerationError, UsageError
 from .formats.base import as_bytes
 from .plan import Plan, TensorRange, TensorSpec
+from .writes import yield_cores
 
 # Elements per kernel call and device. On CPU the threefry kernel is fastest when a chunk's
 # working set stays in cache (2**20: 158 M elements/s; 2**22: 37 M/s, see DESIGN.md); with
@@ -550,6 +551,7 @@ def run(
     failure: list[BaseException] = []
 
     def writer() -> None:
+        yield_cores()  # generation first: this thread takes what the kernels leave
         while (landed := pending.get()) is not None:
             if failure:
                 continue  # drain so the producer never blocks

@@ -16,11 +16,20 @@ import errno
 import mmap
 import os
 import queue
+import sys
 import threading
+
+import numpy as np
 
 DIRECT_ALIGN = 4096  # O_DIRECT's alignment: every common logical block size divides it
 DIRECT_BLOCK = 8 << 20  # bytes per direct write
 DIRECT_BUFFERS = 4  # blocks staged or in flight, per process
+# How much the writer thread (staging copies, hashing) yields the cores to generation: a
+# nice value above the process's. XLA's threads run each chunk's partitions in parallel, so a
+# partition that waits behind a copy delays the whole chunk; at +5 the writer still gets
+# ~15% of a busy core (it needs ~0.2 CPU-s per GiB against ~1.4 for generating it) and the
+# rest of its time when the generating threads wait.
+WRITER_NICE = 5
 
 
 def _sync_file_range():
@@ -74,6 +83,40 @@ class Writeback:
             self._high = 0
 
 
+def yield_cores(nice: int | None = None) -> None:
+    """Lower the calling thread's scheduling priority by ``nice`` (default WRITER_NICE; Linux:
+    each thread has its own nice value; raising it needs no privilege). Elsewhere, or where
+    refused: no-op."""
+    nice = WRITER_NICE if nice is None else nice
+    if not sys.platform.startswith("linux") or nice <= 0:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+
+
+_HUGE_PAGE = 2 << 20
+
+
+def aligned_buffer(nbytes: int) -> np.ndarray:
+    """``nbytes`` of a private anonymous map (kept alive by the array), aligned to a huge
+    page and backed by huge pages where the kernel offers them (``madvise``; a shared map
+    would be shmem, which takes them only where the administrator allowed it). Each direct
+    write then pins 4 pages, not 2048, and the staging copy misses the TLB less: measured
+    (perf, 1 GiB he-normal), the I/O thread's CPU went from 0.075 to 0.03 s per GiB and the
+    writer's from 0.135 to 0.095 s. numpy copies into it with the GIL released (a
+    bytes-like slice assignment holds it), so the generating thread dispatches meanwhile."""
+    if hasattr(mmap, "MAP_PRIVATE"):  # Unix
+        region = mmap.mmap(-1, nbytes + _HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    else:
+        region = mmap.mmap(-1, nbytes + _HUGE_PAGE)
+    with contextlib.suppress(AttributeError, OSError):  # no THP: small pages, still aligned
+        region.madvise(mmap.MADV_HUGEPAGE)
+    whole = np.frombuffer(region, np.uint8)
+    skip = -whole.ctypes.data % _HUGE_PAGE
+    return whole[skip : skip + nbytes]
+
+
 class _DirectIO:
     """The process's I/O thread and its pool of aligned buffers (created on first use)."""
 
@@ -81,13 +124,13 @@ class _DirectIO:
         self.block = DIRECT_BLOCK
         self.free: queue.Queue = queue.Queue()
         for _ in range(DIRECT_BUFFERS):
-            self.free.put(mmap.mmap(-1, self.block))  # anonymous maps are page-aligned
+            self.free.put(aligned_buffer(self.block))
         self.jobs: queue.Queue = queue.Queue()
         self._lock = threading.Lock()
         self._in_flight = 0
         threading.Thread(target=self._run, name="weightgen-direct-io", daemon=True).start()
 
-    def take(self) -> mmap.mmap:
+    def take(self) -> np.ndarray:
         """A free buffer: waits for the I/O thread to return one, unless none is in flight
         (every buffer is some writer's unfinished stage: then one more is made, never a
         wait that cannot end)."""
@@ -97,9 +140,9 @@ class _DirectIO:
             except queue.Empty:
                 with self._lock:
                     if not self._in_flight:
-                        return mmap.mmap(-1, self.block)
+                        return aligned_buffer(self.block)
 
-    def submit(self, writer, buffer: mmap.mmap, nbytes: int, offset: int) -> None:
+    def submit(self, writer, buffer: np.ndarray, nbytes: int, offset: int) -> None:
         with self._lock:
             self._in_flight += 1
         self.jobs.put((writer, buffer, nbytes, offset))
@@ -152,7 +195,7 @@ class PositionalWriter:
             with contextlib.suppress(OSError):
                 self._direct = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
         self._io = _direct_io() if self._direct is not None else None
-        self._stage: mmap.mmap | None = None
+        self._stage: np.ndarray | None = None
         self._next: int | None = None  # the offset a write must start at to continue the stream
         self._base = 0  # the file offset of the stage's first byte (aligned)
         self._fill = 0
@@ -183,7 +226,7 @@ class PositionalWriter:
             if self._stage is None:
                 self._stage = self._io.take()
             take = min(len(view), block - self._fill)
-            self._stage[self._fill : self._fill + take] = view[:take]
+            self._stage[self._fill : self._fill + take] = np.frombuffer(view[:take], np.uint8)
             self._fill += take
             view = view[take:]
             if self._fill == block:
@@ -204,7 +247,7 @@ class PositionalWriter:
         self._base += nbytes
         self._fill = rest
 
-    def _write_block(self, buffer: mmap.mmap, nbytes: int, offset: int) -> None:
+    def _write_block(self, buffer: np.ndarray, nbytes: int, offset: int) -> None:
         """On the I/O thread: one aligned block, directly; the page cache if refused."""
         if not self._refused:
             try:

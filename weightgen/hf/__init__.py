@@ -302,6 +302,8 @@ def spec_for(
             entry["dtype"] = entry["sample_dtype"] = "float32"  # drawn in float32
             entry["quantize"] = quantized.name
         tensors[t.name] = entry
+    if quantized is not None and quantized.format.fused:
+        _label_fused(quantized.format.fused, tensors)
     spec: dict[str, Any] = {
         "seed": seed,
         "dtype": dtype_name,
@@ -389,6 +391,25 @@ def _left_linear(model: Model, tensors: dict[str, dict]) -> list[str]:
     return sorted(left)
 
 
+def _label_fused(fused: tuple[tuple[str, ...], ...], tensors: dict[str, dict]) -> None:
+    """Give the sibling weights a serving engine fuses (q/k/v, gate/up: the format's
+    ``fused``) one ``fused`` label, so they share a global scale, as llm-compressor's
+    ``update_fused_layer_weight_global_scales`` does: only when every one of them is
+    quantized (a module left alone leaves its siblings their own)."""
+    found: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for name, entry in tensors.items():
+        if "quantize" not in entry or not name.endswith(".weight"):
+            continue
+        parent, _, last = name.removesuffix(".weight").rpartition(".")
+        for group in fused:
+            if last in group:
+                found.setdefault((parent, group), []).append(name)
+    for (parent, group), names in found.items():
+        if len(names) == len(group):
+            for name in names:
+                tensors[name]["fused"] = f"{parent}.{'+'.join(group)}"
+
+
 def _quant_scheme(config: dict[str, Any], quantize: str | None):
     """The quantization scheme ``--quantize`` asks for (quant.Scheme), or None."""
     if quantize is None:
@@ -469,7 +490,16 @@ def check_tensors(
     label = f"{where}'s hf_config" if config_name == "its hf_config" else config_name
     model = model_of(hf_config, None, label)
     dtype = config_dtype(hf_config)
-    have = {t.name: t for t in tensors}
+    # A quantized weight is checked as its logical tensor (drawn in float32; its stored
+    # parts are the format's): the name, shape and module the config gives.
+    have = {}
+    quantized = set()
+    for t in tensors:
+        if t.quant is not None:
+            have[t.quant.logical.name] = t.quant.logical
+            quantized.add(t.quant.logical.name)
+        else:
+            have[t.name] = t
     fix = f"; {fix}" if fix else ""
     gives = f"{config_name} ({model.head.architecture}) gives"
     for t in model.tensors:
@@ -483,7 +513,7 @@ def check_tensors(
             raise UsageError(
                 f"{where}: {t.name} is {list(found.shape)}; {gives} {list(t.shape)}{fix}"
             )
-        if found.dtype.name != want_dtype:
+        if found.dtype.name != want_dtype and t.name not in quantized:
             raise UsageError(f"{where}: {t.name} is {found.dtype.name}; {gives} {want_dtype}{fix}")
     names = {t.name for t in model.tensors}
     for name in have:

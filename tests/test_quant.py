@@ -491,6 +491,25 @@ def test_nvfp4_fused_only_where_every_sibling_is_quantized():
 
 
 @pytest.mark.parametrize(
+    ("spec", "name", "fused", "message"),
+    [
+        (PARTIAL_SPEC, "a.weight", "g", "fp8-block has no global scale to share"),
+        (PARTIAL_SPEC, "b.weight", "g", "only a quantized weight shares a global scale"),
+        (NVFP4_SPEC, "a.o_proj.weight", 7, "fused must be a non-empty string"),
+    ],
+)
+def test_bad_fused_label_is_refused(tmp_path, run_cli, spec, name, fused, message):
+    spec = json.loads(json.dumps(spec))
+    spec["tensors"][name]["fused"] = fused
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(spec))
+    result = run_cli("run", str(path), "-o", str(tmp_path / "x.safetensors"))
+    assert result.code == 2, result.stderr
+    assert result.stderr.startswith("weightgen: error:") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "x.safetensors").exists()
+
+
+@pytest.mark.parametrize(
     ("spec_change", "message"),
     [
         ({"quantize": None}, "no top-level 'quantize'"),

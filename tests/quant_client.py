@@ -2,11 +2,12 @@
 its own, run by test_quant.py: ``python quant_client.py JOBS.json`` prints one JSON report.
 
 Each job ``{"folder": DIR, "out": FILE}`` loads DIR with from_pretrained on CPU in float32
-(transformers dequantizes FP8 blocks, MXFP4 experts and compressed-tensors weights there; in
-float32 the products are exact, so they can be compared bit for bit with weightgen's own
-dequantization; compressed-tensors multiplies in the scale's dtype) and saves
-every loaded tensor, as named in the model, to the safetensors FILE; the report gives the
-loading info (missing, unexpected, mismatched keys) and whether a forward pass is finite.
+(transformers dequantizes FP8 blocks, MXFP4 experts and compressed-tensors weights, FP8,
+int4 and NVFP4 alike, there; in float32 the products are exact, so they can be compared bit
+for bit with weightgen's own dequantization; compressed-tensors multiplies in the scale's
+dtype) and saves every loaded tensor, as named in the model, to the safetensors FILE; the
+report gives the loading info (missing, unexpected, mismatched keys) and whether a forward
+pass is finite.
 """
 
 from __future__ import annotations

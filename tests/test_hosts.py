@@ -198,7 +198,7 @@ def test_a_sharded_folder_is_byte_identical_to_one_process(tmp_path, job):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["--quantize", "fp8-block"]])
+@pytest.mark.parametrize("extra", [[], ["--quantize", "fp8-block"], ["--quantize", "ct-nvfp4"]])
 def test_an_hf_folder_is_byte_identical_to_one_process(tmp_path, job, extra):
     config = tmp_path / "config.json"
     config.write_text(

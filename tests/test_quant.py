@@ -203,6 +203,8 @@ def _logical(spec: dict, name: str):
         (GPT_OSS, "published", "model.layers.1.mlp.experts.gate_up_proj"),
         (LLAMA, "ct-fp8", "model.layers.1.mlp.up_proj.weight"),
         (LLAMA, "ct-w4a16", "model.layers.0.self_attn.k_proj.weight"),
+        (LLAMA, "ct-nvfp4", "model.layers.0.self_attn.k_proj.weight"),
+        (LLAMA, "ct-nvfp4", "model.layers.1.mlp.down_proj.weight"),
     ],
 )
 def test_stored_bytes_are_the_quantizer_of_the_jax_draw(tmp_path, config, quantize, name):
@@ -230,6 +232,21 @@ def test_stored_bytes_are_the_quantizer_of_the_jax_draw(tmp_path, config, quanti
         assert written[name + "_scale"].tobytes() == scale.tobytes()
         assert written[name + "_shape"].tolist() == list(drawn.shape)
         assert written[name + "_shape"].dtype == np.int64 and name not in written
+    elif quantize == "ct-nvfp4":
+        # The global scale is the fused group's (q/k/v share one); down_proj has its own.
+        fused = spec["tensors"][name].get("fused")
+        members = [n for n, e in spec["tensors"].items() if fused and e.get("fused") == fused]
+        assert len(members) == (3 if "k_proj" in name else 0), members
+        draws = [reference(_logical(spec, n)) for n in members] or [drawn]
+        g = kernels.nvfp4_global_scale(max(kernels.absmax(d) for d in draws))
+        packed, scale = kernels.ct_nvfp4(drawn, g)
+        assert written[name + "_packed"].tobytes() == packed.tobytes()
+        assert written[name + "_scale"].dtype == ml_dtypes.float8_e4m3fn
+        assert written[name + "_scale"].tobytes() == scale.tobytes()
+        assert written[name + "_global_scale"].dtype == np.float32
+        for member in members or [name]:
+            assert written[member + "_global_scale"].tolist() == [g], member
+        assert name not in written
     else:
         q, scale_inv = kernels.fp8_block(drawn)
         assert written[name].dtype == q.dtype and written[name].tobytes() == q.tobytes()
@@ -311,6 +328,185 @@ def test_inspect_shows_dequantized_stats_and_marks_invalid_scales(tmp_path, run_
     report = json.loads(run_cli("inspect", str(out), "--json").stdout)
     entry = next(t for t in report["quantized"] if t["name"] == "a.weight")
     assert entry["invalid_scales"] == 1 and "1 invalid scales" in entry["off"]
+
+
+# Two weights sharing a global scale (a fused group), one with its own: rows not a multiple
+# of the 128-row band, so bands and chunks cut them anywhere.
+NVFP4_SPEC = {
+    "seed": 5,
+    "quantize": {"format": "ct-nvfp4"},
+    "tensors": {
+        "a.q_proj.weight": {
+            "init": "normal",
+            "shape": [200, 48],
+            "stddev": 0.02,
+            "quantize": "ct-nvfp4",
+            "fused": "a.qk",
+        },
+        "a.k_proj.weight": {
+            "init": "normal",
+            "shape": [72, 48],
+            "stddev": 0.5,  # the group's maximum: it sets q_proj's global scale
+            "quantize": "ct-nvfp4",
+            "fused": "a.qk",
+        },
+        "a.o_proj.weight": {"init": "truncated-normal", "shape": [48, 64], "quantize": "ct-nvfp4"},
+    },
+}
+
+
+def test_nvfp4_any_chunk_size_and_device_count_fused_global_scale(tmp_path):
+    first = _run(tmp_path, "one", NVFP4_SPEC)
+    again = _run(tmp_path, "two", NVFP4_SPEC, chunk_size=777, devices="cpu:0,1,2")
+    assert first.read_bytes() == again.read_bytes()
+    written = weightgen.load(first)
+    q, k, o = (reference(_logical(NVFP4_SPEC, f"a.{n}_proj.weight")) for n in "qko")
+    shared = kernels.nvfp4_global_scale(max(kernels.absmax(q), kernels.absmax(k)))
+    own = kernels.nvfp4_global_scale(kernels.absmax(o))
+    assert shared == kernels.nvfp4_global_scale(kernels.absmax(k)) != own
+    for name, drawn, g in (("q", q, shared), ("k", k, shared), ("o", o, own)):
+        packed, scale = kernels.ct_nvfp4(drawn, g)
+        assert written[f"a.{name}_proj.weight_global_scale"].tolist() == [g]
+        assert written[f"a.{name}_proj.weight_packed"].tobytes() == packed.tobytes()
+        assert written[f"a.{name}_proj.weight_scale"].tobytes() == scale.tobytes()
+
+
+def test_nvfp4_matches_compressed_tensors_with_llm_compressors_fused_scale(tmp_path):
+    """compressed-tensors' own path on weightgen's float32 draws: generate_gparam per
+    weight, the minimum over the fused group (llm-compressor's
+    update_fused_layer_weight_global_scales), calculate_qparams, then the NVFP4A16
+    compressor: the same bytes as the folder."""
+    import torch
+    from compressed_tensors.compressors import BaseCompressor
+    from compressed_tensors.quantization import preset_name_to_scheme
+    from compressed_tensors.quantization.utils import calculate_qparams, generate_gparam
+
+    spec = weightgen.model_spec(LLAMA, quantize="ct-nvfp4", dtype="bfloat16")
+    folder = tmp_path / "out"
+    weightgen.write_parsed(parse_spec(spec), folder, chunk_size=5000)
+    written = weightgen.load(folder)
+    scheme = preset_name_to_scheme("NVFP4A16", ["Linear"])
+    compressor = BaseCompressor.get_value_from_registry("nvfp4-pack-quantized")
+    layer = "model.layers.1."
+    for group in (["q_proj", "k_proj", "v_proj"], ["gate_proj", "up_proj"], ["o_proj"]):
+        names = [
+            next(n for n in spec["tensors"] if n.startswith(layer) and n.endswith(f".{m}.weight"))
+            for m in group
+        ]
+        weights = [torch.from_numpy(reference(_logical(spec, n)).copy()) for n in names]
+        g = torch.min(torch.cat([generate_gparam(w.amin(), w.amax()) for w in weights]))
+        for name, w in zip(names, weights):
+            view = w.unflatten(-1, (-1, 16))
+            scale, _ = calculate_qparams(
+                view.amin(dim=-1), view.amax(dim=-1), scheme.weights, global_scale=g
+            )
+            state = {"weight": w, "weight_scale": scale, "weight_global_scale": g.reshape(1)}
+            ref = compressor.compress(state, scheme)
+            assert set(ref) == {"weight_packed", "weight_scale", "weight_global_scale"}
+            for key in ref:
+                ours = written[name.removesuffix("weight") + key]
+                theirs = ref[key].contiguous()
+                assert list(ours.shape) == list(theirs.shape), (name, key)
+                assert ours.tobytes() == theirs.view(torch.uint8).numpy().tobytes(), (name, key)
+
+
+def test_nvfp4_manifest_records_fused_replays_and_verifies(tmp_path, run_cli):
+    out = _run(tmp_path, "m", NVFP4_SPEC)
+    manifest_path = Path(f"{out}.manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["quantize"] == {"format": "ct-nvfp4"}
+    entry = manifest["tensors"]["a.k_proj.weight"]
+    assert entry["fused"] == "a.qk" and "fused" not in manifest["tensors"]["a.o_proj.weight"]
+    assert set(entry["stored"]) == {
+        f"a.k_proj.weight{s}" for s in ("_packed", "_scale", "_global_scale")
+    }
+    assert entry["stored"]["a.k_proj.weight_global_scale"]["shape"] == [1]
+    replayed = tmp_path / "replayed.safetensors"
+    result = run_cli("run", str(manifest_path), "-o", str(replayed), "-q", "--chunk-size", "999")
+    assert result.code == 0, result.stderr
+    assert replayed.read_bytes() == out.read_bytes()
+    assert weightgen.verify(manifest_path, out) == []
+    # A manifest whose fused label was dropped makes another global scale: replay says so.
+    manifest["tensors"]["a.q_proj.weight"].pop("fused")
+    manifest["tensors"]["a.k_proj.weight"].pop("fused")
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(manifest))
+    result = run_cli("run", str(edited), "-o", str(tmp_path / "edited.safetensors"))
+    assert result.code != 0 and "a.q_proj.weight_" in result.stderr, result.stderr
+    data = bytearray(out.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    layout = json.loads(data[8:header])["a.o_proj.weight_global_scale"]["data_offsets"]
+    data[header + layout[0]] ^= 1
+    out.write_bytes(bytes(data))
+    problems = weightgen.verify(manifest_path, out)
+    assert [p.tensor for p in problems] == ["a.o_proj.weight_global_scale"], problems
+    report = json.loads(run_cli("inspect", str(replayed), "--json").stdout)
+    entry = next(t for t in report["quantized"] if t["name"] == "a.o_proj.weight")
+    assert entry["format"] == "ct-nvfp4" and entry["invalid_scales"] == 0 and entry["off"] == ""
+
+
+def test_published_nvfp4a16_is_ct_nvfp4_and_w4a4_is_refused(tmp_path, run_cli):
+    written = weightgen.model_spec(LLAMA, quantize="ct-nvfp4")["hf_config"]["quantization_config"]
+    config = {**LLAMA, "quantization_config": {**written, "ignore": ["lm_head"]}}
+    spec = weightgen.model_spec(config, quantize="published")
+    assert spec["quantize"] == {"format": "ct-nvfp4"}
+    assert spec["hf_config"]["quantization_config"] == config["quantization_config"]
+    assert spec["tensors"]["model.layers.0.mlp.up_proj.weight"]["fused"] == (
+        "model.layers.0.mlp.gate_proj+up_proj"
+    )
+    group = dict(written["config_groups"]["group_0"])
+    group["input_activations"] = {**group["weights"], "dynamic": "local"}  # NVFP4 (W4A4)
+    w4a4 = {**config["quantization_config"], "config_groups": {"group_0": group}}
+    path = tmp_path / "w4a4.json"
+    path.write_text(json.dumps({**LLAMA, "quantization_config": w4a4}))
+    result = run_cli("hf", str(path), "--quantize", "published", "--spec")
+    assert result.code == 2 and "input_global_scale" in result.stderr, result.stderr
+    assert "--quantize ct-nvfp4" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_nvfp4_fused_only_where_every_sibling_is_quantized():
+    """A module left alone (ignore) leaves its siblings their own global scales, as
+    llm-compressor does; MLA's q_a/kv_a share one."""
+    config = {
+        **LLAMA,
+        "quantization_config": {
+            **weightgen.model_spec(LLAMA, quantize="ct-nvfp4")["hf_config"]["quantization_config"],
+            "ignore": ["lm_head", "model.layers.0.self_attn.q_proj"],
+        },
+    }
+    tensors = weightgen.model_spec(config, quantize="published")["tensors"]
+    assert "fused" not in tensors["model.layers.0.self_attn.k_proj.weight"]
+    assert tensors["model.layers.1.self_attn.k_proj.weight"]["fused"] == (
+        "model.layers.1.self_attn.q_proj+k_proj+v_proj"
+    )
+    deepseek = weightgen.model_spec(DEEPSEEK, quantize="ct-nvfp4")["tensors"]
+    attn = "model.layers.0.self_attn."
+    assert (
+        deepseek[attn + "q_a_proj.weight"]["fused"]
+        == (deepseek[attn + "kv_a_proj_with_mqa.weight"]["fused"])
+    )
+    assert "fused" not in deepseek[attn + "kv_b_proj.weight"]
+    experts = "model.layers.1.mlp.experts.3."
+    assert deepseek[experts + "gate_proj.weight"]["fused"] == experts + "gate_proj+up_proj"
+
+
+@pytest.mark.parametrize(
+    ("spec", "name", "fused", "message"),
+    [
+        (PARTIAL_SPEC, "a.weight", "g", "fp8-block has no global scale to share"),
+        (PARTIAL_SPEC, "b.weight", "g", "only a quantized weight shares a global scale"),
+        (NVFP4_SPEC, "a.o_proj.weight", 7, "fused must be a non-empty string"),
+    ],
+)
+def test_bad_fused_label_is_refused(tmp_path, run_cli, spec, name, fused, message):
+    spec = json.loads(json.dumps(spec))
+    spec["tensors"][name]["fused"] = fused
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(spec))
+    result = run_cli("run", str(path), "-o", str(tmp_path / "x.safetensors"))
+    assert result.code == 2, result.stderr
+    assert result.stderr.startswith("weightgen: error:") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "x.safetensors").exists()
 
 
 @pytest.mark.parametrize(
@@ -411,6 +607,7 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
         ("gpt_oss", GPT_OSS, "published"),
         ("llama-ct-fp8", LLAMA, "ct-fp8"),
         ("llama-ct-w4a16", LLAMA, "ct-w4a16"),
+        ("llama-ct-nvfp4", LLAMA, "ct-nvfp4"),
         ("qwen3_moe", QWEN3_MOE, "fp8-block"),
         ("llama-ct-published", LLAMA_W4A16, "published"),
     ):

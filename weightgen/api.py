@@ -600,7 +600,7 @@ def model_spec(
     a mapping in messages (default: its path, or ``config.json``).
 
     ``quantize`` writes the checkpoint as it ships: ``"fp8-block"``, ``"mxfp4"``,
-    ``"ct-fp8"``, ``"ct-w4a16"`` or ``"published"`` (the format the config's
+    ``"ct-fp8"``, ``"ct-w4a16"``, ``"ct-nvfp4"`` or ``"published"`` (the format the config's
     quantization_config names; see quant/)."""
     from . import hf
     from .plan import parse_seed

@@ -693,8 +693,8 @@ meta device, each initialised as its own _init_weights does (read from the calls
 makes); a tensor no jax initializer can express needs a --rule.
 
 --quantize FORMAT writes the checkpoint in the format serving engines load (fp8-block,
-mxfp4, ct-fp8, ct-w4a16, or published: the config's own quantization_config): each
-quantized weight is drawn
+mxfp4, ct-fp8, ct-w4a16, ct-nvfp4, or published: the config's own quantization_config;
+ct-nvfp4's global scale takes a first pass over each weight): each quantized weight is drawn
 from its rule in float32 and quantized band by band as the format's quantizer does; the
 modules the published checkpoints keep unquantized (embeddings, lm_head, norms, routers)
 stay in the model dtype. config.json carries the loader's quantization_config.
@@ -718,6 +718,7 @@ Example:
   weightgen hf facebook/opt-125m -o opt/ --from-transformers --rule '*.fc2.weight=zeros'
   weightgen hf deepseek-v3.json -o dsv3/ --quantize published
   weightgen hf gpt-oss-20b.json -o oss/ --quantize mxfp4 --dtype bfloat16
+  weightgen hf llama-3-8b.json -o nv/ --quantize ct-nvfp4 --dtype bfloat16
   weightgen hf config.json --spec > model.json   # edit, then:
   weightgen run model.json -o llama/""",
     epilog="Families: " + ", ".join(FAMILIES),

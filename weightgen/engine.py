@@ -43,6 +43,7 @@ ACCELERATOR_CHUNK_PER_DEVICE = 2**24
 # when all of them fit in this much: a float32 scale per 128x128 block of a 64 GiB weight.
 QUANT_CACHE_BYTES = 64 << 20
 QUANT_AHEAD = 2  # bands drawn ahead of the one being handed to the writer
+GLOBAL_SCALES_KEPT = 256  # ct-nvfp4 global scales remembered (a few layers' fused groups)
 IN_FLIGHT = 3  # device chunks dispatched ahead of the host
 QUEUE_DEPTH = 4  # host chunks waiting for the writer
 
@@ -149,6 +150,7 @@ class Engine:
         self._signatures: dict[tuple, tuple] = {}
         self._quant_cache: dict[tuple, np.ndarray] = {}  # (weight, part, band) -> a band's part
         self._quantizer: ThreadPoolExecutor | None = None  # quantizes bands (numpy, off-GIL)
+        self._global_scales: dict[tuple, np.float32] = {}  # (weight names) -> global part
         # On an accelerator, start each device-to-host copy as soon as the call is queued.
         # On CPU the result already is host memory: the "copy" would be a real second copy
         # (measured: ~0.5 s per GiB), and np.asarray reads the buffer in place instead.
@@ -285,6 +287,10 @@ class Engine:
             data = scheme.constant(layout, logical.shape)[piece.start : piece.stop]
             yield data, [(number, spec, piece.start, None, slice(0, data.size))]
             return
+        if layout.role == "global":  # one float32 from the whole draw (ct-nvfp4)
+            data = np.array([self._global_scale(part)], np.float32)[piece.start : piece.stop]
+            yield data, [(number, spec, piece.start, None, slice(0, data.size))]
+            return
         per_band = scheme.part_band_elems(layout, logical.shape)
         band_elems = scheme.band_elems(logical.shape)
         waiting: collections.deque = collections.deque()
@@ -320,7 +326,32 @@ class Engine:
         values = values.reshape(rows, *logical.shape[1:])
         if self._quantizer is None:
             self._quantizer = ThreadPoolExecutor(1, thread_name_prefix="weightgen-quantize")
+        if part.scheme.has_global:
+            return self._quantizer.submit(
+                part.scheme.quantize_band, values, self._global_scale(part)
+            )
         return self._quantizer.submit(part.scheme.quantize_band, values)
+
+    def _global_scale(self, part) -> np.float32:
+        """A weight's global part (ct-nvfp4): a first pass over the draws of the weights
+        that share it (its fused group, or itself) chunk by chunk, keeping only their absolute
+        maximum (exact and order-free: the same on any chunk size or device count).
+        Remembered for the weight's other parts and the group's other weights."""
+        members = part.members
+        label = tuple(m.name for m in members)
+        found = self._global_scales.get(label)
+        if found is None:
+            from .quant import kernels
+
+            peak = 0.0
+            for logical in members:  # chunk by chunk: nothing kept but the maximum
+                for host in self.chunks(logical):
+                    peak = max(peak, kernels.absmax(np.asarray(host, np.float32)))
+            found = part.scheme.global_scale(peak)
+            if len(self._global_scales) >= GLOBAL_SCALES_KEPT:
+                self._global_scales.clear()
+            self._global_scales[label] = found
+        return found
 
     def _keep(self, part, band: int, parts: dict) -> np.ndarray:
         """``part``'s band; the band's other parts cached for their turn when small."""

@@ -68,6 +68,8 @@ def spec_entry(spec: TensorSpec, *, own_seed: bool) -> dict:
         entry["zero_rows"] = list(spec.zero_rows)
     if spec.quant is not None:
         entry["quantize"] = spec.quant.scheme.name
+        if spec.quant.fused is not None:
+            entry["fused"] = spec.quant.fused
     return entry
 
 
@@ -145,6 +147,7 @@ def build(
             entry = tensors[logical.name] = {
                 **spec_entry(logical, own_seed=logical.name in own or t.name in own),
                 "quantize": t.quant.scheme.name,
+                **({"fused": t.quant.fused} if t.quant.fused is not None else {}),
                 "key": keys[t.name],
                 "stored": {},
             }

@@ -151,6 +151,16 @@ class QuantPart:
     logical: TensorSpec
     scheme: Any
     suffix: str  # the part's name suffix ("" for a weight that keeps its name)
+    # A format with a global part (ct-nvfp4): the label of the weights that share it (a
+    # spec's ``fused``: q/k/v, gate/up) and their logical tensors, this one included. The
+    # global part is made from the absolute maximum of all of their draws.
+    fused: str | None = None
+    group: Sequence[TensorSpec] = ()  # shared by the group's parts (filled as it is parsed)
+
+    @property
+    def members(self) -> tuple[TensorSpec, ...]:
+        """The logical tensors whose draws make the global part: the group, or this one."""
+        return tuple(self.group) or (self.logical,)
 
 
 def make_tensor(

@@ -50,6 +50,7 @@ TENSOR_KEYS = (
     "zero_rows",
     "transform",
     "quantize",
+    "fused",
 )
 # What a manifest adds per tensor, by manifest format version ("stored": the tensors a
 # quantized weight became, each with its bytes and digests).
@@ -182,6 +183,8 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
     specs = []
     templates: dict[str, TensorSpec] = {}
     layouts: dict[str, list] = {}  # a quantized kind of tensor: its stored parts
+    # ``fused`` label -> the logical weights sharing a global part, filled as they come
+    fused_groups: dict[str, list[TensorSpec]] = {}
     for name, entry in tensors.items():
         where = f"tensor {name!r}: "
         check_name(name, label="spec: tensor name")
@@ -206,6 +209,11 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
             if key in entry and not isinstance(entry[key], str):
                 raise UsageError(f"{where}{key} must be a string, got {entry[key]!r}")
         quantized = _quantized(entry, scheme, where)
+        if "fused" in entry and not quantized:
+            raise UsageError(
+                f"{where}fused {entry['fused']!r}: only a quantized weight shares a global "
+                "scale with others; drop it"
+            )
         if "seed" in entry:
             seed, fold_in = parse_seed(entry["seed"], label=f"{where}seed"), None
             parsed.own_seed.add(name)
@@ -213,7 +221,9 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
             seed, fold_in = root_seed, name_fold_in(name)
         # Tensors that differ only in name and seed (a model's layers and experts) are
         # validated once: the rest of the entry is the key.
-        token = repr([(k, v) for k, v in entry.items() if k != "seed" and k not in extra])
+        token = repr(
+            [(k, v) for k, v in entry.items() if k not in ("seed", "fused") and k not in extra]
+        )
         template = templates.get(token)
         if template is None:
             template = templates[token] = make_tensor(
@@ -238,7 +248,12 @@ def parse_spec(document: Mapping[str, Any]) -> ParsedSpec:
             layout = layouts.get(token)
             if layout is None:
                 layout = layouts[token] = _stored_layout(scheme, logical, where)
-            stored = _stored_parts(scheme, layout, logical, where)
+            fused = _fused(entry, scheme, where)
+            group = None
+            if fused is not None:
+                group = fused_groups.setdefault(fused, [])
+                group.append(logical)
+            stored = _stored_parts(scheme, layout, logical, where, fused, group)
             specs.extend(stored)
             if is_manifest:
                 _stored_expectations(parsed, stored, entry, where)
@@ -274,6 +289,21 @@ def _quantized(entry: Mapping[str, Any], scheme, where: str) -> bool:
     return True
 
 
+def _fused(entry: Mapping[str, Any], scheme, where: str) -> str | None:
+    """A quantized weight's ``fused`` label: the weights with the same label share one
+    global part (ct-nvfp4's global scale: q/k/v, gate/up), made from all of their draws."""
+    label = entry.get("fused")
+    if label is None:
+        return None
+    if not scheme.has_global:
+        raise UsageError(
+            f"{where}fused {label!r}: {scheme.name} has no global scale to share; drop it"
+        )
+    if not isinstance(label, str) or not label:
+        raise UsageError(f"{where}fused must be a non-empty string (a group label), got {label!r}")
+    return label
+
+
 def _stored_layout(scheme, logical: TensorSpec, where: str) -> list[tuple]:
     """(suffix, shape, dtype) of each tensor a quantized weight of this kind becomes; checked
     once per kind of tensor (a model's 70,000 experts share a few)."""
@@ -295,8 +325,16 @@ def _stored_layout(scheme, logical: TensorSpec, where: str) -> list[tuple]:
     ]
 
 
-def _stored_parts(scheme, layout: list[tuple], logical: TensorSpec, where: str) -> list:
-    """The stored tensors a quantized weight becomes, each made from ``logical``."""
+def _stored_parts(
+    scheme,
+    layout: list[tuple],
+    logical: TensorSpec,
+    where: str,
+    fused: str | None = None,
+    group: list[TensorSpec] | None = None,
+) -> list:
+    """The stored tensors a quantized weight becomes, each made from ``logical`` (and, for
+    a global part, from the ``fused`` ``group`` it shares it with: complete once parsed)."""
     from .plan import MAX_NAME, QuantPart
 
     if len(logical.name) + max(len(suffix) for suffix, _, _ in layout) > MAX_NAME:
@@ -312,7 +350,7 @@ def _stored_parts(scheme, layout: list[tuple], logical: TensorSpec, where: str) 
             sample_dtype=logical.sample_dtype,
             seed=logical.seed,
             fold_in=logical.fold_in,
-            quant=QuantPart(logical, scheme, suffix),
+            quant=QuantPart(logical, scheme, suffix, fused, group if group is not None else ()),
         )
         for suffix, shape, dtype in layout
     ]

@@ -229,6 +229,9 @@ def _dequantized(reader, entries: dict, parts: list) -> QuantizedReport:
         rows = min(band_rows, shape[0] - band * band_rows)
         band_parts = {values_suffix: data[:count]}
         for suffix, whole in small.items():
+            if roles[suffix] == "global":  # one value for the whole weight
+                band_parts[suffix] = whole
+                continue
             step = per_band[suffix]
             band_parts[suffix] = whole[band * step : band * step + step]
         stats.update(scheme.dequantize(band_parts, (rows, *shape[1:])))

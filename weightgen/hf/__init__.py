@@ -308,6 +308,8 @@ def spec_for(
             entry["dtype"] = entry["sample_dtype"] = "float32"  # drawn in float32
             entry["quantize"] = quantized.name
         tensors[t.name] = entry
+    if quantized is not None and quantized.format.fused:
+        _label_fused(quantized.format.fused, tensors)
     spec: dict[str, Any] = {
         "seed": seed,
         "dtype": dtype_name,
@@ -400,6 +402,25 @@ def _left_linear(model: Model, tensors: dict[str, dict]) -> list[str]:
         if named and "quantize" not in tensors[t.name]:
             left.add(t.name.removesuffix(".weight"))
     return sorted(left)
+
+
+def _label_fused(fused: tuple[tuple[str, ...], ...], tensors: dict[str, dict]) -> None:
+    """Give the sibling weights a serving engine fuses (q/k/v, gate/up: the format's
+    ``fused``) one ``fused`` label, so they share a global scale, as llm-compressor's
+    ``update_fused_layer_weight_global_scales`` does: only when every one of them is
+    quantized (a module left alone leaves its siblings their own)."""
+    found: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for name, entry in tensors.items():
+        if "quantize" not in entry or not name.endswith(".weight"):
+            continue
+        parent, _, last = name.removesuffix(".weight").rpartition(".")
+        for group in fused:
+            if last in group:
+                found.setdefault((parent, group), []).append(name)
+    for (parent, group), names in found.items():
+        if len(names) == len(group):
+            for name in names:
+                tensors[name]["fused"] = f"{parent}.{'+'.join(group)}"
 
 
 def _quant_scheme(config: dict[str, Any], quantize: str | None):

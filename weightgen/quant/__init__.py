@@ -89,14 +89,35 @@ class Scheme:
     def bands(self, shape: tuple[int, ...]) -> int:
         return -(-shape[0] // self.band_rows()) if shape and shape[0] else 0
 
-    def quantize_band(self, band: np.ndarray) -> dict[str, np.ndarray]:
-        """The stored parts of one band of logical rows (float32), by suffix, flat."""
+    @property
+    def has_global(self) -> bool:
+        """Whether each weight has a global part (ct-nvfp4's global scale), made from the
+        whole tensor's draw: a first pass (``global_scale``) before its bands."""
+        return any(p.role == "global" for p in self.format.parts)
+
+    def global_scale(self, absmax: float) -> np.float32:
+        """The global part of a weight (or of a fused group) whose draw's absolute
+        maximum is ``absmax`` (the maximum over the group: its minimum global scale)."""
+        from . import kernels
+
+        return kernels.nvfp4_global_scale(absmax)
+
+    def quantize_band(
+        self, band: np.ndarray, global_scale: np.float32 | None = None
+    ) -> dict[str, np.ndarray]:
+        """The stored parts of one band of logical rows (float32), by suffix, flat; a format
+        with a global part takes the weight's ``global_scale``."""
         from . import kernels
 
         data = np.ascontiguousarray(np.swapaxes(band, -1, -2)) if self.format.transpose else band
         kernel = getattr(kernels, self.format.kernel)
-        out = kernel(data, **self.format.kernel_args(self.values))
-        drawn = [p for p in self.format.parts if p.role != "constant"]
+        args = self.format.kernel_args(self.values)
+        if self.has_global:
+            if global_scale is None:
+                raise ValueError(f"{self.name}: a band needs its weight's global scale")
+            args = {**args, "global_scale": global_scale}
+        out = kernel(data, **args)
+        drawn = [p for p in self.format.parts if p.role not in ("constant", "global")]
         return {p.suffix: np.ascontiguousarray(a).reshape(-1) for p, a in zip(drawn, out)}
 
     def constant(self, part: Part, shape: tuple[int, ...]) -> np.ndarray:
@@ -207,8 +228,9 @@ def published(config: Mapping[str, Any]) -> Scheme:
 
 
 def _compressed_tensors(qc: Mapping[str, Any], config: Mapping[str, Any]) -> Scheme:
-    """ct-fp8 or ct-w4a16, when a compressed-tensors config's one group of weights is what
-    llm-compressor's FP8_DYNAMIC or W4A16 preset writes; the scales in the model's dtype."""
+    """ct-fp8, ct-w4a16 or ct-nvfp4, when a compressed-tensors config's one group of weights
+    is what llm-compressor's FP8_DYNAMIC, W4A16 or NVFP4A16 preset writes; the ct-fp8 and
+    ct-w4a16 scales in the model's dtype (NVFP4's are FP8)."""
     groups = qc.get("config_groups")
     weights = None
     if isinstance(groups, dict) and len(groups) == 1:
@@ -228,11 +250,26 @@ def _compressed_tensors(qc: Mapping[str, Any], config: Mapping[str, Any]) -> Sch
         return scheme_of({"format": "ct-fp8", "scale_dtype": scale_dtype})
     if shape == ("pack-quantized", "int", 4, "group", True) and weights.get("group_size") == 128:
         return scheme_of({"format": "ct-w4a16", "scale_dtype": scale_dtype})
+    if (
+        shape == ("nvfp4-pack-quantized", "float", 4, "tensor_group", True)
+        and weights.get("group_size") == 16
+    ):
+        (group,) = groups.values()
+        activations = group.get("input_activations")
+        if isinstance(activations, dict) and activations.get("dynamic") is not True:
+            raise UsageError(
+                "--quantize published: this NVFP4 config quantizes activations with a "
+                "calibrated input_global_scale per layer (llm-compressor's NVFP4 preset), "
+                "which random weights cannot have; use --quantize ct-nvfp4 (NVFP4A16: FP4 "
+                "weights, activations unquantized)"
+            )
+        return scheme_of("ct-nvfp4")
     raise UsageError(
         "--quantize published: this compressed-tensors config (format "
         f"{qc.get('format')!r}, weights {weights.get('type')!r} {weights.get('num_bits')!r} "
         f"bits, strategy {weights.get('strategy')!r}) is not one weightgen writes; it writes "
-        "ct-fp8 (float-quantized, channel) and ct-w4a16 (pack-quantized, int4, group 128)"
+        "ct-fp8 (float-quantized, channel), ct-w4a16 (pack-quantized, int4, group 128) and "
+        "ct-nvfp4 (nvfp4-pack-quantized, FP4, group 16)"
     )
 
 
@@ -282,7 +319,20 @@ def _dequantize_ct_w4a16(scheme: Scheme, parts, shape) -> np.ndarray:
     return dequantize_ct_w4a16(packed, scale)
 
 
+def _dequantize_ct_nvfp4(scheme: Scheme, parts, shape) -> np.ndarray:
+    import ml_dtypes
+
+    from .kernels import NVFP4_GROUP, dequantize_ct_nvfp4
+
+    rows, cols = shape
+    packed = np.asarray(parts["_packed"]).view(np.uint8).reshape(rows, cols // 2)
+    scale = np.asarray(parts["_scale"]).view(ml_dtypes.float8_e4m3fn)
+    global_scale = np.asarray(parts["_global_scale"]).view(np.float32).reshape(-1)[0]
+    return dequantize_ct_nvfp4(packed, scale.reshape(rows, cols // NVFP4_GROUP), global_scale)
+
+
 _DEQUANTIZE = {
+    "ct_nvfp4": _dequantize_ct_nvfp4,
     "ct_w4a16": _dequantize_ct_w4a16,
     "fp8_block": _dequantize_fp8,
     "mxfp4": _dequantize_mxfp4,
@@ -296,4 +346,4 @@ def invalid_scales(scheme: Scheme, suffix: str, data: np.ndarray) -> int:
     from . import kernels
 
     part = next(p for p in scheme.format.parts if p.suffix == suffix)
-    return kernels.invalid_scales(data) if part.role == "scales" else 0
+    return kernels.invalid_scales(data) if part.role in ("scales", "global") else 0

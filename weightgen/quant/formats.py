@@ -37,7 +37,9 @@ class Part:
     suffix: str  # "" (the weight keeps its name), "_scale_inv", "_blocks", ...
     dtype: str | Callable[[Mapping[str, Any]], str]  # safetensors code (F8_E4M3, F32, U8)
     shape: Callable[[Shape, Mapping[str, Any]], Shape]  # from the logical shape and params
-    role: str  # "values" (the quantized data), "scales", or "constant" (``value``)
+    # "values" (the quantized data), "scales", "constant" (``value``), or "global": one
+    # float32 per weight from its whole draw (ct-nvfp4's global scale), never banded.
+    role: str
     # A constant part's contents, from the logical shape (compressed-tensors' weight_shape):
     # written whole, never drawn.
     value: Callable[[Shape], Any] | None = None
@@ -60,6 +62,9 @@ class Format:
     params: Mapping[str, Any] = field(default_factory=dict)  # parameters and defaults
     kernel_args: Callable[[Mapping[str, Any]], dict] = lambda p: {}  # the kernel's keywords
     transpose: bool = False  # the kernel takes [..., out, in]: swap the last two axes first
+    # Sibling modules that share one global scale (names of the last module component), for
+    # a format with a "global" part: what the serving engine fuses into one matrix.
+    fused: tuple[tuple[str, ...], ...] = ()
     # How far quantization may move a weight's mean and std, relative to its rule's std
     # (inspect's check of a dequantized weight, beyond sampling error).
     std_tolerance: float = 0.01
@@ -299,7 +304,80 @@ CT_W4A16 = Format(
     "symmetric, one scale per 128 (llm-compressor's W4A16)",
 )
 
-FORMATS: dict[str, Format] = {f.name: f for f in (FP8_BLOCK, MXFP4, CT_FP8, CT_W4A16)}
+NVFP4_GROUP = 16
+
+
+def _ct_nvfp4_config(params: Mapping[str, Any]) -> dict:
+    """llm-compressor's NVFP4A16 preset as compressed-tensors 0.20.0 writes it
+    (``QuantizationConfig(...).to_dict()``): FP4 weights in groups of 16 with FP8 group
+    scales and one float32 global scale, activations unquantized. The W4A4 preset (NVFP4)
+    would need a calibrated ``input_global_scale`` per layer: random weights have none."""
+    return {
+        "config_groups": {
+            "group_0": {
+                "format": None,
+                "input_activations": None,
+                "output_activations": None,
+                "targets": ["Linear"],
+                "weights": {
+                    "dynamic": False,
+                    "group_size": NVFP4_GROUP,
+                    "num_bits": 4,
+                    "scale_dtype": "torch.float8_e4m3fn",
+                    "strategy": "tensor_group",
+                    "symmetric": True,
+                    "type": "float",
+                },
+            }
+        },
+        "format": "nvfp4-pack-quantized",
+        "global_compression_ratio": None,
+        "ignore": [],
+        "kv_cache_scheme": None,
+        "moe_sparsity_config": None,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+    }
+
+
+def _nvfp4_fits(shape: Shape, params: Mapping[str, Any]) -> str | None:
+    if shape[-1] % NVFP4_GROUP:
+        return f"its input width {shape[-1]} is not a multiple of the group, {NVFP4_GROUP}"
+    return None
+
+
+# compressed-tensors 0.20.0 ``compressors/nvfp4/base.py`` (``NVFP4PackedCompressor``:
+# ``weight_packed`` uint8 [out, in/2], ``weight_scale`` float8_e4m3fn [out, in/16],
+# ``weight_global_scale`` float32 [1]). The global scale is 448·6 / absmax of the whole
+# weight (``generate_gparam``); llm-compressor (``modifiers/utils/helpers.py``,
+# ``update_fused_layer_weight_global_scales``) gives q/k/v, MLA's q_a/kv_a and gate/up one
+# global scale, their minimum, "a requirement currently being set by vLLM" (it fuses them).
+CT_NVFP4 = Format(
+    name="ct-nvfp4",
+    quant_method="compressed-tensors",
+    kernel="ct_nvfp4",
+    roles=LINEAR_ROLES,
+    fans=LINEAR,
+    ndim=2,
+    parts=(
+        Part("_packed", "U8", lambda s, p: (s[0], s[1] // 2), "values"),
+        Part("_scale", "F8_E4M3", lambda s, p: (s[0], s[1] // NVFP4_GROUP), "scales"),
+        Part("_global_scale", "F32", lambda s, p: (1,), "global"),
+    ),
+    band_rows=lambda p: 128,  # any rows: the groups run along a row
+    divides=_nvfp4_fits,
+    config=_ct_nvfp4_config,
+    fused=(
+        ("q_proj", "k_proj", "v_proj"),
+        ("q_a_proj", "kv_a_proj_with_mqa"),
+        ("gate_proj", "up_proj"),
+    ),
+    std_tolerance=0.05,  # 2 mantissa bits; FP8 group scales
+    description="compressed-tensors nvfp4-pack-quantized: FP4 E2M1 weights two a byte, one "
+    "FP8 scale per 16 and a float32 global scale (llm-compressor's NVFP4A16)",
+)
+
+FORMATS: dict[str, Format] = {f.name: f for f in (FP8_BLOCK, MXFP4, CT_FP8, CT_W4A16, CT_NVFP4)}
 PUBLISHED = "published"  # --quantize published: the format the config's own names
 
 

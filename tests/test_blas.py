@@ -228,3 +228,18 @@ def test_the_accepting_bounds_hold_rounding_and_refuse_more():
     assert bad.differing == 1 and bad.largest > bad.bound
     stretched = qrdrift._compare(spec, q * 1.001, "K", q * 1.001)  # same values, not orthogonal
     assert stretched.largest == 0 and stretched.orthogonality > stretched.orthogonality_bound
+
+
+def test_accepting_drift_is_refused_where_nothing_can_be_taken_back(tmp_path):
+    """stdout cannot be taken back, and each of many processes would replay alone."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(SPEC))
+    weightgen.run_spec(str(spec), tmp_path / "a.safetensors", manifest=True)
+    manifest = str(tmp_path / "a.safetensors.manifest.json")
+    with pytest.raises(weightgen.UsageError, match="one process into a file or folder"):
+        weightgen.run_spec(manifest, "-", format="safetensors", accept_qr_drift=True)
+    cluster = weightgen.Cluster("127.0.0.1:1", 2, 0)
+    with pytest.raises(weightgen.UsageError, match="one process into a file or folder"):
+        weightgen.run_spec(
+            manifest, tmp_path / "b.safetensors", cluster=cluster, accept_qr_drift=True
+        )

@@ -337,3 +337,14 @@ def test_the_run_line_comes_once_the_checks_pass(tmp_path, run_cli):
     assert result.code == 0, result.stderr
     first, *rest = result.stderr.splitlines()
     assert first.startswith("LlamaForCausalLM: ") and rest[-1].startswith("wrote ")
+
+
+def test_strict_is_refused_where_the_keys_cannot_be_checked(tmp_path, run_cli):
+    """A model type that only --from-transformers builds has no key data here: --strict
+    would check nothing, so it is refused rather than silently ignored."""
+    config = tmp_path / "opt.json"
+    config.write_text(json.dumps({"model_type": "opt", "num_layers": 2, "foo_bar": 1}))
+    result = run_cli("hf", str(config), "--from-transformers", "--strict", "--spec")
+    assert result.code == 2
+    assert "--strict checks the keys of the built-in families" in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -184,7 +184,7 @@ def test_a_single_file_is_byte_identical_to_one_process(tmp_path, job, count):
 @pytest.mark.slow
 def test_a_sharded_folder_is_byte_identical_to_one_process(tmp_path, job):
     spec = spec_file(tmp_path)
-    args = ["run", str(spec), "-o", "ckpt", "-q", "--max-shard-size", "200KB"]
+    args = ["run", str(spec), "-o", "ckpt/", "-q", "--max-shard-size", "200KB"]  # "dir/" too
     alone = one_process(tmp_path, args)
     shared = tmp_path / "shared"
     shared.mkdir()

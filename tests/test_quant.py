@@ -664,3 +664,48 @@ def test_transformers_loads_them_and_dequantizes_as_weightgen(tmp_path):
         for name, values in ours.items():
             std = spec["tensors"][name]["stddev"]
             assert abs(values.std() / std - 1) < 0.05, (name, values.std())
+
+
+TINY = HERE / "data" / "hf_tiny"
+
+
+@pytest.mark.parametrize(
+    ("config", "quantize"),
+    [
+        (TINY / "llama.json", "fp8-block"),
+        (TINY / "llama.json", "ct-fp8"),
+        (TINY / "llama.json", "ct-nvfp4"),
+        (TINY / "gpt_oss-tied-mxfp4.json", "published"),
+    ],
+)
+def test_a_quantized_folder_replays_and_verifies_past_the_config_check(
+    tmp_path, run_cli, config, quantize
+):
+    """A quantized folder's manifest, and its spec, carry an hf_config: the config check
+    takes each quantized weight as the tensor it stands for, so run and verify accept it."""
+    first, again, from_spec = tmp_path / "q", tmp_path / "again", tmp_path / "from-spec"
+    result = run_cli("hf", str(config), "-o", str(first), "--quantize", quantize, "-q")
+    assert result.code == 0, result.stderr
+    assert run_cli("verify", str(first)).code == 0
+    manifest = first / "weightgen.manifest.json"
+    result = run_cli("run", str(manifest), "-o", str(again), "-q")
+    assert result.code == 0, result.stderr
+    assert run_cli("verify", str(again)).code == 0
+    for path in first.iterdir():
+        assert (again / path.name).read_bytes() == path.read_bytes(), path.name
+    spec = tmp_path / "m.json"
+    result = run_cli("hf", str(config), "--spec", "--quantize", quantize)
+    spec.write_text(result.stdout)
+    assert run_cli("run", str(spec), "-o", str(from_spec), "-q").code == 0
+    written = weightgen.write_model(config, tmp_path / "lib", quantize=quantize)
+    assert weightgen.verify(None, written.path) == []
+
+
+def test_a_format_that_would_quantize_nothing_is_refused(tmp_path, run_cli):
+    result = run_cli(
+        "hf", str(TINY / "llama.json"), "--quantize", "mxfp4", "-o", str(tmp_path / "o")
+    )
+    assert result.code == 2
+    assert "mxfp4 quantizes expert_in, expert_out" in result.stderr
+    assert "nothing would be quantized" in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -178,8 +178,15 @@ def test_a_signal_ends_the_run_as_ctrl_c_does(old_output, output, point, signum)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("output", ["tensor", "folder"])
-def test_a_signal_during_the_renames_waits_for_them(old_output, output):
+@pytest.mark.parametrize(
+    ("output", "signum", "verb"),
+    [
+        ("tensor", signal.SIGTERM, "terminated"),
+        ("folder", signal.SIGTERM, "terminated"),
+        ("folder", signal.SIGINT, "interrupted"),  # Ctrl-C too: not "aborted"
+    ],
+)
+def test_a_signal_during_the_renames_waits_for_them(old_output, output, signum, verb):
     """Between the output's rename and its manifest's, a signal would leave one without the
     other: it waits, and the run ends saying the output is complete (and it is)."""
     folder, before = old_output
@@ -187,14 +194,13 @@ def test_a_signal_during_the_renames_waits_for_them(old_output, output):
     proc = start(
         argv,
         folder,
-        signal_at=f"weightgen.output:Target.rename={signal.SIGTERM}",
+        signal_at=f"weightgen.output:Target.rename={signum}",
     )
     code, err = finish(proc)
     path = "w.safetensors" if output == "tensor" else "model"
-    assert code == 143, err
-    assert (
-        err == f"weightgen: error: terminated (SIGTERM) after {path} was written; it is complete\n"
-    )
+    name = signal.Signals(signum).name
+    assert code == 128 + signum, err
+    assert err == f"weightgen: error: {verb} ({name}) after {path} was written; it is complete\n"
     assert leftovers(folder) == []
     assert not unchanged(folder, before)
     manifest = folder / ("w.m.json" if output == "tensor" else "model/weightgen.manifest.json")

@@ -158,3 +158,24 @@ def readme_file_digest(path) -> str:
     if position < len(raw):
         pieces.append(raw[position:])
     return blake3.blake3(b"".join(readme_digest_of(p) for p in pieces)).hexdigest()
+
+
+# For test_signals.py and test_hosts.py: a launcher that makes its process signal itself as
+# one weightgen function begins (the function and the signal in SIGNAL_AT,
+# "module:Class.function=number"), then runs weightgen.
+SIGNAL_HOOK = """
+import importlib, os
+where, signum = os.environ["SIGNAL_AT"].rsplit("=", 1)
+module, _, attribute = where.partition(":")
+owner = importlib.import_module(module)
+*parents, name = attribute.split(".")
+for parent in parents:
+    owner = getattr(owner, parent)
+original = getattr(owner, name)
+def signalled(*args, **kwargs):
+    os.kill(os.getpid(), int(signum))
+    return original(*args, **kwargs)
+setattr(owner, name, signalled)
+from weightgen.cli import main
+main()
+"""

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SIGNAL_HOOK
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -380,26 +381,6 @@ def test_sigterm_stops_every_process_cleanly(tmp_path, job):
     assert leftovers(tmp_path) == []
 
 
-# A launcher that makes its process signal itself as one weightgen function begins (the
-# function and the signal in SIGNAL_AT, "module:Class.function=number"), then runs weightgen.
-SIGNAL_AT = """
-import importlib, os
-where, signum = os.environ["SIGNAL_AT"].rsplit("=", 1)
-module, _, attribute = where.partition(":")
-owner = importlib.import_module(module)
-*parents, name = attribute.split(".")
-for parent in parents:
-    owner = getattr(owner, parent)
-original = getattr(owner, name)
-def signalled(*args, **kwargs):
-    os.kill(os.getpid(), int(signum))
-    return original(*args, **kwargs)
-setattr(owner, name, signalled)
-from weightgen.cli import main
-main()
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "point, victim, signum",
@@ -422,7 +403,7 @@ def test_a_signal_in_a_two_process_run_stops_both_cleanly(tmp_path, job, point, 
     def per_process(pid: int) -> dict:
         if pid != victim or point not in hooks:
             return {}
-        return {"launcher": ["-c", SIGNAL_AT], "env": {"SIGNAL_AT": f"{hooks[point]}={signum}"}}
+        return {"launcher": ["-c", SIGNAL_HOOK], "env": {"SIGNAL_AT": f"{hooks[point]}={signum}"}}
 
     job.start(2, args, per_process=per_process)
     signalled = time.monotonic()

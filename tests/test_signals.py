@@ -2,8 +2,9 @@
 a short timeout (killed if a test fails), signalled while planning, generating and
 committing. Nothing is left but the old destination, and the run says so in one line.
 
-A signal at an exact point comes from the process itself: a launcher (``python -c HOOK``)
-wraps one weightgen function so that the process signals itself as the function begins;
+A signal at an exact point comes from the process itself: a launcher (``python -c
+SIGNAL_HOOK``, from conftest.py) wraps one weightgen function so that the process signals
+itself as the function begins;
 nothing in weightgen knows about it. "generating" is signalled from outside, as SLURM or
 ``docker stop`` would, once the temporary output holds data.
 """
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import SIGNAL_HOOK
 
 import weightgen
 
@@ -27,22 +29,6 @@ ENV = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.pathsep.join(sys.path)}
 LIMIT = 120  # seconds: no process of a test runs longer
 TMP_MARK = ".weightgen-tmp"
 
-HOOK = """
-import importlib, os, sys
-where, signum = os.environ["SIGNAL_AT"].rsplit("=", 1)
-module, _, attribute = where.partition(":")
-owner = importlib.import_module(module)
-*parents, name = attribute.split(".")
-for parent in parents:
-    owner = getattr(owner, parent)
-original = getattr(owner, name)
-def signalled(*args, **kwargs):
-    os.kill(os.getpid(), int(signum))
-    return original(*args, **kwargs)
-setattr(owner, name, signalled)
-from weightgen.cli import main
-main()
-"""
 
 CONFIG = {  # a small llama: 47 MiB in float32, six tensors a layer
     "model_type": "llama",
@@ -87,7 +73,7 @@ def start(argv, cwd: Path, *, signal_at: str | None = None, preexec=None) -> sub
     launcher = ["-m", "weightgen"]
     if signal_at is not None:
         env["SIGNAL_AT"] = signal_at
-        launcher = ["-c", HOOK]
+        launcher = ["-c", SIGNAL_HOOK]
     return subprocess.Popen(
         [sys.executable, *launcher, *argv],
         cwd=cwd,

@@ -268,10 +268,15 @@ def _ct_w4a16_config(params: Mapping[str, Any]) -> dict:
     }
 
 
-def _w4a16_fits(shape: Shape, params: Mapping[str, Any]) -> str | None:
-    if shape[-1] % W4A16_GROUP:
-        return f"its input width {shape[-1]} is not a multiple of the group, {W4A16_GROUP}"
-    return None
+def _groups_fit(group: int) -> Callable[[Shape, Mapping[str, Any]], str | None]:
+    """A format's check that a weight's input width is whole groups of ``group``."""
+
+    def fits(shape: Shape, params: Mapping[str, Any]) -> str | None:
+        if shape[-1] % group:
+            return f"its input width {shape[-1]} is not a multiple of the group, {group}"
+        return None
+
+    return fits
 
 
 # compressed-tensors 0.20.0 ``compressors/quantized_compressors/pack_quantized.py``
@@ -295,7 +300,7 @@ CT_W4A16 = Format(
         Part("_shape", "I64", lambda s, p: (2,), "constant", value=lambda s: list(s)),
     ),
     band_rows=lambda p: 128,  # any rows: the groups run along a row
-    divides=_w4a16_fits,
+    divides=_groups_fit(W4A16_GROUP),
     config=_ct_w4a16_config,
     params={"scale_dtype": "bfloat16"},
     kernel_args=lambda p: {"group": W4A16_GROUP, "scale_dtype": p["scale_dtype"]},
@@ -340,12 +345,6 @@ def _ct_nvfp4_config(params: Mapping[str, Any]) -> dict:
     }
 
 
-def _nvfp4_fits(shape: Shape, params: Mapping[str, Any]) -> str | None:
-    if shape[-1] % NVFP4_GROUP:
-        return f"its input width {shape[-1]} is not a multiple of the group, {NVFP4_GROUP}"
-    return None
-
-
 # compressed-tensors 0.20.0 ``compressors/nvfp4/base.py`` (``NVFP4PackedCompressor``:
 # ``weight_packed`` uint8 [out, in/2], ``weight_scale`` float8_e4m3fn [out, in/16],
 # ``weight_global_scale`` float32 [1]). The global scale is 448·6 / absmax of the whole
@@ -365,7 +364,7 @@ CT_NVFP4 = Format(
         Part("_global_scale", "F32", lambda s, p: (1,), "global"),
     ),
     band_rows=lambda p: 128,  # any rows: the groups run along a row
-    divides=_nvfp4_fits,
+    divides=_groups_fit(NVFP4_GROUP),
     config=_ct_nvfp4_config,
     fused=(
         ("q_proj", "k_proj", "v_proj"),

@@ -68,6 +68,12 @@ def written(folder: Path) -> int:
     return total
 
 
+def default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a shell without job control (CI, `cmd &`) starts
+    its children with SIGINT ignored, and an ignored signal is left ignored (nohup's rule)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(argv, cwd: Path, *, signal_at: str | None = None, preexec=None) -> subprocess.Popen:
     env = dict(ENV)
     launcher = ["-m", "weightgen"]
@@ -181,6 +187,7 @@ def test_a_signal_during_the_renames_waits_for_them(old_output, output, signum, 
         argv,
         folder,
         signal_at=f"weightgen.output:Target.rename={signum}",
+        preexec=default_sigint if signum == signal.SIGINT else None,
     )
     code, err = finish(proc)
     path = "w.safetensors" if output == "tensor" else "model"

@@ -861,10 +861,11 @@ def inspect_command(path: str, manifest: str | None, check: bool, as_json: bool)
       weightgen inspect llama/ --check && echo "init as recorded"
       weightgen inspect k.safetensors --json
     """
-    from .stats import check_findings, inspect_file, inspect_quantized
+    from .stats import check_findings, inspect_file, inspect_quantized, rules_for
 
-    fmt, reports, metadata = inspect_file(path, manifest)
-    quantized = inspect_quantized(path, manifest)
+    rules = rules_for(path, manifest)  # the manifest read once, for both tables
+    fmt, reports, metadata = inspect_file(path, rules=rules)
+    quantized = inspect_quantized(path, rules=rules)
     findings = check_findings(reports, quantized) if check else []
     _inspect_report(path, fmt, reports, quantized, metadata, as_json)
     if findings:

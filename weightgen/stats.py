@@ -82,12 +82,15 @@ class RunningStats:
 
 
 def inspect_file(
-    path: str | os.PathLike, manifest: str | os.PathLike | None = None
+    path: str | os.PathLike,
+    manifest: str | os.PathLike | None = None,
+    *,
+    rules: dict | None = None,
 ) -> tuple[str, list[TensorReport], dict]:
     """(format, one report per tensor, the file's metadata). With a manifest (the one given,
     else the folder's own or the one beside the file, if any), each tensor's statistics are
-    set beside what its recorded rule implies."""
-    rules = _rules(path, manifest)
+    set beside what its recorded rule implies. ``rules``: ``rules_for``'s, read already."""
+    rules = rules_for(path, manifest) if rules is None else rules
     fmt = formats.sniff(path)
     reader = formats.module(fmt).Reader(path)
     try:
@@ -139,7 +142,7 @@ def check_findings(reports: list[TensorReport], quantized: list | None = None) -
     return findings
 
 
-def _rules(path: str | os.PathLike, manifest: str | os.PathLike | None) -> dict:
+def rules_for(path: str | os.PathLike, manifest: str | os.PathLike | None) -> dict:
     """name -> TensorSpec from the manifest that describes ``path``; {} when there is none."""
     from .manifest import locate
     from .specfile import load_spec
@@ -177,11 +180,15 @@ class QuantizedReport:
 
 
 def inspect_quantized(
-    path: str | os.PathLike, manifest: str | os.PathLike | None = None
+    path: str | os.PathLike,
+    manifest: str | os.PathLike | None = None,
+    *,
+    rules: dict | None = None,
 ) -> list[QuantizedReport]:
     """Every quantized weight the manifest records (none without one), dequantized band by
-    band (bounded memory: one band and the weight's scales), with its rule's check."""
-    rules = _rules(path, manifest)
+    band (bounded memory: one band and the weight's scales), with its rule's check.
+    ``rules``: ``rules_for``'s, read already."""
+    rules = rules_for(path, manifest) if rules is None else rules
     weights: dict[str, list] = {}
     for spec in rules.values():
         if spec.quant is not None:

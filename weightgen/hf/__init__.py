@@ -86,11 +86,17 @@ def read_config(source: str | os.PathLike) -> tuple[dict[str, Any], str]:
     return config, where
 
 
+def built_in(config: dict[str, Any]) -> Family | None:
+    """The built-in family ``config``'s model_type names (or an alias of one); None else."""
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        return None
+    return FAMILIES.get(model_type) or ALIASES.get(model_type)
+
+
 def family_of(config: dict[str, Any], where: str = "config.json") -> Family:
     model_type = config.get("model_type")
-    family = None
-    if isinstance(model_type, str):
-        family = FAMILIES.get(model_type) or ALIASES.get(model_type)
+    family = built_in(config)
     if family is not None:
         return family
     known = f"weightgen knows {', '.join(FAMILIES)}"
@@ -235,11 +241,7 @@ def spec_for(
         from . import from_transformers as transformers_path
 
         model_type = config.get("model_type")
-        family = (
-            FAMILIES.get(model_type) or ALIASES.get(model_type)
-            if isinstance(model_type, str)
-            else None
-        )
+        family = built_in(config)
         if family is not None:  # its keys are known here, without transformers
             config_check.check(config, family, strict=strict, where=where)
         elif strict:
@@ -459,12 +461,7 @@ def config_notes(
             if key in config
         ]
     )
-    model_type = config.get("model_type")
-    family = (
-        (FAMILIES.get(model_type) or ALIASES.get(model_type))
-        if isinstance(model_type, str)
-        else None
-    )
+    family = built_in(config)
     if family is not None:
         lines += config_check.notes(config_check.check(config, family, where=where), where)
     return lines
@@ -503,10 +500,7 @@ def check_tensors(
     another model. Each tensor's init may differ (that is what editing a spec is for). A
     model type weightgen does not build (a --from-transformers spec) is not checked: that
     needs transformers."""
-    model_type = hf_config.get("model_type")
-    if not isinstance(model_type, str) or (
-        model_type not in FAMILIES and model_type not in ALIASES
-    ):
+    if built_in(hf_config) is None:
         return
     label = f"{where}'s hf_config" if config_name == "its hf_config" else config_name
     model = model_of(hf_config, None, label)

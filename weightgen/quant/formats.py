@@ -166,48 +166,54 @@ MXFP4_NOT_CONVERTED = (
 SCALE_CODES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
 
+def _ct_config(fmt: str, group: dict, **extra: Any) -> dict:
+    """A compressed-tensors ``quantization_config`` of one config group, its keys in the
+    order compressed-tensors 0.20.0 writes them (``extra``: keys a format adds)."""
+    return {
+        "config_groups": {"group_0": group},
+        "format": fmt,
+        "global_compression_ratio": None,
+        "ignore": [],
+        "kv_cache_scheme": None,
+        **extra,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+    }
+
+
 def _ct_fp8_config(params: Mapping[str, Any]) -> dict:
     """llm-compressor's FP8_DYNAMIC preset as it writes it (compressed-tensors 0.20.0
     ``QuantizationConfig``): channel-wise FP8 weights, dynamic per-token FP8 activations.
     ``ignore`` is filled in by the builder: the linear layers left unquantized."""
-    return {
-        "config_groups": {
-            "group_0": {
-                "input_activations": {
-                    "actorder": None,
-                    "block_structure": None,
-                    "dynamic": True,
-                    "group_size": None,
-                    "num_bits": 8,
-                    "observer": None,
-                    "observer_kwargs": {},
-                    "strategy": "token",
-                    "symmetric": True,
-                    "type": "float",
-                },
-                "output_activations": None,
-                "targets": ["Linear"],
-                "weights": {
-                    "actorder": None,
-                    "block_structure": None,
-                    "dynamic": False,
-                    "group_size": None,
-                    "num_bits": 8,
-                    "observer": "minmax",
-                    "observer_kwargs": {},
-                    "strategy": "channel",
-                    "symmetric": True,
-                    "type": "float",
-                },
-            }
+    group = {
+        "input_activations": {
+            "actorder": None,
+            "block_structure": None,
+            "dynamic": True,
+            "group_size": None,
+            "num_bits": 8,
+            "observer": None,
+            "observer_kwargs": {},
+            "strategy": "token",
+            "symmetric": True,
+            "type": "float",
         },
-        "format": "float-quantized",
-        "global_compression_ratio": None,
-        "ignore": [],
-        "kv_cache_scheme": None,
-        "quant_method": "compressed-tensors",
-        "quantization_status": "compressed",
+        "output_activations": None,
+        "targets": ["Linear"],
+        "weights": {
+            "actorder": None,
+            "block_structure": None,
+            "dynamic": False,
+            "group_size": None,
+            "num_bits": 8,
+            "observer": "minmax",
+            "observer_kwargs": {},
+            "strategy": "channel",
+            "symmetric": True,
+            "type": "float",
+        },
     }
+    return _ct_config("float-quantized", group)
 
 
 # compressed-tensors 0.20.0 ``compressors/quantized_compressors/fp8_quantized.py``
@@ -239,33 +245,24 @@ W4A16_GROUP = 128
 def _ct_w4a16_config(params: Mapping[str, Any]) -> dict:
     """llm-compressor's W4A16 preset as it writes it: int4 weights, symmetric, groups of
     128 along the input, activations unquantized."""
-    return {
-        "config_groups": {
-            "group_0": {
-                "input_activations": None,
-                "output_activations": None,
-                "targets": ["Linear"],
-                "weights": {
-                    "actorder": None,
-                    "block_structure": None,
-                    "dynamic": False,
-                    "group_size": W4A16_GROUP,
-                    "num_bits": 4,
-                    "observer": "minmax",
-                    "observer_kwargs": {},
-                    "strategy": "group",
-                    "symmetric": True,
-                    "type": "int",
-                },
-            }
+    group = {
+        "input_activations": None,
+        "output_activations": None,
+        "targets": ["Linear"],
+        "weights": {
+            "actorder": None,
+            "block_structure": None,
+            "dynamic": False,
+            "group_size": W4A16_GROUP,
+            "num_bits": 4,
+            "observer": "minmax",
+            "observer_kwargs": {},
+            "strategy": "group",
+            "symmetric": True,
+            "type": "int",
         },
-        "format": "pack-quantized",
-        "global_compression_ratio": None,
-        "ignore": [],
-        "kv_cache_scheme": None,
-        "quant_method": "compressed-tensors",
-        "quantization_status": "compressed",
     }
+    return _ct_config("pack-quantized", group)
 
 
 def _groups_fit(group: int) -> Callable[[Shape, Mapping[str, Any]], str | None]:
@@ -317,32 +314,22 @@ def _ct_nvfp4_config(params: Mapping[str, Any]) -> dict:
     (``QuantizationConfig(...).to_dict()``): FP4 weights in groups of 16 with FP8 group
     scales and one float32 global scale, activations unquantized. The W4A4 preset (NVFP4)
     would need a calibrated ``input_global_scale`` per layer: random weights have none."""
-    return {
-        "config_groups": {
-            "group_0": {
-                "format": None,
-                "input_activations": None,
-                "output_activations": None,
-                "targets": ["Linear"],
-                "weights": {
-                    "dynamic": False,
-                    "group_size": NVFP4_GROUP,
-                    "num_bits": 4,
-                    "scale_dtype": "torch.float8_e4m3fn",
-                    "strategy": "tensor_group",
-                    "symmetric": True,
-                    "type": "float",
-                },
-            }
+    group = {
+        "format": None,
+        "input_activations": None,
+        "output_activations": None,
+        "targets": ["Linear"],
+        "weights": {
+            "dynamic": False,
+            "group_size": NVFP4_GROUP,
+            "num_bits": 4,
+            "scale_dtype": "torch.float8_e4m3fn",
+            "strategy": "tensor_group",
+            "symmetric": True,
+            "type": "float",
         },
-        "format": "nvfp4-pack-quantized",
-        "global_compression_ratio": None,
-        "ignore": [],
-        "kv_cache_scheme": None,
-        "moe_sparsity_config": None,
-        "quant_method": "compressed-tensors",
-        "quantization_status": "compressed",
     }
+    return _ct_config("nvfp4-pack-quantized", group, moe_sparsity_config=None)
 
 
 # compressed-tensors 0.20.0 ``compressors/nvfp4/base.py`` (``NVFP4PackedCompressor``:

@@ -170,8 +170,29 @@ def test_persistent_compile_cache_in_xdg_cache_home(tmp_path, flag, env, cached)
     cache = tmp_path / "cache"
     args = ["he-normal", "--shape", "8,8", "-o", str(tmp_path / "w.npz"), "-q", *flag]
     _cli(args, {**env, "XDG_CACHE_HOME": str(cache)}, check=True)
-    entries = list((cache / "weightgen" / "jax").glob("*")) if cache.exists() else []
+    entries = list((cache / "weightgen" / "jax").glob("*/*")) if cache.exists() else []
     assert bool(entries) == cached
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs a process affinity of two cores or more",
+)
+def test_compile_cache_kept_apart_per_core_count(tmp_path):
+    # XLA's CPU backend bakes the core count into a compiled loop's parallel split; an
+    # executable compiled on one core and loaded on more would run on one of them.
+    cache = tmp_path / "cache"
+    cores = sorted(os.sched_getaffinity(0))
+    for allowed in ([cores[0]], cores):
+        args = ["he-normal", "--shape", "8,8", "-o", str(tmp_path / "w.npz"), "-q", "--force"]
+        _cli(
+            args,
+            {"WEIGHTGEN_COMPILE_CACHE": "1", "XDG_CACHE_HOME": str(cache)},
+            check=True,
+            preexec_fn=lambda allowed=allowed: os.sched_setaffinity(0, allowed),
+        )
+    folders = {p.name: any(p.iterdir()) for p in (cache / "weightgen" / "jax").iterdir()}
+    assert folders == {"cores-1": True, f"cores-{len(cores)}": True}
 
 
 @pytest.mark.slow

@@ -163,3 +163,113 @@ def test_absmax_is_exact_on_subnormals_and_signs():
     assert got == kernels.absmax(values) == np.float32(3e-41)
     values = np.array([-2.5, 2.0, 1.0], np.float32)
     assert float(jax.jit(jitted.absmax)(values)) == 2.5
+
+
+# --------------------------------------------------------------------------------------------
+# through the engine: a band drawn and quantized in one jitted call
+# --------------------------------------------------------------------------------------------
+
+# (format, logical shape): rows not a multiple of the 128-row band (a short last band),
+# columns not of the 128-column block.
+ENGINE_FORMATS = [
+    ({"format": "fp8-block", "block": [128, 128]}, [300, 200]),
+    ({"format": "fp8-block", "block": [32, 16]}, [70, 48]),
+    ({"format": "mxfp4"}, [3, 64, 40]),
+    ({"format": "ct-fp8", "scale_dtype": "bfloat16"}, [130, 40]),
+    ({"format": "ct-w4a16", "scale_dtype": "float16"}, [140, 256]),
+    ({"format": "ct-nvfp4"}, [150, 48]),
+]
+RULES = [
+    {"init": "normal", "stddev": 0.02},
+    {"init": "truncated-normal", "stddev": 0.7},
+    {"init": "uniform", "scale": 3.0},
+    {"init": "glorot-uniform"},
+    {"init": "he-normal"},
+]
+
+
+def _spec(scheme: dict, shape: list[int], rules: list[dict]) -> dict:
+    name = scheme["format"]
+    return {
+        "seed": 11,
+        "quantize": scheme,
+        "tensors": {
+            f"w{i}.weight": {**rule, "shape": shape, "quantize": name}
+            for i, rule in enumerate(rules)
+        },
+    }
+
+
+def _expected(spec: dict, scheme) -> dict[str, np.ndarray]:
+    """Each stored part from kernels.py applied to jax.nn.initializers' whole draw."""
+    from conftest import reference
+
+    from weightgen.specfile import parse_spec
+
+    out = {}
+    logicals = {t.quant.logical.name: t.quant.logical for t in parse_spec(spec).plan.tensors}
+    for name, logical in logicals.items():
+        drawn = np.asarray(reference(logical), np.float32)
+        g = _global(scheme, drawn)
+        for suffix, data in scheme.quantize_band(drawn, g).items():
+            out[name + suffix] = data
+        if g is not None:
+            out[name + "_global_scale"] = np.array([g], np.float32)
+    return out
+
+
+def _write(tmp_path, spec: dict, label: str, **options) -> dict[str, np.ndarray]:
+    import json
+
+    import weightgen
+
+    path = tmp_path / f"{label}.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / f"{label}.safetensors"
+    weightgen.run_spec(str(path), out, **options)
+    return weightgen.load(out)
+
+
+@pytest.mark.parametrize(("scheme", "shape"), ENGINE_FORMATS, ids=lambda v: str(v))
+def test_fused_bands_equal_the_reference_on_any_device_count(tmp_path, monkeypatch, scheme, shape):
+    """Through the engine, every band on the fused kernel (the reference path is never
+    taken), on one device and round robin over four, the bytes of kernels.py applied to
+    jax.nn.initializers' draw of the whole tensor."""
+    from weightgen.engine import Engine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a draw band went the reference way")
+
+    monkeypatch.setattr(Engine, "_drawn_band", refuse)
+    spec = _spec(scheme, shape, RULES)
+    expected = _expected(spec, scheme_of(scheme))
+    one = _write(tmp_path, spec, "one", devices="cpu:0")
+    four = _write(tmp_path, spec, "four", devices="cpu:0,1,2,3", chunk_size=1000)
+    for name, want in expected.items():
+        for written in (one, four):
+            got = written[name]
+            assert got.tobytes() == np.ascontiguousarray(want).tobytes(), name
+
+
+def test_a_band_near_the_float32_edges_is_drawn_again_the_reference_way(tmp_path, monkeypatch):
+    """A constant 1e-30 weight (every group's maximum far below 2**-64): the fused kernel
+    says its bytes may differ, and the band is redrawn chunk by chunk and quantized by
+    kernels.py."""
+    from weightgen.engine import Engine
+
+    calls = []
+    original = Engine._reference_band
+
+    def spy(self, part, start, stop):
+        calls.append((part.logical.name, start, stop))
+        return original(self, part, start, stop)
+
+    monkeypatch.setattr(Engine, "_reference_band", spy)
+    for number, (scheme, shape) in enumerate(ENGINE_FORMATS):
+        calls.clear()
+        rules = [{"init": "constant", "value": 1e-30}, {"init": "normal", "stddev": 0.02}]
+        spec = _spec(scheme, shape, rules)
+        written = _write(tmp_path, spec, f"edge{number}")
+        for name, want in _expected(spec, scheme_of(scheme)).items():
+            assert written[name].tobytes() == np.ascontiguousarray(want).tobytes(), name
+        assert calls and {c[0] for c in calls} == {"w0.weight"}, (scheme, calls)

@@ -166,6 +166,8 @@ class Engine:
         self._quant_cache: dict[tuple, np.ndarray] = {}  # (weight, part, band) -> a band's part
         self._quantizer: ThreadPoolExecutor | None = None  # quantizes bands (numpy, off-GIL)
         self._global_scales: dict[tuple, np.float32] = {}  # (weight names) -> global part
+        self._placements: dict[tuple, tuple] = {}  # (coefficients, device) -> placed there
+        self._words: dict[tuple, tuple[int, int]] = {}  # (seed, fold_in) -> key words
         # On an accelerator, start each device-to-host copy as soon as the call is queued.
         # On CPU the result already is host memory: the "copy" would be a real second copy
         # (measured: ~0.5 s per GiB), and np.asarray reads the buffer in place instead.
@@ -326,7 +328,9 @@ class Engine:
 
     def _band(self, part, band: int, band_elems: int):
         """One band's parts: {suffix: the part's band} when the cache holds this part's
-        band, else a future of them (drawn now, quantized on the worker thread)."""
+        band, else an object whose ``result()`` gives them: drawn and quantized in one
+        jitted call on device ``band % n`` (quant.jitted), or, for a draw that kernel cannot
+        take, drawn chunk by chunk and quantized by numpy on the worker thread."""
         logical = part.logical
         found = self._quant_cache.pop((logical.name, part.suffix, band), None)
         if found is not None:
@@ -335,34 +339,141 @@ class Engine:
             self._quant_cache.clear()  # another weight's leftovers: bounded to one weight
         start = band * band_elems
         stop = min(logical.numel, start + band_elems)
-        rows = (stop - start) // math.prod(logical.shape[1:])
-        drawn = list(self.chunks(logical, start, stop))
-        values = np.concatenate(drawn).astype(np.float32, copy=False)
-        values = values.reshape(rows, *logical.shape[1:])
+        if _fusable(logical):
+            return self._fused_band(part, band, start, stop)
         if self._quantizer is None:
             self._quantizer = ThreadPoolExecutor(1, thread_name_prefix="weightgen-quantize")
-        if part.scheme.has_global:
-            return self._quantizer.submit(
-                part.scheme.quantize_band, values, self._global_scale(part)
-            )
-        return self._quantizer.submit(part.scheme.quantize_band, values)
+        g = self._global_scale(part) if part.scheme.has_global else None
+        return self._quantizer.submit(
+            part.scheme.quantize_band, self._drawn_band(logical, start, stop), g
+        )
+
+    def _drawn_band(self, logical: TensorSpec, start: int, stop: int) -> np.ndarray:
+        """A band drawn as any tensor is, chunk by chunk, on the host in float32."""
+        rows = (stop - start) // math.prod(logical.shape[1:])
+        values = np.concatenate(list(self.chunks(logical, start, stop)))
+        return values.astype(np.float32, copy=False).reshape(rows, *logical.shape[1:])
+
+    def _reference_band(self, part, start: int, stop: int) -> dict[str, np.ndarray]:
+        """A band drawn chunk by chunk and quantized by kernels.py: the reference the fused
+        kernel equals, and its fallback."""
+        g = self._global_scale(part) if part.scheme.has_global else None
+        return part.scheme.quantize_band(self._drawn_band(part.logical, start, stop), g)
+
+    def _fused_band(self, part, band: int, start: int, stop: int) -> _FusedBand:
+        """Dispatch one band's draw and quantization as one jitted call, round robin over
+        the devices (a band's bytes do not depend on the device)."""
+        from .quant import jitted
+
+        logical, scheme = part.logical, part.scheme
+        rows = (stop - start) // math.prod(logical.shape[1:])
+        kernel = self._band_kernel(logical, scheme, rows)
+        device = self.devices[band % len(self.devices)]
+        g = np.float32(self._global_scale(part) if scheme.has_global else 1.0)
+        words = self._logical_words(logical)
+        outputs = kernel(
+            jax.device_put(prng.offset_key_data(words, start), device),
+            self._placed(logical, device),
+            jitted.constants(scheme.format.kernel),
+            g,
+        )
+        if self._copy_early:
+            for array in outputs:
+                array.copy_to_host_async()
+        return _FusedBand(self, part, start, stop, outputs)
+
+    def _band_kernel(self, logical: TensorSpec, scheme, rows: int) -> Callable:
+        """The jitted draw of ``rows`` logical rows and their quantization, compiled once per
+        draw signature, band shape and scheme."""
+        signature = (
+            "band",
+            self._signature(logical),
+            rows,
+            logical.shape[1:],
+            scheme.name,
+            scheme.params,
+        )
+        kernel = self._kernels.get(signature)
+        if kernel is None:
+            from .quant import jitted
+
+            _, draw = self._elementwise(logical)
+            quantize = jitted.quantizer(scheme)
+            shape = (rows, *logical.shape[1:])
+            size, unrolled = math.prod(shape), self.unrolled
+
+            def run(key_data, coefficients, constants, global_scale):
+                values = draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
+                return quantize(values.astype(np.float32).reshape(shape), constants, global_scale)
+
+            kernel = self._kernels[signature] = jax.jit(run)
+        return kernel
+
+    def _absmax_kernel(self, logical: TensorSpec, size: int) -> Callable:
+        """The jitted draw of ``size`` elements reduced to their absolute maximum."""
+        signature = ("absmax", self._signature(logical), size)
+        kernel = self._kernels.get(signature)
+        if kernel is None:
+            from .quant import jitted
+
+            _, draw = self._elementwise(logical)
+            unrolled = self.unrolled
+
+            def run(key_data, coefficients):
+                return jitted.absmax(
+                    draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
+                )
+
+            kernel = self._kernels[signature] = jax.jit(run)
+        return kernel
+
+    def _placed(self, logical: TensorSpec, device) -> tuple:
+        """A draw's coefficients on ``device`` (put there once per parameter set)."""
+        coefficients, _ = self._elementwise(logical)
+        return _cached(
+            self._placements,
+            (id(coefficients), device.id),
+            lambda: (coefficients, jax.device_put(coefficients, device)),
+        )[1]
+
+    def _logical_words(self, logical: TensorSpec) -> tuple[int, int]:
+        return _cached(
+            self._words,
+            (logical.seed, logical.fold_in),
+            lambda: prng.derive(logical.seed, logical.fold_in),
+        )
 
     def _global_scale(self, part) -> np.float32:
         """A weight's global part (ct-nvfp4): a first pass over the draws of the weights
-        that share it (its fused group, or itself) chunk by chunk, keeping only their absolute
-        maximum (exact and order-free: the same on any chunk size or device count).
-        Remembered for the weight's other parts and the group's other weights."""
+        that share it (its fused group, or itself), band by band, each band drawn and
+        reduced to its absolute maximum on a device (a jitted call; only one float comes
+        back), or chunk by chunk for a draw that kernel cannot take. The maximum is exact
+        and order-free: the same on any chunk size or device count. Remembered for the
+        weight's other parts and the group's other weights."""
         members = part.members
         label = tuple(m.name for m in members)
         found = self._global_scales.get(label)
         if found is None:
             from .quant import kernels
 
-            peak = 0.0
-            for logical in members:  # chunk by chunk: nothing kept but the maximum
-                for host in self.chunks(logical):
-                    peak = max(peak, kernels.absmax(np.asarray(host, np.float32)))
-            found = part.scheme.global_scale(peak)
+            peaks = [0.0]
+            for logical in members:
+                if not _fusable(logical):  # chunk by chunk: nothing kept but the maximum
+                    for host in self.chunks(logical):
+                        peaks.append(kernels.absmax(np.asarray(host, np.float32)))
+                    continue
+                band_elems = part.scheme.band_elems(logical.shape)
+                words = self._logical_words(logical)
+                for band, start in enumerate(range(0, logical.numel, band_elems)):
+                    size = min(band_elems, logical.numel - start)
+                    device = self.devices[band % len(self.devices)]
+                    peaks.append(
+                        self._absmax_kernel(logical, size)(
+                            jax.device_put(prng.offset_key_data(words, start), device),
+                            self._placed(logical, device),
+                        )
+                    )
+            found = part.scheme.global_scale(max(float(np.asarray(p)) for p in peaks))
             if len(self._global_scales) >= GLOBAL_SCALES_KEPT:
                 self._global_scales.clear()
             self._global_scales[label] = found
@@ -468,6 +579,31 @@ class Engine:
         clamped = min(start, numel - size)  # what dynamic_slice does to a start past the end
         skip = start - clamped
         return slicer(flat, np.int32(start)), slice(skip, skip + valid)
+
+
+def _fusable(logical: TensorSpec) -> bool:
+    """Whether a quantized weight's draw can run inside the band kernel: an elementwise
+    draw with nothing after it (a transform runs as eager ops, zeroed rows on the host)."""
+    return logical.init.elementwise and logical.transform is None and not logical.zero_rows
+
+
+class _FusedBand:
+    """A band dispatched to the fused kernel; ``result()`` lands its parts on the host, or,
+    where the kernel says its bytes may differ from kernels.py's (a group's maximum near
+    float32's edges, where XLA flushes subnormals: never in a draw), redraws the band the
+    reference way."""
+
+    def __init__(self, engine: Engine, part, start: int, stop: int, outputs) -> None:
+        self.engine, self.part, self.start, self.stop = engine, part, start, stop
+        self.outputs = outputs
+
+    def result(self) -> dict[str, np.ndarray]:
+        from .quant import jitted
+
+        exact, *parts = self.outputs
+        if not bool(np.asarray(exact)):
+            return self.engine._reference_band(self.part, self.start, self.stop)
+        return {k: v.reshape(-1) for k, v in jitted.host_parts(self.part.scheme, parts).items()}
 
 
 def _part(scheme, suffix: str):

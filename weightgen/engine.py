@@ -43,6 +43,9 @@ ACCELERATOR_CHUNK_PER_DEVICE = 2**24
 # when all of them fit in this much: a float32 scale per 128x128 block of a 64 GiB weight.
 QUANT_CACHE_BYTES = 64 << 20
 QUANT_AHEAD = 2  # bands drawn ahead of the one being handed to the writer
+# A quantized weight's bands go to the kernel a few at a time, up to this many elements
+# (bands of a 2048-wide weight are 2**18: per call, dispatch and landing cost ~0.3 ms).
+QUANT_CALL_ELEMS = 2**20
 GLOBAL_SCALES_KEPT = 256  # ct-nvfp4 global scales remembered (a few layers' fused groups)
 IN_FLIGHT = 3  # device chunks dispatched ahead of the host
 QUEUE_DEPTH = 4  # host chunks waiting for the writer
@@ -166,7 +169,6 @@ class Engine:
         self._quant_cache: dict[tuple, np.ndarray] = {}  # (weight, part, band) -> a band's part
         self._quantizer: ThreadPoolExecutor | None = None  # quantizes bands (numpy, off-GIL)
         self._global_scales: dict[tuple, np.float32] = {}  # (weight names) -> global part
-        self._placements: dict[tuple, tuple] = {}  # (coefficients, device) -> placed there
         self._words: dict[tuple, tuple[int, int]] = {}  # (seed, fold_in) -> key words
         # On an accelerator, start each device-to-host copy as soon as the call is queued.
         # On CPU the result already is host memory: the "copy" would be a real second copy
@@ -308,8 +310,9 @@ class Engine:
             data = np.array([self._global_scale(part)], np.float32)[piece.start : piece.stop]
             yield data, [(number, spec, piece.start, None, slice(0, data.size))]
             return
-        per_band = scheme.part_band_elems(layout, logical.shape)
-        band_elems = scheme.band_elems(logical.shape)
+        per_call = _bands_per_call(scheme, logical.shape)
+        per_band = scheme.part_band_elems(layout, logical.shape) * per_call
+        band_elems = scheme.band_elems(logical.shape) * per_call
         waiting: collections.deque = collections.deque()
 
         def emit(band: int, parts) -> tuple[np.ndarray, list]:
@@ -361,38 +364,27 @@ class Engine:
         return part.scheme.quantize_band(self._drawn_band(part.logical, start, stop), g)
 
     def _fused_band(self, part, band: int, start: int, stop: int) -> _FusedBand:
-        """Dispatch one band's draw and quantization as one jitted call, round robin over
-        the devices (a band's bytes do not depend on the device)."""
+        """Dispatch one band's draw and quantization (quant.jitted), round robin over the
+        devices (a band's bytes do not depend on the device)."""
         from .quant import jitted
 
         logical, scheme = part.logical, part.scheme
         rows = (stop - start) // math.prod(logical.shape[1:])
-        kernel = self._band_kernel(logical, scheme, rows)
-        device = self.devices[band % len(self.devices)]
+        kernel = self._band_kernel(logical, scheme, rows, band % len(self.devices))
         g = np.float32(self._global_scale(part) if scheme.has_global else 1.0)
-        words = self._logical_words(logical)
-        outputs = kernel(
-            jax.device_put(prng.offset_key_data(words, start), device),
-            self._placed(logical, device),
-            jitted.constants(scheme.format.kernel),
-            g,
-        )
+        key_data = prng.offset_key_data(self._logical_words(logical), start)
+        coefficients, _ = self._elementwise(logical)
+        outputs = kernel(key_data, coefficients, jitted.constants(scheme.format.kernel), g)
         if self._copy_early:
             for array in outputs:
                 array.copy_to_host_async()
         return _FusedBand(self, part, start, stop, outputs)
 
-    def _band_kernel(self, logical: TensorSpec, scheme, rows: int) -> Callable:
-        """The jitted draw of ``rows`` logical rows and their quantization, compiled once per
-        draw signature, band shape and scheme."""
-        signature = (
-            "band",
-            self._signature(logical),
-            rows,
-            logical.shape[1:],
-            scheme.name,
-            scheme.params,
-        )
+    def _band_kernel(self, logical: TensorSpec, scheme, rows: int, device: int) -> Callable:
+        """The draw of ``rows`` logical rows and their quantization on device number
+        ``device``, compiled once per draw signature, band shape, scheme and device."""
+        signature = ("band", self._signature(logical), rows, logical.shape[1:])
+        signature += (scheme.name, scheme.params, device)
         kernel = self._kernels.get(signature)
         if kernel is None:
             from .quant import jitted
@@ -401,6 +393,7 @@ class Engine:
             quantize = jitted.quantizer(scheme)
             shape = (rows, *logical.shape[1:])
             size, unrolled = math.prod(shape), self.unrolled
+            on_device = SingleDeviceSharding(self.devices[device])
 
             def draw_band(key_data, coefficients):  # the chunk kernel's, on one device
                 return draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
@@ -408,22 +401,26 @@ class Engine:
             def quantize_band(values, constants, global_scale):
                 return quantize(values.astype(np.float32).reshape(shape), constants, global_scale)
 
-            draw_jit, quantize_jit = jax.jit(draw_band), jax.jit(quantize_band)
+            # Placed by their shardings (host arguments go with the call: a separate
+            # device_put of the key data cost ~0.5 ms a band).
+            draw_jit = jax.jit(draw_band, out_shardings=on_device)
+            quantize_jit = jax.jit(quantize_band, out_shardings=on_device)
 
             def run(key_data, coefficients, constants, global_scale):
                 # Two calls, the band between them left on the device (no host copy): in
                 # one computation XLA recomputes the draw's tail (erf_inv, two thirds of a
                 # normal's cost) in each fusion that reads the values (measured: the
-                # quantized band cost 1.5x the draw alone; as two calls, 1.05x).
+                # quantized band cost 1.5x its draw; as two calls, 1.05x).
                 values = draw_jit(key_data, coefficients)
                 return quantize_jit(values, constants, global_scale)
 
             kernel = self._kernels[signature] = run
         return kernel
 
-    def _absmax_kernel(self, logical: TensorSpec, size: int) -> Callable:
-        """The jitted draw of ``size`` elements reduced to their absolute maximum."""
-        signature = ("absmax", self._signature(logical), size)
+    def _absmax_kernel(self, logical: TensorSpec, size: int, device: int) -> Callable:
+        """The jitted draw of ``size`` elements reduced to their absolute maximum, on
+        device number ``device``."""
+        signature = ("absmax", self._signature(logical), size, device)
         kernel = self._kernels.get(signature)
         if kernel is None:
             from .quant import jitted
@@ -432,21 +429,12 @@ class Engine:
             unrolled = self.unrolled
 
             def run(key_data, coefficients):
-                return jitted.absmax(
-                    draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
-                )
+                values = draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
+                return jitted.absmax(values)
 
-            kernel = self._kernels[signature] = jax.jit(run)
+            on_device = SingleDeviceSharding(self.devices[device])
+            kernel = self._kernels[signature] = jax.jit(run, out_shardings=on_device)
         return kernel
-
-    def _placed(self, logical: TensorSpec, device) -> tuple:
-        """A draw's coefficients on ``device`` (put there once per parameter set)."""
-        coefficients, _ = self._elementwise(logical)
-        return _cached(
-            self._placements,
-            (id(coefficients), device.id),
-            lambda: (coefficients, jax.device_put(coefficients, device)),
-        )[1]
 
     def _logical_words(self, logical: TensorSpec) -> tuple[int, int]:
         return _cached(
@@ -475,16 +463,13 @@ class Engine:
                         peaks.append(kernels.absmax(np.asarray(host, np.float32)))
                     continue
                 band_elems = part.scheme.band_elems(logical.shape)
+                band_elems *= _bands_per_call(part.scheme, logical.shape)
                 words = self._logical_words(logical)
                 for band, start in enumerate(range(0, logical.numel, band_elems)):
                     size = min(band_elems, logical.numel - start)
-                    device = self.devices[band % len(self.devices)]
-                    peaks.append(
-                        self._absmax_kernel(logical, size)(
-                            jax.device_put(prng.offset_key_data(words, start), device),
-                            self._placed(logical, device),
-                        )
-                    )
+                    kernel = self._absmax_kernel(logical, size, band % len(self.devices))
+                    coefficients, _ = self._elementwise(logical)
+                    peaks.append(kernel(prng.offset_key_data(words, start), coefficients))
             found = part.scheme.global_scale(max(float(np.asarray(p)) for p in peaks))
             if len(self._global_scales) >= GLOBAL_SCALES_KEPT:
                 self._global_scales.clear()
@@ -496,7 +481,7 @@ class Engine:
         logical = part.logical
         for suffix, data in parts.items():
             if suffix != part.suffix and data.nbytes * part.scheme.bands(logical.shape) <= (
-                QUANT_CACHE_BYTES
+                QUANT_CACHE_BYTES * _bands_per_call(part.scheme, logical.shape)
             ):
                 self._quant_cache[(logical.name, suffix, band)] = data
         return parts[part.suffix]
@@ -591,6 +576,12 @@ class Engine:
         clamped = min(start, numel - size)  # what dynamic_slice does to a start past the end
         skip = start - clamped
         return slicer(flat, np.int32(start)), slice(skip, skip + valid)
+
+
+def _bands_per_call(scheme, shape: tuple[int, ...]) -> int:
+    """How many of a weight's bands one kernel call takes (consecutive bands are whole
+    blocks of rows too: the bytes are the same for any count)."""
+    return max(1, QUANT_CALL_ELEMS // max(1, scheme.band_elems(shape)))
 
 
 def _fusable(logical: TensorSpec) -> bool:

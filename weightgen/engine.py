@@ -294,11 +294,14 @@ class Engine:
 
     def _quantized(self, number: int, piece: Piece) -> Iterator[tuple[np.ndarray, list]]:
         """A stored part of a quantized weight, band by band: each band of whole blocks of
-        rows of the logical tensor drawn in float32 (as any tensor is, chunk by chunk), then
-        quantized on the host (quant.Scheme.quantize_band) on a worker thread while the next
-        band is drawn. The other parts a band makes (its scales) are kept for the part that
-        follows when they are small, so a weight is drawn once; a part asked for alone draws
-        its bands again (the same bytes)."""
+        rows of the logical tensor (a few bands a call, up to ``QUANT_CALL_ELEMS``) drawn
+        in float32 and quantized on a device (quant.jitted: only the stored parts reach
+        the host), ``QUANT_AHEAD`` bands dispatched ahead of the one handed on, so the
+        host and the writer overlap the next bands' kernels. A draw the kernel cannot take
+        (a transform, zeroed rows, QR) is drawn chunk by chunk and quantized by numpy
+        (quant.kernels) on a worker thread. The other parts a band makes (its scales) are
+        kept for the part that follows when they are small, so a weight is drawn once; a
+        part asked for alone draws its bands again (the same bytes)."""
         spec, part = piece.spec, piece.spec.quant
         scheme, logical = part.scheme, part.logical
         layout = _part(scheme, part.suffix)

@@ -6,7 +6,8 @@ float32) that becomes the stored tensors its format's page names (``weight`` F8_
 rows at a time (``quantize_band``), so no more than a band is ever in memory, and every
 stored byte is a function of the draw alone: the same on any chunk size, device or process
 count. The kernels themselves (absmax scales, round to nearest even, saturating; pure numpy,
-so they are the same on every backend) live in kernels.py.
+so they are the same on every backend) live in kernels.py, the reference; jitted.py has the
+same kernels in XLA, byte for byte, which the engine runs on the device after each band's draw.
 """
 
 from __future__ import annotations

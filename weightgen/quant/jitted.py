@@ -150,17 +150,25 @@ def fp8_block(w, constants, global_scale, *, block=(128, 128)):
 
 
 def mxfp4(w, constants, global_scale):
-    """``w`` [..., out, in] (already transposed), constants[0] = 6."""
-    rounded_w = w.astype(jnp.bfloat16).astype(jnp.float32)
-    groups = _groups(rounded_w, K.MXFP4_GROUP)
-    amax_bits = _amax_bits(groups, -1)
+    """``w`` [..., in, out] as gpt-oss draws it (kernels.mxfp4 takes the transpose
+    [..., out, in]); constants[0] = 6. The groups of 32 run down the columns here, and only
+    the packed bytes and scales are transposed (a float32 transpose of an expert cost more
+    than its quantization)."""
+    *lead, inner, outer = w.shape
+    columns = (*lead, inner // K.MXFP4_GROUP, K.MXFP4_GROUP, outer)
+    rounded_w = w.astype(jnp.bfloat16).astype(jnp.float32).reshape(columns)
+    amax_bits = _amax_bits(rounded_w, -2)  # [..., in/32, out]
     # The input's own maxima decide the check: a bfloat16 rounding keeps them in range.
-    exact = ~_unsafe(_amax_bits(_groups(w, K.MXFP4_GROUP), -1))
+    exact = ~_unsafe(_amax_bits(w.reshape(columns), -2))
     bits = lax.bitcast_convert_type(_divide(_as_f32(amax_bits), constants[0]), _U32)
     rounded = (bits + _U32(0x007FFFFF)) & _U32(0x7F800000)
     inv = jnp.where(rounded == 0, np.float32(0.0), np.float32(1.0) / _as_f32(rounded))
-    codes = _e2m1(groups * inv[..., None])
-    return exact, _pack_nibbles(codes), (rounded >> 23).astype(jnp.uint8)
+    codes = _e2m1(rounded_w * inv[..., None, :])  # [..., in/32, 32, out]
+    pairs = codes.reshape(*lead, inner // K.MXFP4_GROUP, K.MXFP4_GROUP // 2, 2, outer)
+    packed = pairs[..., 0, :] | (pairs[..., 1, :] << 4)  # [..., in/32, 16, out]
+    blocks = jnp.moveaxis(packed, -1, -3)  # [..., out, in/32, 16]
+    scales = jnp.swapaxes((rounded >> 23).astype(jnp.uint8), -1, -2)  # [..., out, in/32]
+    return exact, blocks, scales
 
 
 def ct_fp8(w, constants, global_scale, *, scale_dtype="bfloat16"):
@@ -216,15 +224,16 @@ def constants(kernel: str) -> np.ndarray:
 
 def quantizer(scheme) -> Callable:
     """``f(band, constants, global_scale) -> (exact, parts...)`` for a quant.Scheme, traced
-    inside a jit: ``band`` float32 in the logical layout (the format's transpose done
-    here), parts flat, in the order of the format's drawn parts."""
+    inside a jit: ``band`` float32 in the logical layout, parts flat, in the order of the
+    format's drawn parts."""
     fmt = scheme.format
     kernel = globals()[fmt.kernel]
     args = fmt.kernel_args(scheme.values)
 
     def run(band, consts, global_scale):
-        data = jnp.swapaxes(band, -1, -2) if fmt.transpose else band
-        exact, *parts = kernel(data, consts, global_scale, **args)
+        # A format that takes the transpose (mxfp4) gets the band as drawn: its kernel here
+        # transposes what it stores, not the float32 band.
+        exact, *parts = kernel(band, consts, global_scale, **args)
         return exact, *(p.reshape(-1) for p in parts)
 
     return run

@@ -182,11 +182,19 @@ class Engine:
         small = -(-_next_pow2(numel) // ndev) * ndev
         return min(self.chunk_elems, small)
 
-    def _kernel(self, spec: TensorSpec, draw, size: int, rows: int | None = None) -> Callable:
+    def _kernel(
+        self,
+        spec: TensorSpec,
+        draw,
+        size: int,
+        rows: int | None = None,
+        device: int | None = None,
+    ) -> Callable:
         """The jitted draw of ``size`` elements from one row of key data; with ``rows``, mapped
         over that many rows of key data and coefficients (a batch of small pieces: every
-        element computed exactly as in the chunk kernel). Compiled once per signature."""
-        signature = (self._signature(spec), size) + (() if rows is None else (rows,))
+        element computed exactly as in the chunk kernel); with ``device``, whole on that
+        device number (a quantized weight's band). Compiled once per signature."""
+        signature = (self._signature(spec), size, rows, device)
         kernel = self._kernels.get(signature)
         if kernel is None:
             unrolled = self.unrolled
@@ -194,7 +202,10 @@ class Engine:
             def run(key_data, coefficients):
                 return draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
 
-            if rows is None:
+            if device is not None:
+                on_device = SingleDeviceSharding(self.devices[device])
+                kernel = jax.jit(run, out_shardings=on_device)
+            elif rows is None:
                 kernel = jax.jit(run, out_shardings=self._sharding)
             else:
                 kernel = jax.jit(jax.vmap(run), out_shardings=self._batch_sharding)
@@ -395,18 +406,15 @@ class Engine:
             _, draw = self._elementwise(logical)
             quantize = jitted.quantizer(scheme)
             shape = (rows, *logical.shape[1:])
-            size, unrolled = math.prod(shape), self.unrolled
-            on_device = SingleDeviceSharding(self.devices[device])
-
-            def draw_band(key_data, coefficients):  # the chunk kernel's, on one device
-                return draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
 
             def quantize_band(values, constants, global_scale):
                 return quantize(values.astype(np.float32).reshape(shape), constants, global_scale)
 
             # Placed by their shardings (host arguments go with the call: a separate
-            # device_put of the key data cost ~0.5 ms a band).
-            draw_jit = jax.jit(draw_band, out_shardings=on_device)
+            # device_put of the key data cost ~0.5 ms a band). The draw is the chunk
+            # kernel's, whole on one device.
+            draw_jit = self._kernel(logical, draw, math.prod(shape), device=device)
+            on_device = SingleDeviceSharding(self.devices[device])
             quantize_jit = jax.jit(quantize_band, out_shardings=on_device)
 
             def run(key_data, coefficients, constants, global_scale):
@@ -469,10 +477,10 @@ class Engine:
                 band_elems = part.scheme.band_elems(logical.shape)
                 band_elems *= _bands_per_call(part.scheme, logical.shape)
                 words = self._logical_words(logical)
+                coefficients, _ = self._elementwise(logical)
                 for band, start in enumerate(range(0, logical.numel, band_elems)):
                     size = min(band_elems, logical.numel - start)
                     kernel = self._absmax_kernel(logical, size, band % len(self.devices))
-                    coefficients, _ = self._elementwise(logical)
                     peaks.append(kernel(prng.offset_key_data(words, start), coefficients))
             found = part.scheme.global_scale(max(float(np.asarray(p)) for p in peaks))
             if len(self._global_scales) >= GLOBAL_SCALES_KEPT:

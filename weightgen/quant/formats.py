@@ -181,6 +181,23 @@ def _ct_config(fmt: str, group: dict, **extra: Any) -> dict:
     }
 
 
+def _minmax_weights(num_bits: int, strategy: str, kind: str, group_size: int | None = None):
+    """The ``weights`` arguments llm-compressor's static, symmetric, minmax-observed presets
+    write (FP8_DYNAMIC, W4A16)."""
+    return {
+        "actorder": None,
+        "block_structure": None,
+        "dynamic": False,
+        "group_size": group_size,
+        "num_bits": num_bits,
+        "observer": "minmax",
+        "observer_kwargs": {},
+        "strategy": strategy,
+        "symmetric": True,
+        "type": kind,
+    }
+
+
 def _ct_fp8_config(params: Mapping[str, Any]) -> dict:
     """llm-compressor's FP8_DYNAMIC preset as it writes it (compressed-tensors 0.20.0
     ``QuantizationConfig``): channel-wise FP8 weights, dynamic per-token FP8 activations.
@@ -200,18 +217,7 @@ def _ct_fp8_config(params: Mapping[str, Any]) -> dict:
         },
         "output_activations": None,
         "targets": ["Linear"],
-        "weights": {
-            "actorder": None,
-            "block_structure": None,
-            "dynamic": False,
-            "group_size": None,
-            "num_bits": 8,
-            "observer": "minmax",
-            "observer_kwargs": {},
-            "strategy": "channel",
-            "symmetric": True,
-            "type": "float",
-        },
+        "weights": _minmax_weights(8, "channel", "float"),
     }
     return _ct_config("float-quantized", group)
 
@@ -249,18 +255,7 @@ def _ct_w4a16_config(params: Mapping[str, Any]) -> dict:
         "input_activations": None,
         "output_activations": None,
         "targets": ["Linear"],
-        "weights": {
-            "actorder": None,
-            "block_structure": None,
-            "dynamic": False,
-            "group_size": W4A16_GROUP,
-            "num_bits": 4,
-            "observer": "minmax",
-            "observer_kwargs": {},
-            "strategy": "group",
-            "symmetric": True,
-            "type": "int",
-        },
+        "weights": _minmax_weights(4, "group", "int", group_size=W4A16_GROUP),
     }
     return _ct_config("pack-quantized", group)
 

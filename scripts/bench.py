@@ -119,7 +119,7 @@ RATE = """
     from weightgen.plan import Plan, make_tensor
     shape, dtype = tuple(map(int, sys.argv[1].split(","))), sys.argv[2]
     runs, devices = int(sys.argv[3]), sys.argv[4] or None
-    choices = sys.argv[5].split(",") if len(sys.argv) > 5 else ["jax", "unrolled"]
+    choices = sys.argv[5:] or ["jax", "unrolled"]
     engine.configure_jax(x64=False)
     class Null:
         def write(self, index, offset, chunk): pass
@@ -461,19 +461,20 @@ class Bench:
             argv = self.script(script, sizes["nbytes"], out)
             self.measure(case, tool, argv, **sizes, repeat=repeat, note=note)
 
+    def rates(self, shape_arg: str, dtype: str, devices: str, *choices, pin=()) -> dict:
+        """The rate script's seconds per run, by threefry choice (default: both), in a
+        process of its own (``pin``: a taskset prefix), started on a quiet machine."""
+        argv = self.script("rate", shape_arg, dtype, self.runs, devices, *choices)
+        wait_quiet()
+        proc = subprocess.run([*pin, *argv], env=self.warm_env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the rate script failed:\n{proc.stderr[-2000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
     def threefry(self, case: str, shape_arg: str, dtype: str, sizes: dict) -> None:
         """Generation alone (no I/O, no start-up), JAX's threefry against weightgen's, timed
         inside one process, runs alternated: the rates the unrolled threefry changes."""
-        wait_quiet()
-        proc = subprocess.run(
-            self.script("rate", shape_arg, dtype, self.runs, self.args.devices or ""),
-            env=self.warm_env,
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"the rate script failed:\n{proc.stderr[-2000:]}")
-        seconds = json.loads(proc.stdout.strip().splitlines()[-1])
+        seconds = self.rates(shape_arg, dtype, self.args.devices or "")
         for choice, tool in RATE_TOOLS.items():
             row = Row(case, tool, sizes["nbytes"], sizes["elements"], seconds[choice])
             row.note = "in one process, generation only"
@@ -497,14 +498,8 @@ class Bench:
             pin = ["taskset", "-c", ",".join(map(str, cores))]
             shape = shapes["rate"]
             sizes = {"nbytes": math.prod(shape) * 4, "elements": math.prod(shape)}
-            argv = self.script("rate", ",".join(map(str, shape)), "float32", self.runs, "")
-            wait_quiet()
-            proc = subprocess.run(
-                [*pin, *argv, "unrolled"], env=self.warm_env, capture_output=True, text=True
-            )
-            if proc.returncode != 0:
-                raise RuntimeError(f"the rate script failed:\n{proc.stderr[-2000:]}")
-            seconds = json.loads(proc.stdout.strip().splitlines()[-1])["unrolled"]
+            shape_arg = ",".join(map(str, shape))
+            seconds = self.rates(shape_arg, "float32", "", "unrolled", pin=pin)["unrolled"]
             row = Row(CORES_CASE, f"{CORES_RATE}, {label}", sizes["nbytes"], sizes["elements"])
             row.walls, row.note = seconds, "in one process, 1 GiB f32"
             self.rows.append(row)

@@ -194,7 +194,8 @@ class Engine:
         over that many rows of key data and coefficients (a batch of small pieces: every
         element computed exactly as in the chunk kernel); with ``device``, whole on that
         device number (a quantized weight's band). Compiled once per signature."""
-        signature = (self._signature(spec), size, rows, device)
+        signature = (self._signature(spec), size) + (() if rows is None else (rows,))
+        signature += () if device is None else ("on device", device)
         kernel = self._kernels.get(signature)
         if kernel is None:
             unrolled = self.unrolled

@@ -333,18 +333,32 @@ def test_an_unshared_output_folder_is_refused(tmp_path, job):
 BIG = {"seed": 1, "tensors": {"w": {"init": "normal", "shape": [4096, 8192]}}}  # 128 MiB
 
 
-def _mid_write(tmp_path: Path, job: Job, victim: int, how: int):
-    """Start 3 processes writing over an old file; once the temporary output exists (the
-    writing has begun), stop ``victim`` with signal ``how``."""
+def _mid_write(tmp_path: Path, job: Job, victim: int, how: int, *, hang: bool = False):
+    """Start 3 processes writing over an old file; once the writing has begun, stop
+    ``victim`` with signal ``how``. With ``hang``, the victim's writes stop returning 4 MiB
+    into its share (HANGING_WRITES) and the signal goes when it is there: the others cannot
+    have committed, however fast the host. Without, the signal goes 0.5 s after the
+    temporary output appears (a process that must unwind its writer cannot be hung)."""
     spec = spec_file(tmp_path, BIG)
     (tmp_path / "m.safetensors").write_bytes(b"the old file")
+    marker = tmp_path / "hung"
+
+    def per_process(pid: int) -> dict:
+        if not hang or pid != victim:
+            return {}
+        return {"launcher": ["-c", HANGING_WRITES.format(marker=str(marker)) + RUN_WEIGHTGEN]}
+
     # Small chunks keep the processes busy for seconds on a small tensor.
-    job.start(3, ["run", str(spec), "-o", "m.safetensors", "--force", "--chunk-size", "2048"])
+    chunk = "65536" if hang else "2048"
+    args = ["run", str(spec), "-o", "m.safetensors", "--force", "--chunk-size", chunk]
+    job.start(3, args, per_process=per_process)
+    begun = marker.exists if hang else lambda: bool(leftovers(tmp_path))
     deadline = time.monotonic() + LIMIT / 2
-    while not leftovers(tmp_path) and time.monotonic() < deadline:
+    while not begun() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert leftovers(tmp_path), "the shared run never started writing"
-    time.sleep(0.5)
+    assert begun(), "the shared run never started writing"
+    if not hang:
+        time.sleep(0.5)
     assert all(p.poll() is None for p in job.procs), "the run ended before the failure"
     stopped = time.monotonic()
     os.kill(job.procs[victim].pid, how)
@@ -355,7 +369,7 @@ def _mid_write(tmp_path: Path, job: Job, victim: int, how: int):
 @pytest.mark.slow
 @pytest.mark.parametrize("victim", [0, 1])
 def test_a_killed_process_stops_every_process_and_commits_nothing(tmp_path, job, victim):
-    results, killed_at = _mid_write(tmp_path, job, victim, signal.SIGKILL)
+    results, killed_at = _mid_write(tmp_path, job, victim, signal.SIGKILL, hang=True)
     assert results[victim][0] == -signal.SIGKILL
     for pid, (code, _, err, ended) in enumerate(results):
         if pid == victim:

@@ -231,3 +231,78 @@ def test_progress_bar_only_on_a_terminal_stderr(tmp_path, quiet):
     assert proc.returncode == 0 and proc.stdout == b""
     has_bar = b"%|" in seen and b"B/s" in seen
     assert has_bar != quiet, seen[-300:]
+
+
+_BANDS_CHILD = textwrap.dedent(
+    """
+    import json, os, sys
+    if sys.argv[3] == "one-core":
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:1])
+    import weightgen
+    from weightgen import engine
+    seen = []
+    init = engine.Engine.__init__
+    def record(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        seen.append([[d.id for d in self.devices], [d.id for d in self.band_devices]])
+    engine.Engine.__init__ = record
+    weightgen.run_spec(sys.argv[1], sys.argv[2], manifest=False)
+    try:
+        engine.select_devices("cpu:1")
+        refused = False
+    except weightgen.UsageError:
+        refused = True
+    print(json.dumps({"engines": seen, "cpu:1 refused": refused}))
+    """
+)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs a process affinity of two cores or more",
+)
+@pytest.mark.parametrize(
+    ("quantize", "cores", "chunks", "bands"),
+    [
+        ("fp8-block", "all", [0], [0, 1]),  # a second CPU device for the bands only
+        (None, "all", [0], [0]),  # nothing quantized: one device, as always
+        ("fp8-block", "one-core", [0], [0]),  # one core: nothing to overlap
+    ],
+)
+def test_a_quantized_plan_draws_its_bands_on_a_second_cpu_device(
+    tmp_path, quantize, cores, chunks, bands
+):
+    """A process left to JAX's default CPU device count (no XLA_FLAGS) adds one CPU device
+    for a quantized weight's bands (engine._BAND_CPU_DEVICES); the chunks stay on device 0
+    and --devices never sees the added one. The bytes are those of this test process's run
+    on its 4 devices."""
+    import json
+
+    tensors = {
+        "w": {"init": "he-normal", "shape": [384, 640]},  # 3 bands of 128 rows
+        "norm": {"init": "ones", "shape": [640], "dtype": "bfloat16"},
+    }
+    if quantize:
+        tensors["w"]["quantize"] = quantize
+    spec = tmp_path / "spec.json"
+    document = {"seed": 5, "tensors": tensors}
+    if quantize:
+        document["quantize"] = {"format": quantize}
+    spec.write_text(json.dumps(document))
+    env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = tmp_path / "child.safetensors"
+    done = subprocess.run(
+        [sys.executable, "-c", _BANDS_CHILD, str(spec), str(out), cores],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["engines"] == [[chunks, bands]]
+    assert report["cpu:1 refused"]  # device 1, when there is one, is the bands' own
+    import weightgen
+
+    weightgen.run_spec(str(spec), tmp_path / "here.safetensors", manifest=False)
+    assert out.read_bytes() == (tmp_path / "here.safetensors").read_bytes()

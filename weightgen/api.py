@@ -305,8 +305,10 @@ def _prepare(
     team.decide(
         "check the destination", lambda: _check(target, manifest_path, output.inside, force)
     )
-    engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache)
-    engine = engine_mod.Engine(engine_mod.select_devices(devices), chunk_size)
+    quantized = any(t.quant is not None for t in plan.tensors)
+    engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache, quantized=quantized)
+    chosen = engine_mod.select_devices(devices)
+    engine = engine_mod.Engine(chosen, chunk_size, band_devices=engine_mod.band_devices(chosen))
     signals.check()
     want_keys = team.leader and (
         manifest_path is not None or (replay is not None and replay.expected_key)

@@ -233,7 +233,7 @@ def test_progress_bar_only_on_a_terminal_stderr(tmp_path, quiet):
     assert has_bar != quiet, seen[-300:]
 
 
-_BANDS_CHILD = textwrap.dedent(
+_LANES_CHILD = textwrap.dedent(
     """
     import json, os, sys
     if sys.argv[3] == "one-core":
@@ -244,9 +244,9 @@ _BANDS_CHILD = textwrap.dedent(
     init = engine.Engine.__init__
     def record(self, *args, **kwargs):
         init(self, *args, **kwargs)
-        seen.append([[d.id for d in self.devices], [d.id for d in self.band_devices]])
+        seen.append([[d.id for d in self.devices], [d.id for d in self.lanes], self._chunk_lanes])
     engine.Engine.__init__ = record
-    weightgen.run_spec(sys.argv[1], sys.argv[2], manifest=False)
+    weightgen.run_spec(sys.argv[1], sys.argv[2], manifest=sys.argv[4] == "manifest")
     try:
         engine.select_devices("cpu:1")
         refused = False
@@ -262,37 +262,40 @@ _BANDS_CHILD = textwrap.dedent(
     reason="needs a process affinity of two cores or more",
 )
 @pytest.mark.parametrize(
-    ("quantize", "cores", "chunks", "bands"),
+    ("quantize", "manifest", "cores", "expected"),
     [
-        ("fp8-block", "all", [0], [0, 1]),  # a second CPU device for the bands only
-        (None, "all", [0], [0]),  # nothing quantized: one device, as always
-        ("fp8-block", "one-core", [0], [0]),  # one core: nothing to overlap
+        # (the run's devices, its lanes, how many lanes its chunks alternate over)
+        ("fp8-block", False, "all", [[0], [0, 1], 1]),  # a second lane for the bands only
+        (None, True, "all", [[0], [0, 1], 2]),  # hashing: chunks alternate too
+        ("fp8-block", True, "all", [[0], [0, 1], 2]),
+        (None, False, "all", [[0], [0], 1]),  # neither: one device, as always
+        ("fp8-block", True, "one-core", [[0], [0], 1]),  # one core: nothing to overlap
     ],
 )
-def test_a_quantized_plan_draws_its_bands_on_a_second_cpu_device(
-    tmp_path, quantize, cores, chunks, bands
+def test_a_second_cpu_lane_where_a_run_quantizes_or_hashes(
+    tmp_path, quantize, manifest, cores, expected
 ):
-    """A process left to JAX's default CPU device count (no XLA_FLAGS) adds one CPU device
-    for a quantized weight's bands (engine._BAND_CPU_DEVICES); the chunks stay on device 0
-    and --devices never sees the added one. The bytes are those of this test process's run
-    on its 4 devices."""
+    """A process left to JAX's default CPU device count (no XLA_FLAGS) that quantizes or
+    hashes adds one CPU device (engine._LANES): a quantized weight's bands alternate over
+    both, and a hashing run's chunks too; --devices never sees the added one. The bytes
+    (and the manifest's digests) are those of this test process's run on its 4 devices."""
     import json
 
     tensors = {
         "w": {"init": "he-normal", "shape": [384, 640]},  # 3 bands of 128 rows
+        "v": {"init": "truncated-normal", "shape": [1024, 1024], "dtype": "bfloat16"},  # 2 chunks
         "norm": {"init": "ones", "shape": [640], "dtype": "bfloat16"},
     }
-    if quantize:
-        tensors["w"]["quantize"] = quantize
-    spec = tmp_path / "spec.json"
     document = {"seed": 5, "tensors": tensors}
     if quantize:
+        tensors["w"]["quantize"] = quantize
         document["quantize"] = {"format": quantize}
+    spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(document))
     env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = tmp_path / "child.safetensors"
+    args = [str(spec), str(tmp_path / "child.safetensors"), cores, "manifest" if manifest else "-"]
     done = subprocess.run(
-        [sys.executable, "-c", _BANDS_CHILD, str(spec), str(out), cores],
+        [sys.executable, "-c", _LANES_CHILD, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -300,9 +303,15 @@ def test_a_quantized_plan_draws_its_bands_on_a_second_cpu_device(
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
-    assert report["engines"] == [[chunks, bands]]
-    assert report["cpu:1 refused"]  # device 1, when there is one, is the bands' own
+    assert report["engines"] == [expected]
+    assert report["cpu:1 refused"]  # device 1, when there is one, is the second lane
     import weightgen
 
-    weightgen.run_spec(str(spec), tmp_path / "here.safetensors", manifest=False)
-    assert out.read_bytes() == (tmp_path / "here.safetensors").read_bytes()
+    here = tmp_path / "here.safetensors"
+    weightgen.run_spec(str(spec), here, manifest=manifest, chunk_size=2**19)
+    assert (tmp_path / "child.safetensors").read_bytes() == here.read_bytes()
+    if manifest:
+        digests = [
+            json.loads(p.read_text())["tensors"] for p in sorted(tmp_path.glob("*.manifest.json"))
+        ]
+        assert len(digests) == 2 and digests[0] == digests[1]

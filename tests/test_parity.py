@@ -408,10 +408,13 @@ def _mixed_small_plan():
     return Plan.of(specs)
 
 
-@pytest.mark.parametrize(("ndev", "chunk"), [(1, 256), (4, 512), (1, None)])
-def test_many_small_tensors_batched_are_jax(ndev, chunk):
+@pytest.mark.parametrize(
+    ("ndev", "chunk", "lanes"), [(1, 256, 1), (4, 512, 1), (1, None, 1), (1, 256, 2)]
+)
+def test_many_small_tensors_batched_are_jax(ndev, chunk, lanes):
     """engine.run batches consecutive small tensors into one call (rows of a vmapped
-    kernel): every tensor is still jax.nn.initializers' own."""
+    kernel): every tensor is still jax.nn.initializers' own. With two lanes (a hashing
+    run's second CPU device), the chunks of the larger ones alternate between devices."""
     from weightgen import engine as engine_mod
 
     plan = _mixed_small_plan()
@@ -421,9 +424,13 @@ def test_many_small_tensors_batched_are_jax(ndev, chunk):
         def write(self, index, offset, chunk):
             written.setdefault(index, []).append((offset, np.array(chunk)))
 
-    eng = engine_mod.Engine(jax.devices()[:ndev], chunk)
+    eng = engine_mod.Engine(
+        jax.devices()[:ndev], chunk, lanes=jax.devices()[:lanes], alternate_chunks=True
+    )
     engine_mod.run(eng, plan, Memory())
     assert any(len(signature) == 3 for signature in eng._kernels)  # some calls were batches
+    on_lane_1 = any(signature[-2:] == ("on device", 1) for signature in eng._kernels)
+    assert on_lane_1 == (lanes == 2)
     for index, spec in enumerate(plan.tensors):
         parts = sorted(written[index], key=lambda part: part[0])
         got = np.concatenate([chunk for _, chunk in parts]).reshape(spec.shape)

@@ -305,10 +305,16 @@ def _prepare(
     team.decide(
         "check the destination", lambda: _check(target, manifest_path, output.inside, force)
     )
+    # A second lane (engine._LANES) for a quantized weight's bands, and for chunks where
+    # the writer hashes (a manifest, or a replay's check).
+    hashing = manifest_path is not None or replay is not None
     quantized = any(t.quant is not None for t in plan.tensors)
-    engine_mod.configure_jax(x64=plan.needs_x64, compile_cache=compile_cache, quantized=quantized)
+    engine_mod.configure_jax(
+        x64=plan.needs_x64, compile_cache=compile_cache, lanes=quantized or hashing
+    )
     chosen = engine_mod.select_devices(devices)
-    engine = engine_mod.Engine(chosen, chunk_size, band_devices=engine_mod.band_devices(chosen))
+    lanes = engine_mod.lanes(chosen)
+    engine = engine_mod.Engine(chosen, chunk_size, lanes=lanes, alternate_chunks=hashing)
     signals.check()
     want_keys = team.leader and (
         manifest_path is not None or (replay is not None and replay.expected_key)

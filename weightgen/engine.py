@@ -52,15 +52,18 @@ QUEUE_DEPTH = 4  # host chunks waiting for the writer
 
 COMPILE_CACHE_ENV = "WEIGHTGEN_COMPILE_CACHE"  # "0" turns the persistent cache off
 
-# A quantized plan on CPU: its bands alternate between the run's CPU device and one more,
-# added for them (configure_jax) and hidden from everything else (select_devices). A
-# device runs its calls one after another, and a band's quantizer (block maxima, then the
-# codes) keeps the cores busy only about half its time: on two devices the next band's
-# draw fills the gap. Measured on 2 cores, 96 experts' weights: 6.0 s on one device, 4.8 s
-# on two (bfloat16 chunks on two devices were slower: 5.0 s against 4.5 s, so chunks stay
-# on the run's devices). A band's bytes do not depend on its device.
-_BAND_CPU_DEVICES = 2
-_spare_cpu: list[bool] = []  # [True] once configure_jax has added the bands' device
+# Lanes: a run on the one CPU device that quantizes or hashes gets a second CPU device
+# (configure_jax), hidden from everything else (select_devices), and whole kernel calls
+# alternate between the two. A device runs its calls one after another, and XLA splits
+# each call into one task per core and waits for the slower: whatever holds a core up (a
+# band's quantizer, memory-bound for about half its time; the writer thread's hashing)
+# leaves the other idle. On two devices, the other device's call fills the gap. Measured on
+# 2 cores: 96 experts' weights quantized (the engine alone) 6.0 s on one device, 4.8 s on
+# two; the Llama-3.2-1B spec with its manifest 4.89 s on one, 4.56 s on two (4.45 s and
+# 4.56 s without a manifest, and bfloat16 experts to /dev/null 5.6 s and 5.75 s: so chunks
+# alternate only when hashing). A call's bytes do not depend on its device.
+_LANES = 2
+_spare_cpu: list[bool] = []  # [True] once configure_jax has added the second lane
 
 
 def host_threads() -> int:
@@ -83,15 +86,15 @@ def compile_cache_dir() -> Path:
     return Path(base) / "weightgen" / "jax" / f"cores-{host_threads()}"
 
 
-def configure_jax(*, x64: bool, compile_cache: bool = True, quantized: bool = False) -> None:
+def configure_jax(*, x64: bool, compile_cache: bool = True, lanes: bool = False) -> None:
     """Process-wide JAX settings for a run: x64 when a tensor needs it; the compile cache;
-    for a ``quantized`` plan, a second CPU device for its bands (see _BAND_CPU_DEVICES),
+    with ``lanes`` (a run that quantizes or hashes), a second CPU device (see _LANES),
     unless the CPU device count is set already (``jax_num_cpu_devices``, XLA_FLAGS), JAX
     has started, or the process has one core."""
     jax.config.update("jax_enable_x64", x64)
-    if quantized and not _spare_cpu and host_threads() > 1 and _cpu_devices_unset():
+    if lanes and not _spare_cpu and host_threads() > 1 and _cpu_devices_unset():
         try:
-            jax.config.update("jax_num_cpu_devices", _BAND_CPU_DEVICES)
+            jax.config.update("jax_num_cpu_devices", _LANES)
             _spare_cpu.append(True)
         except RuntimeError:  # JAX's backends are up (a library caller): one device it is
             pass
@@ -115,13 +118,13 @@ def _cpu_devices_unset() -> bool:
 
 
 def _spare_devices() -> list[jax.Device]:
-    """The CPU device configure_jax added for bands (none if it added none)."""
+    """The CPU device configure_jax added as a second lane (none if it added none)."""
     return jax.local_devices(backend="cpu")[1:] if _spare_cpu else []
 
 
-def band_devices(devices: Sequence[jax.Device]) -> list[jax.Device]:
-    """Where a quantized weight's bands go: the run's devices, and the bands' own CPU
-    device beside a run on the one CPU device."""
+def lanes(devices: Sequence[jax.Device]) -> list[jax.Device]:
+    """The devices whole calls alternate over: the run's devices, and the added CPU device
+    beside a run on the one CPU device."""
     devices = list(devices)
     if len(devices) == 1 and devices[0].platform == "cpu":
         return devices + _spare_devices()
@@ -130,8 +133,8 @@ def band_devices(devices: Sequence[jax.Device]) -> list[jax.Device]:
 
 def select_devices(spec: str | None) -> list[jax.Device]:
     """``None`` (JAX's default backend, all its local devices), ``cpu``, ``gpu``, ``tpu``,
-    ``all``, or a platform with indices such as ``gpu:0,1``. The bands' CPU device
-    (configure_jax) is never among them."""
+    ``all``, or a platform with indices such as ``gpu:0,1``. The CPU device added as a
+    second lane (configure_jax) is never among them."""
     spare = _spare_devices()
     return [d for d in _select_devices(spec) if d not in spare]
 
@@ -186,11 +189,15 @@ class Engine:
         self,
         devices: Sequence[jax.Device] | None = None,
         chunk_elems: int | None = None,
-        band_devices: Sequence[jax.Device] | None = None,
+        lanes: Sequence[jax.Device] | None = None,
+        alternate_chunks: bool = False,
     ):
         self.devices = list(devices) if devices else jax.local_devices()
-        # A quantized weight's bands, round robin (each whole on one device).
-        self.band_devices = list(band_devices) if band_devices else self.devices
+        # Where whole calls go, round robin: a quantized weight's bands always; with
+        # ``alternate_chunks``, an elementwise tensor's chunks too, where ``devices`` is one
+        # device and ``lanes`` more (else chunks are sharded over ``devices``).
+        self.lanes = list(lanes) if lanes else self.devices
+        self._chunk_lanes = len(self.lanes) if alternate_chunks and len(self.devices) == 1 else 1
         ndev = len(self.devices)
         if chunk_elems is None:
             per_device = (
@@ -255,7 +262,7 @@ class Engine:
                 return draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
 
             if device is not None:
-                on_device = SingleDeviceSharding(self.band_devices[device])
+                on_device = SingleDeviceSharding(self.lanes[device])
                 kernel = jax.jit(run, out_shardings=on_device)
             elif rows is None:
                 kernel = jax.jit(run, out_shardings=self._sharding)
@@ -436,7 +443,7 @@ class Engine:
 
         logical, scheme = part.logical, part.scheme
         rows = (stop - start) // math.prod(logical.shape[1:])
-        kernel = self._band_kernel(logical, scheme, rows, band % len(self.band_devices))
+        kernel = self._band_kernel(logical, scheme, rows, band % len(self.lanes))
         g = np.float32(self._global_scale(part) if scheme.has_global else 1.0)
         key_data = prng.offset_key_data(self._logical_words(logical), start)
         coefficients, _ = self._elementwise(logical)
@@ -466,7 +473,7 @@ class Engine:
             # device_put of the key data cost ~0.5 ms a band). The draw is the chunk
             # kernel's, whole on one device.
             draw_jit = self._kernel(logical, draw, math.prod(shape), device=device)
-            on_device = SingleDeviceSharding(self.band_devices[device])
+            on_device = SingleDeviceSharding(self.lanes[device])
             quantize_jit = jax.jit(quantize_band, out_shardings=on_device)
 
             def run(key_data, coefficients, constants, global_scale):
@@ -496,7 +503,7 @@ class Engine:
                 values = draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
                 return jitted.absmax(values)
 
-            on_device = SingleDeviceSharding(self.band_devices[device])
+            on_device = SingleDeviceSharding(self.lanes[device])
             kernel = self._kernels[signature] = jax.jit(run, out_shardings=on_device)
         return kernel
 
@@ -532,7 +539,7 @@ class Engine:
                 coefficients, _ = self._elementwise(logical)
                 for band, start in enumerate(range(0, logical.numel, band_elems)):
                     size = min(band_elems, logical.numel - start)
-                    kernel = self._absmax_kernel(logical, size, band % len(self.band_devices))
+                    kernel = self._absmax_kernel(logical, size, band % len(self.lanes))
                     peaks.append(kernel(prng.offset_key_data(words, start), coefficients))
             found = part.scheme.global_scale(max(float(np.asarray(p)) for p in peaks))
             if len(self._global_scales) >= GLOBAL_SCALES_KEPT:
@@ -561,9 +568,13 @@ class Engine:
         spec, start, stop = piece.spec, piece.start, piece.stop
         if spec.init.elementwise:
             coefficients, draw = self._elementwise(spec)
-            kernel = self._kernel(spec, draw, size)
+            kernels = [self._kernel(spec, draw, size)]  # lane 0: the run's device
+            kernels += [
+                self._kernel(spec, draw, size, device=i) for i in range(1, self._chunk_lanes)
+            ]
             finish = samplers.finish(spec)  # a transform's eager ops, if any
-            for flat_start in range(start, stop, size):
+            for i, flat_start in enumerate(range(start, stop, size)):
+                kernel = kernels[i % len(kernels)]
                 chunk = kernel(prng.offset_key_data(piece.words, flat_start), coefficients)
                 if finish is not None:
                     chunk = finish(chunk)

@@ -341,13 +341,37 @@ class Bench:
             row.peak_rss = max(row.peak_rss, rss)
             if not keep:
                 self.clean()
+        self._report(row)
+        return row
+
+    def _report(self, row: Row) -> None:
         self.rows.append(row)
-        rate = f"{nbytes / row.wall / 1e6:8.0f} MB/s" if nbytes else ""
+        rate = f"{row.nbytes / row.wall / 1e6:8.0f} MB/s" if row.nbytes else ""
         print(
-            f"{case:16} {tool:44} {row.wall:7.2f} s  {row.peak_rss / 2**20:7.0f} MiB  {rate}",
+            f"{row.case:16} {row.tool:44} {row.wall:7.2f} s  {row.peak_rss / 2**20:7.0f} MiB  "
+            f"{rate}",
             flush=True,
         )
-        return row
+
+    def measure_paired(self, case, variants, *, nbytes, elements=0, env=None, keep=False):
+        """Several commands of one case, alternated run by run (A B A B ...), each run on a
+        clean output, after one untimed run of each (compiles in the cache): a ratio between
+        them sees the same machine. With ``keep``, the last command's last output stays."""
+        rows = [Row(case, tool, nbytes, elements) for tool, _ in variants]
+        for _, argv in variants:
+            run_once(argv, env or self.env)
+            self.clean()
+        runs = self.runs
+        for i in range(runs):
+            for j, (row, (_, argv)) in enumerate(zip(rows, variants)):
+                wall, rss = run_once(argv, env or self.env)
+                row.walls.append(wall)
+                row.peak_rss = max(row.peak_rss, rss)
+                if not (keep and i == runs - 1 and j == len(variants) - 1):
+                    self.clean()
+        for row in rows:
+            self._report(row)
+        return rows
 
     def skip(self, case, tool, note) -> None:
         self.rows.append(Row(case, tool, 0, note=note))
@@ -535,12 +559,13 @@ class Bench:
         sizes = {"nbytes": GiB, "elements": GiB // 4}
         case = "manifest: 1 GiB"
         if not self.floors_only:
-            self.measure(case, "weightgen --no-manifest (none)", wg, **sizes, env=self.warm_env)
             manifest = self.work / "out.manifest.json"
-            self.measure(
+            self.measure_paired(
                 case,
-                "weightgen --manifest",
-                [*wg, "--manifest", str(manifest)],
+                [
+                    ("weightgen --no-manifest (none)", wg),
+                    ("weightgen --manifest", [*wg, "--manifest", str(manifest)]),
+                ],
                 **sizes,
                 env=self.warm_env,
             )
@@ -568,10 +593,18 @@ class Bench:
             "--force",
             *self.device_args,
         ]
-        self.measure(
-            case, "weightgen run --no-manifest", [*run, "--no-manifest"], **sizes, env=self.warm_env
+        # Alternated, each on a clean folder: --force over the last run's 2.5 GB would add
+        # the old files' removal (~0.1 s per GiB) to the runs that found them.
+        self.measure_paired(
+            case,
+            [
+                ("weightgen run --no-manifest", [*run, "--no-manifest"]),
+                ("weightgen run (manifest)", run),
+            ],
+            **sizes,
+            env=self.warm_env,
+            keep=True,
         )
-        self.measure(case, "weightgen run (manifest)", run, **sizes, env=self.warm_env, keep=True)
         if self.floors_only:
             self.clean()
             return

@@ -134,20 +134,16 @@ def lanes(devices: Sequence[jax.Device]) -> list[jax.Device]:
 def select_devices(spec: str | None) -> list[jax.Device]:
     """``None`` (JAX's default backend, all its local devices), ``cpu``, ``gpu``, ``tpu``,
     ``all``, or a platform with indices such as ``gpu:0,1``. The CPU device added as a
-    second lane (configure_jax) is never among them."""
+    second lane (configure_jax) is never among them, nor counted by an index."""
     spare = _spare_devices()
-    return [d for d in _select_devices(spec) if d not in spare]
-
-
-def _select_devices(spec: str | None) -> list[jax.Device]:
     if spec is None or spec.strip().lower() in ("", "default", "all"):
-        return jax.local_devices()
+        return [d for d in jax.local_devices() if d not in spare]
     text = spec.strip().lower()
     platform, _, ids = text.partition(":")
     if platform == "cuda":
         platform = "gpu"
     try:
-        available = [d for d in jax.local_devices(backend=platform) if d not in _spare_devices()]
+        available = [d for d in jax.local_devices(backend=platform) if d not in spare]
     except RuntimeError:
         have = ", ".join(sorted({d.platform for d in jax.devices()}))
         raise UsageError(
@@ -251,7 +247,8 @@ class Engine:
         """The jitted draw of ``size`` elements from one row of key data; with ``rows``, mapped
         over that many rows of key data and coefficients (a batch of small pieces: every
         element computed exactly as in the chunk kernel); with ``device``, whole on that
-        device number (a quantized weight's band). Compiled once per signature."""
+        lane (a quantized weight's band, or a hashing run's alternated chunk). Compiled once
+        per signature."""
         signature = (self._signature(spec), size) + (() if rows is None else (rows,))
         signature += () if device is None else ("on device", device)
         kernel = self._kernels.get(signature)
@@ -438,7 +435,7 @@ class Engine:
 
     def _fused_band(self, part, band: int, start: int, stop: int) -> _FusedBand:
         """Dispatch one band's draw and quantization (quant.jitted), round robin over the
-        band devices (a band's bytes do not depend on the device)."""
+        lanes (a band's bytes do not depend on the device)."""
         from .quant import jitted
 
         logical, scheme = part.logical, part.scheme

@@ -58,8 +58,8 @@ COMPILE_CACHE_ENV = "WEIGHTGEN_COMPILE_CACHE"  # "0" turns the persistent cache 
 # each call into one task per core and waits for the slower: whatever holds a core up (a
 # band's quantizer, memory-bound for about half its time; the writer thread's hashing)
 # leaves the other idle. On two devices, the other device's call fills the gap. Measured on
-# 2 cores: 96 experts' weights quantized (the engine alone) 6.0 s on one device, 4.8 s on
-# two; the Llama-3.2-1B spec with its manifest 4.89 s on one, 4.56 s on two (4.45 s and
+# 2 cores: 32 experts' 96 weights quantized (the engine alone) 6.0 s on one device, 4.8 s
+# on two; the Llama-3.2-1B spec with its manifest 4.89 s on one, 4.56 s on two (4.45 s and
 # 4.56 s without a manifest, and bfloat16 experts to /dev/null 5.6 s and 5.75 s: so chunks
 # alternate only when hashing). A call's bytes do not depend on its device.
 _LANES = 2

@@ -283,7 +283,8 @@ def test_a_second_cpu_lane_where_a_run_quantizes_or_hashes(
 
     tensors = {
         "w": {"init": "he-normal", "shape": [384, 640]},  # 3 bands of 128 rows
-        "v": {"init": "truncated-normal", "shape": [1024, 1024], "dtype": "bfloat16"},  # 2 chunks
+        # 8 chunks of 2**19: alternated (engine.LANE_MIN_CHUNKS)
+        "v": {"init": "truncated-normal", "shape": [4096, 1024], "dtype": "bfloat16"},
         "norm": {"init": "ones", "shape": [640], "dtype": "bfloat16"},
     }
     document = {"seed": 5, "tensors": tensors}

@@ -63,6 +63,9 @@ COMPILE_CACHE_ENV = "WEIGHTGEN_COMPILE_CACHE"  # "0" turns the persistent cache 
 # 4.56 s without a manifest, and bfloat16 experts to /dev/null 5.6 s and 5.75 s: so chunks
 # alternate only when hashing). A call's bytes do not depend on its device.
 _LANES = 2
+# A hashing run's tensor of fewer chunks than this stays on the first lane: on the second,
+# its kernel's compile (or cache load) would cost more than the overlap saves.
+LANE_MIN_CHUNKS = 8
 _spare_cpu: list[bool] = []  # [True] once configure_jax has added the second lane
 
 
@@ -566,9 +569,10 @@ class Engine:
         if spec.init.elementwise:
             coefficients, draw = self._elementwise(spec)
             kernels = [self._kernel(spec, draw, size)]  # lane 0: the run's device
-            kernels += [
-                self._kernel(spec, draw, size, device=i) for i in range(1, self._chunk_lanes)
-            ]
+            if -(-(stop - start) // size) >= LANE_MIN_CHUNKS:
+                kernels += [
+                    self._kernel(spec, draw, size, device=i) for i in range(1, self._chunk_lanes)
+                ]
             finish = samplers.finish(spec)  # a transform's eager ops, if any
             for i, flat_start in enumerate(range(start, stop, size)):
                 kernel = kernels[i % len(kernels)]

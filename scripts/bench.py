@@ -336,13 +336,16 @@ class Bench:
         for _ in range(repeat or self.runs):
             if before:
                 before()
-            wall, rss = run_once(argv, env or self.env)
-            row.walls.append(wall)
-            row.peak_rss = max(row.peak_rss, rss)
+            self._time(row, argv, env)
             if not keep:
                 self.clean()
         self._report(row)
         return row
+
+    def _time(self, row: Row, argv, env) -> None:
+        wall, rss = run_once(argv, env or self.env)
+        row.walls.append(wall)
+        row.peak_rss = max(row.peak_rss, rss)
 
     def _report(self, row: Row) -> None:
         self.rows.append(row)
@@ -364,9 +367,7 @@ class Bench:
         runs = self.runs
         for i in range(runs):
             for j, (row, (_, argv)) in enumerate(zip(rows, variants)):
-                wall, rss = run_once(argv, env or self.env)
-                row.walls.append(wall)
-                row.peak_rss = max(row.peak_rss, rss)
+                self._time(row, argv, env)
                 if not (keep and i == runs - 1 and j == len(variants) - 1):
                     self.clean()
         for row in rows:

@@ -196,6 +196,7 @@ class Engine:
         # ``alternate_chunks``, an elementwise tensor's chunks too, where ``devices`` is one
         # device and ``lanes`` more (else chunks are sharded over ``devices``).
         self.lanes = list(lanes) if lanes else self.devices
+        self._on_lane = [SingleDeviceSharding(d) for d in self.lanes]
         self._chunk_lanes = len(self.lanes) if alternate_chunks and len(self.devices) == 1 else 1
         ndev = len(self.devices)
         if chunk_elems is None:
@@ -262,8 +263,7 @@ class Engine:
                 return draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
 
             if device is not None:
-                on_device = SingleDeviceSharding(self.lanes[device])
-                kernel = jax.jit(run, out_shardings=on_device)
+                kernel = jax.jit(run, out_shardings=self._on_lane[device])
             elif rows is None:
                 kernel = jax.jit(run, out_shardings=self._sharding)
             else:
@@ -473,8 +473,7 @@ class Engine:
             # device_put of the key data cost ~0.5 ms a band). The draw is the chunk
             # kernel's, whole on one device.
             draw_jit = self._kernel(logical, draw, math.prod(shape), device=device)
-            on_device = SingleDeviceSharding(self.lanes[device])
-            quantize_jit = jax.jit(quantize_band, out_shardings=on_device)
+            quantize_jit = jax.jit(quantize_band, out_shardings=self._on_lane[device])
 
             def run(key_data, coefficients, constants, global_scale):
                 # Two calls, the band between them left on the device (no host copy): in
@@ -503,8 +502,7 @@ class Engine:
                 values = draw(prng.wrap(key_data, unrolled=unrolled), coefficients, size)
                 return jitted.absmax(values)
 
-            on_device = SingleDeviceSharding(self.lanes[device])
-            kernel = self._kernels[signature] = jax.jit(run, out_shardings=on_device)
+            kernel = self._kernels[signature] = jax.jit(run, out_shardings=self._on_lane[device])
         return kernel
 
     def _logical_words(self, logical: TensorSpec) -> tuple[int, int]:

@@ -108,8 +108,7 @@ def test_select_devices_refuses(spec):
 
 
 def test_writer_failure_stops_generation_and_propagates():
-    from weightgen import engine as engine_mod
-    from weightgen.plan import Plan
+        from weightgen.plan import Plan
 
     class FailingSink:
         writes = 0
@@ -131,8 +130,7 @@ def test_writer_thread_yields_the_cores_to_generation():
     dispatches the kernels, so that it takes the cores generation leaves idle."""
     import threading
 
-    from weightgen import engine as engine_mod
-    from weightgen import writes
+        from weightgen import writes
     from weightgen.plan import Plan
 
     def nice() -> int:
@@ -246,7 +244,8 @@ _LANES_CHILD = textwrap.dedent(
         init(self, *args, **kwargs)
         seen.append([[d.id for d in self.devices], [d.id for d in self.lanes], self._chunk_lanes])
     engine.Engine.__init__ = record
-    weightgen.run_spec(sys.argv[1], sys.argv[2], manifest=sys.argv[4] == "manifest")
+    manifest, hashes = sys.argv[4] == "manifest", sys.argv[4] != "-"
+    weightgen.run_spec(sys.argv[1], sys.argv[2], manifest=manifest, hashes=hashes)
     try:
         engine.select_devices("cpu:1")
         refused = False
@@ -262,23 +261,25 @@ _LANES_CHILD = textwrap.dedent(
     reason="needs a process affinity of two cores or more",
 )
 @pytest.mark.parametrize(
-    ("quantize", "manifest", "cores", "expected"),
+    ("quantize", "hashing", "cores", "expected"),
     [
         # (the run's devices, its lanes, how many lanes its chunks alternate over)
-        ("fp8-block", False, "all", [[0], [0, 1], 1]),  # a second lane for the bands only
-        (None, True, "all", [[0], [0, 1], 2]),  # hashing: chunks alternate too
-        ("fp8-block", True, "all", [[0], [0, 1], 2]),
-        (None, False, "all", [[0], [0], 1]),  # neither: one device, as always
-        ("fp8-block", True, "one-core", [[0], [0], 1]),  # one core: nothing to overlap
+        ("fp8-block", "-", "all", [[0], [0, 1], 1]),  # a second lane for the bands only
+        (None, "manifest", "all", [[0], [0, 1], 2]),  # hashing: chunks alternate too
+        (None, "digests", "all", [[0], [0, 1], 2]),  # the result's digests (--json) hash too
+        ("fp8-block", "manifest", "all", [[0], [0, 1], 2]),
+        (None, "-", "all", [[0], [0], 1]),  # neither: one device, as always
+        ("fp8-block", "manifest", "one-core", [[0], [0], 1]),  # one core: nothing to overlap
     ],
 )
 def test_a_second_cpu_lane_where_a_run_quantizes_or_hashes(
-    tmp_path, quantize, manifest, cores, expected
+    tmp_path, quantize, hashing, cores, expected
 ):
     """A process left to JAX's default CPU device count (no XLA_FLAGS) that quantizes or
-    hashes adds one CPU device (engine._LANES): a quantized weight's bands alternate over
-    both, and a hashing run's chunks too; --devices never sees the added one. The bytes
-    (and the manifest's digests) are those of this test process's run on its 4 devices."""
+    hashes (a manifest, or the digests the library returns and --json prints) adds one CPU
+    device (engine._LANES): a quantized weight's bands alternate over both, and a hashing
+    run's chunks too; --devices never sees the added one. The bytes (and the manifest's
+    digests) are those of this test process's run on its 4 devices."""
     import json
 
     tensors = {
@@ -294,7 +295,8 @@ def test_a_second_cpu_lane_where_a_run_quantizes_or_hashes(
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(document))
     env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.pathsep.join(sys.path)}
-    args = [str(spec), str(tmp_path / "child.safetensors"), cores, "manifest" if manifest else "-"]
+    manifest = hashing == "manifest"
+    args = [str(spec), str(tmp_path / "child.safetensors"), cores, hashing]
     done = subprocess.run(
         [sys.executable, "-c", _LANES_CHILD, *args],
         env=env,

@@ -184,6 +184,7 @@ def _write(
     the destination, the keys), then open, generate, assemble the digests, the manifest,
     commit; any failure or signal on the way aborts (``_Output.abort``)."""
     target, manifest_path = output.target, output.manifest_path
+    need_digests = hashes or manifest_path is not None
     engine, keys = _prepare(
         team,
         plan,
@@ -193,13 +194,13 @@ def _write(
         chunk_size=chunk_size,
         compile_cache=compile_cache,
         replay=replay,
+        hashing=need_digests or replay is not None,  # as _taps decides
         options=options,
     )
     block_bytes = replay.block_bytes if replay is not None and replay.block_bytes else None
     block_bytes = block_bytes or digest.BLOCK_BYTES
     ranges = team.ranges(plan, block_bytes)
     work = _work(plan, ranges)
-    need_digests = hashes or manifest_path is not None
     streamed = target.path == "-"
     digests, taps = _taps(team, plan, work, block_bytes, replay, need_digests, streamed)
 
@@ -289,10 +290,12 @@ def _prepare(
     chunk_size: int | None,
     compile_cache: bool,
     replay: ParsedSpec | None,
+    hashing: bool,
     options: dict,
 ):
     """Before anything is created: JAX, the processes' agreement, the destination's check,
-    the engine; the keys in hex where a manifest records or checks them. (engine, keys)"""
+    the engine (``hashing``: the writer will hash, see _taps); the keys in hex where a
+    manifest records or checks them. (engine, keys)"""
     from .memory import tune_allocator
 
     tune_allocator()  # before JAX starts its threads
@@ -306,8 +309,7 @@ def _prepare(
         "check the destination", lambda: _check(target, manifest_path, output.inside, force)
     )
     # A second lane (engine._LANES) for a quantized weight's bands, and for chunks where
-    # the writer hashes (a manifest, or a replay's check).
-    hashing = manifest_path is not None or replay is not None
+    # the writer hashes (a manifest, --json's digests, or a replay's check).
     quantized = any(t.quant is not None for t in plan.tensors)
     engine_mod.configure_jax(
         x64=plan.needs_x64, compile_cache=compile_cache, lanes=quantized or hashing

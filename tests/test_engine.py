@@ -10,6 +10,7 @@ import textwrap
 import jax
 import pytest
 
+from weightgen import engine as engine_mod
 from weightgen.engine import Engine, select_devices
 from weightgen.errors import UsageError
 from weightgen.plan import make_tensor
@@ -54,7 +55,8 @@ def test_memory_is_bounded_by_chunks_not_tensor_size(tmp_path):
     assert big - small < 192 * 2**20, (small / 2**20, big / 2**20)
 
 
-def test_kernel_compiles_once_per_family_dtype_and_size():
+def test_kernel_compiles_once_per_family_dtype_and_size(monkeypatch):
+    monkeypatch.setattr(engine_mod, "_COMPILED", {})  # none from earlier tests
     engine = Engine(jax.devices()[:1], 256)
     for rows in (5, 9, 33):  # different tensors, sizes past one chunk: the same kernel
         spec = make_tensor("he-normal", (rows, 64), seed=rows)
@@ -62,6 +64,29 @@ def test_kernel_compiles_once_per_family_dtype_and_size():
     assert len(engine._kernels) == 1
     (kernel,) = engine._kernels.values()
     assert kernel._cache_size() == 1  # one trace and compile for all chunks and tensors
+
+
+def test_a_later_engine_reuses_the_kernels_an_earlier_one_compiled(monkeypatch):
+    """Kernels are kept per process, by devices, lanes and threefry: a library caller's
+    second run (another Engine) neither traces nor compiles again, and gets the same bytes;
+    an engine on other devices, or with JAX's threefry, compiles its own."""
+    import numpy as np
+
+    monkeypatch.setattr(engine_mod, "_COMPILED", {})
+    spec = make_tensor("he-normal", (9, 64), seed=4)
+    first = Engine(jax.devices()[:1], 256)
+    want = np.concatenate(list(first.chunks(spec)))
+    again = Engine(jax.devices()[:1], 256)
+    assert np.array_equal(np.concatenate(list(again.chunks(spec))), want)
+    (kernel,) = again._kernels.values()
+    assert kernel is next(iter(first._kernels.values()))
+    assert kernel._cache_size() == 1  # traced and compiled once, by the first engine
+    monkeypatch.setenv("WEIGHTGEN_THREEFRY", "jax")
+    for other in (Engine(jax.devices()[:2], 256), Engine(jax.devices()[:1], 256)):
+        assert np.array_equal(np.concatenate(list(other.chunks(spec))), want)
+        (own,) = other._kernels.values()
+        assert own is not kernel
+    assert len(engine_mod._COMPILED) == 3
 
 
 def test_small_tensors_share_calls():
@@ -108,7 +133,8 @@ def test_select_devices_refuses(spec):
 
 
 def test_writer_failure_stops_generation_and_propagates():
-        from weightgen.plan import Plan
+    from weightgen import engine as engine_mod
+    from weightgen.plan import Plan
 
     class FailingSink:
         writes = 0
@@ -130,7 +156,8 @@ def test_writer_thread_yields_the_cores_to_generation():
     dispatches the kernels, so that it takes the cores generation leaves idle."""
     import threading
 
-        from weightgen import writes
+    from weightgen import engine as engine_mod
+    from weightgen import writes
     from weightgen.plan import Plan
 
     def nice() -> int:

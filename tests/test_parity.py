@@ -425,6 +425,7 @@ def test_many_small_tensors_batched_are_jax(ndev, chunk, lanes, monkeypatch):
             written.setdefault(index, []).append((offset, np.array(chunk)))
 
     monkeypatch.setattr(engine_mod, "LANE_MIN_CHUNKS", 2)  # these tensors are small
+    monkeypatch.setattr(engine_mod, "_COMPILED", {})  # a kernel ran here, not in a test before
     eng = engine_mod.Engine(
         jax.devices()[:ndev], chunk, lanes=jax.devices()[:lanes], alternate_chunks=True
     )

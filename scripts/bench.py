@@ -131,12 +131,14 @@ RATE = """
         small = Plan.of([make_tensor("he-normal", (4096, 1024), dtype=dtype)])
         engine.run(engines[choice], small, Null())  # compile
     seconds = {choice: [] for choice in engines}
+    cpu = {choice: [] for choice in engines}  # this process's CPU seconds, every thread
     for _ in range(runs):
         for choice, eng in engines.items():
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             engine.run(eng, plan, Null())
             seconds[choice].append(time.perf_counter() - started)
-    print(json.dumps(seconds))
+            cpu[choice].append(time.process_time() - used)
+    print(json.dumps({**seconds, "cpu": cpu}))
 """
 RATE_TOOLS = {
     "jax": "generation rate, JAX's threefry",
@@ -486,10 +488,11 @@ class Bench:
             argv = self.script(script, sizes["nbytes"], out)
             self.measure(case, tool, argv, **sizes, repeat=repeat, note=note)
 
-    def rates(self, shape_arg: str, dtype: str, devices: str, *choices, pin=()) -> dict:
-        """The rate script's seconds per run, by threefry choice (default: both), in a
+    def rates(self, shape_arg: str, dtype: str, devices: str, *choices, pin=(), runs=None) -> dict:
+        """The rate script's seconds per run, by threefry choice (default: both), and its
+        CPU seconds (``"cpu"``, by choice), ``runs`` runs (default: the bench's) in a
         process of its own (``pin``: a taskset prefix), started on a quiet machine."""
-        argv = self.script("rate", shape_arg, dtype, self.runs, devices, *choices)
+        argv = self.script("rate", shape_arg, dtype, runs or self.runs, devices, *choices)
         wait_quiet()
         proc = subprocess.run([*pin, *argv], env=self.warm_env, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -508,9 +511,11 @@ class Bench:
             print(f"{case:16} {tool:44} {row.wall:7.2f} s  {rate:8.0f} M elements/s", flush=True)
 
     def cores(self) -> None:
-        """One process on one core and on all of them (``taskset``): generation timed
-        inside the process (the rate script, weightgen's threefry, 1 GiB), and the whole
-        command, start-up included, writing 4 GiB to /dev/null."""
+        """One process on one core and on all of them (``taskset``), alternated run by run
+        (the host's speed drifts: a ratio must see the same machine): generation timed
+        inside the process (the rate script, weightgen's threefry, 1 GiB; with the cores it
+        kept busy, its CPU seconds over its wall), and the whole command, start-up
+        included, writing 4 GiB to /dev/null."""
         if not hasattr(os, "sched_getaffinity") or not shutil.which("taskset"):
             self.skip(CORES_CASE, "-", "needs Linux and taskset")
             return
@@ -518,30 +523,35 @@ class Bench:
         if len(allowed) < 2:
             self.skip(CORES_CASE, "-", "one core: nothing to scale to")
             return
-        shapes = {"rate": (16384, 16384), "command": (32768, 32768)}
-        for label, cores in (("1 core", allowed[:1]), (f"{len(allowed)} cores", allowed)):
-            pin = ["taskset", "-c", ",".join(map(str, cores))]
-            shape = shapes["rate"]
-            sizes = {"nbytes": math.prod(shape) * 4, "elements": math.prod(shape)}
-            shape_arg = ",".join(map(str, shape))
-            seconds = self.rates(shape_arg, "float32", "", "unrolled", pin=pin)["unrolled"]
-            row = Row(CORES_CASE, f"{CORES_RATE}, {label}", sizes["nbytes"], sizes["elements"])
-            row.walls, row.note = seconds, "in one process, 1 GiB f32"
+        pins = {
+            label: ["taskset", "-c", ",".join(map(str, cores))]
+            for label, cores in (("1 core", allowed[:1]), (f"{len(allowed)} cores", allowed))
+        }
+        elements = 16384 * 16384
+        rows = {
+            label: Row(CORES_CASE, f"{CORES_RATE}, {label}", elements * 4, elements)
+            for label in pins
+        }
+        cpu: dict[str, list[float]] = {label: [] for label in pins}
+        for _ in range(self.runs):  # a process per run: 1 core, all, 1 core, all ...
+            for label, pin in pins.items():
+                found = self.rates("16384,16384", "float32", "", "unrolled", pin=pin, runs=1)
+                rows[label].walls += found["unrolled"]
+                cpu[label] += found["cpu"]["unrolled"]
+        for label, row in rows.items():
+            busy = statistics.median(c / w for c, w in zip(cpu[label], row.walls))
+            row.note = f"in one process, 1 GiB f32; {busy:.2f} cores busy"
             self.rows.append(row)
-            print(f"{CORES_CASE:16} {row.tool:44} {row.wall:7.2f} s", flush=True)
-            shape = shapes["command"]
-            sizes = {"nbytes": math.prod(shape) * 4, "elements": math.prod(shape)}
-            out = str(self.work / "out.safetensors")
-            command = [*self.weightgen, "he-normal", "--shape", ",".join(map(str, shape))]
-            command = self.to_null([*command, "-o", out, "-q", *self.device_args])
-            self.measure(
-                CORES_CASE,
-                f"{CORES_COMMAND}, {label}",
-                [*pin, *command],
-                **sizes,
-                env=self.warm_env,
-                note="4 GiB f32, start-up included",
-            )
+            print(f"{CORES_CASE:16} {row.tool:44} {row.wall:7.2f} s  {busy:.2f} cores busy")
+        elements = 32768 * 32768
+        out = str(self.work / "out.safetensors")
+        command = [*self.weightgen, "he-normal", "--shape", "32768,32768"]
+        command = self.to_null([*command, "-o", out, "-q", *self.device_args])
+        variants = [(f"{CORES_COMMAND}, {label}", [*pin, *command]) for label, pin in pins.items()]
+        for row in self.measure_paired(
+            CORES_CASE, variants, nbytes=elements * 4, elements=elements, env=self.warm_env
+        ):
+            row.note = "4 GiB f32, start-up included"
 
     def hashing(self) -> None:
         """What a manifest costs (with it, without it) and verify against one sha256 pass."""

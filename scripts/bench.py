@@ -542,7 +542,10 @@ class Bench:
             busy = statistics.median(c / w for c, w in zip(cpu[label], row.walls))
             row.note = f"in one process, 1 GiB f32; {busy:.2f} cores busy"
             self.rows.append(row)
-            print(f"{CORES_CASE:16} {row.tool:44} {row.wall:7.2f} s  {busy:.2f} cores busy")
+            print(
+                f"{CORES_CASE:16} {row.tool:44} {row.wall:7.2f} s  {busy:.2f} cores busy",
+                flush=True,
+            )
         elements = 32768 * 32768
         out = str(self.work / "out.safetensors")
         command = [*self.weightgen, "he-normal", "--shape", "32768,32768"]
